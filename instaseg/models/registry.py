@@ -1,0 +1,59 @@
+"""A tiny model registry: builders are keyword-only functions registered by name.
+
+>>> @register_model()
+... def my_model(*, num_classes: int = 2) -> nn.Module: ...
+>>> model = get_model("my_model", num_classes=3)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from torch import nn
+
+from instaseg.errors import ConfigError
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+F = TypeVar("F", bound=Callable[..., nn.Module])
+
+
+def register_model(name: str | None = None) -> Callable[[F], F]:
+    """Decorator that registers a model builder under ``name`` (default: the function name).
+
+    Raises ValueError if the name is already taken, so two models can never shadow each other.
+    """
+
+    def wrapper(fn: F) -> F:
+        key = name or fn.__name__
+        if key in _MODELS:
+            raise ValueError(f"a model named {key!r} is already registered")
+        _MODELS[key] = fn
+        return fn
+
+    return wrapper
+
+
+def _ensure_builtin_models() -> None:
+    # Importing the model modules registers them; done lazily so importing the registry is cheap.
+    import instaseg.models.zoo  # noqa: F401
+
+
+def get_model_builder(name: str) -> Callable[..., nn.Module]:
+    """The builder registered as ``name``; ConfigError listing the known names if there is none."""
+    _ensure_builtin_models()
+    if name not in _MODELS:
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(_MODELS))}")
+    return _MODELS[name]
+
+
+def get_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the model registered as ``name`` with keyword arguments ``kwargs``."""
+    return get_model_builder(name)(**kwargs)
+
+
+def list_models() -> list[str]:
+    """Sorted names of all registered models."""
+    _ensure_builtin_models()
+    return sorted(_MODELS)

@@ -1,0 +1,4 @@
+"""Imports every built-in model module so their ``@register_model`` builders run.
+
+Add a line here for each new model file.
+"""

@@ -1,0 +1,29 @@
+"""Plain data structures and pure geometry on boxes and masks.
+
+Boxes are ``Tensor[N, 4]`` in absolute pixel ``(x1, y1, x2, y2)`` (XYXY) format unless a function
+says otherwise; masks are ``Tensor[N, H, W]`` of dtype bool or uint8.
+"""
+
+from instaseg.structures.boxes import (
+    box_area,
+    box_iou,
+    clip_boxes,
+    masks_to_boxes,
+    xywh_to_xyxy,
+    xyxy_to_xywh,
+)
+from instaseg.structures.masks import mask_area, mask_iou, polygons_to_mask, rle_decode, rle_encode
+
+__all__ = [
+    "box_area",
+    "box_iou",
+    "clip_boxes",
+    "masks_to_boxes",
+    "xywh_to_xyxy",
+    "xyxy_to_xywh",
+    "mask_area",
+    "mask_iou",
+    "polygons_to_mask",
+    "rle_decode",
+    "rle_encode",
+]

@@ -1,0 +1,1 @@
+"""instaseg.viz."""
