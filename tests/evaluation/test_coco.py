@@ -1,0 +1,133 @@
+"""COCO metrics: exact equality with pycocotools on real data, the evaluator's process/evaluate cycle,
+results conversion and the empty-results convention."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from instaseg.errors import DataError
+from instaseg.evaluation.coco import (
+    STAT_NAMES,
+    COCOEvaluator,
+    evaluate_results,
+    load_coco_gt,
+    outputs_to_results,
+    run_coco_eval,
+)
+from instaseg.structures.masks import rle_decode
+
+from .helpers import box_mask, perturbed_detections, tiny_gt
+
+
+@pytest.fixture(scope="module")
+def coco_tiny_val(shared_data):
+    return json.loads((shared_data / "coco_tiny/annotations/instances_val2017.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def coco_tiny_dets(coco_tiny_val):
+    return perturbed_detections(coco_tiny_val, seed=1)
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("iou_type", ["segm", "bbox"])
+def test_default_backend_equals_pycocotools_on_coco_tiny(coco_tiny_val, coco_tiny_dets, iou_type):
+    dets = coco_tiny_dets
+    ours = run_coco_eval(coco_tiny_val, dets, iou_type)  # default backend
+    ref = run_coco_eval(coco_tiny_val, dets, iou_type, backend="pycocotools")
+    assert list(ours.stats) == list(STAT_NAMES)
+    assert 0.05 < ref.stats["AP"] < 0.95  # a mixed case, not a trivial 0 or 1
+    for name in STAT_NAMES:
+        assert ours.stats[name] == pytest.approx(ref.stats[name], abs=1e-9), name
+    np.testing.assert_allclose(ours.precision, ref.precision, atol=1e-9)
+
+
+def _perfect_outputs(masks, labels, score=0.9):
+    m = torch.as_tensor(np.stack(masks))
+    boxes = []
+    for mk in masks:
+        ys, xs = np.nonzero(mk)
+        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32),
+        "labels": torch.tensor(labels),
+        "scores": torch.full((len(masks),), score),
+        "masks": m[:, None].float() * 0.8,  # probabilities above the 0.5 threshold
+    }
+
+
+def test_evaluator_maps_labels_to_original_category_ids():
+    a, b = box_mask(40, 50, 2, 2, 20, 20), box_mask(40, 50, 25, 10, 45, 35)
+    gt = tiny_gt([[(a, 3), (b, 7)], [(b, 7)]], cat_ids=[3, 7])
+    ev = COCOEvaluator(gt)
+    assert ev.category_ids == [0, 3, 7]
+    ev.process([{"image_id": 1}], [_perfect_outputs([a, b], [1, 2])])
+    ev.process([{"image_id": 2}], [_perfect_outputs([b], [2])])
+    assert {r["category_id"] for r in ev.results} == {3, 7}
+    metrics = ev.evaluate()
+    assert metrics["segm"]["AP"] == pytest.approx(1.0)
+    assert metrics["bbox"]["AP"] == pytest.approx(1.0)
+    assert metrics["per_class"]["class7"]["segm"]["AP"] == pytest.approx(1.0)
+    # swapped labels: every detection has the wrong class
+    ev.reset()
+    ev.process([{"image_id": 1}], [_perfect_outputs([a, b], [2, 1])])
+    assert ev.evaluate()["segm"]["AP"] == pytest.approx(0.0)
+
+
+def test_evaluator_rescales_outputs_to_gt_size():
+    a = box_mask(40, 60, 10, 10, 30, 30)
+    gt = tiny_gt([[(a, 1)]], cat_ids=[1])
+    small = box_mask(20, 30, 5, 5, 15, 15)  # the same object predicted on a half-size input
+    ev = COCOEvaluator(gt)
+    ev.process([{"image_id": 1}], [_perfect_outputs([small], [1])])
+    res = ev.results[0]
+    assert res["segmentation"]["size"] == [40, 60]
+    assert res["bbox"] == pytest.approx([10, 10, 20, 20])
+    assert ev.evaluate()["segm"]["AP"] == pytest.approx(1.0)
+
+
+def test_outputs_to_results_fields_and_threshold():
+    a = box_mask(16, 16, 1, 2, 9, 12)
+    out = _perfect_outputs([a, a], [1, 1])
+    out["scores"] = torch.tensor([0.9, 0.2])
+    out["masks"] = torch.as_tensor(np.stack([a, a]))  # (K, H, W) bool form
+    res = outputs_to_results([out], [5], [0, 42], score_threshold=0.5)
+    assert len(res) == 1
+    r = res[0]
+    assert r["image_id"] == 5 and r["category_id"] == 42 and r["score"] == pytest.approx(0.9)
+    assert r["bbox"] == pytest.approx([1, 2, 8, 10])
+    assert isinstance(r["segmentation"]["counts"], str)
+    assert (rle_decode(r["segmentation"]) == a).all()
+    json.dumps(res)
+    with pytest.raises(ValueError, match="label 3"):
+        outputs_to_results([{**out, "labels": torch.tensor([3, 1])}], [5], [0, 42])
+
+
+@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+def test_empty_results_give_zero_where_gt_exists(backend):
+    a = box_mask(40, 50, 2, 2, 20, 20)  # 324 px: "small" only
+    gt = tiny_gt([[(a, 1)]], cat_ids=[1, 2])
+    metrics = evaluate_results(gt, [], backend=backend)
+    for iou_type in ("segm", "bbox"):
+        stats = metrics[iou_type]
+        assert list(stats) == list(STAT_NAMES)
+        assert stats["AP"] == 0.0 and stats["APs"] == 0.0 and stats["AR100"] == 0.0
+        assert stats["APm"] == -1.0 and stats["APl"] == -1.0  # no GT in those area ranges
+    assert metrics["per_class"]["class1"]["segm"]["AP"] == 0.0
+    assert metrics["per_class"]["class2"]["segm"]["AP"] == -1.0  # no GT of this class
+
+
+def test_load_coco_gt_errors(tmp_path):
+    bad = tmp_path / "gt.json"
+    bad.write_text("{not json")
+    with pytest.raises(DataError, match="gt.json: not valid JSON"):
+        load_coco_gt(bad)
+    bad.write_text(json.dumps({"images": []}))
+    with pytest.raises(DataError, match="gt.json: COCO ground truth has no 'annotations'"):
+        load_coco_gt(bad)
+    with pytest.raises(DataError, match="missing.json: ground-truth file does not exist"):
+        load_coco_gt(tmp_path / "missing.json")
