@@ -1,0 +1,204 @@
+"""Build any supported dataset from one spec string.
+
+Specs (``FORMAT:ARGS``)::
+
+    coco:ANNOTATIONS.json[:IMAGE_DIR]   COCO instances JSON (IMAGE_DIR guessed when omitted)
+    cityscapes:ROOT[:SPLIT]             leftImg8bit/ + gtFine/ *_instanceIds.png
+    folder:ROOT                         images/+masks/, PNGImages/+PedMasks/ or <id>/images+<id>/masks
+    shapes[:N[:SIZE]]                   synthetic shapes, N training images of SIZE x SIZE (default 1000, 128)
+
+A spec without a known ``FORMAT:`` prefix that names an existing path is detected: a ``.json`` file is
+COCO, a folder with ``leftImg8bit/`` and ``gtFine/`` is Cityscapes, any other folder is ``folder``.
+
+``split``: ``None`` (or ``"all"``) gives everything the spec names. ``shapes`` generates a disjoint
+stream per split (``val``/``test`` have ``N // 5`` images); ``cityscapes`` reads the split's folders
+(the spec's SPLIT wins); ``coco`` and ``folder`` have no split of their own, so ``"train"``/``"val"``
+take a deterministic 80/20 split by index (every fifth image, index % 5 == 4, is ``val``).
+Pass ``split`` to a ``coco`` spec only to carve a held-out part from one JSON; a separate val JSON
+should be built with ``split=None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from instaseg.data.base import InstanceDataset, Record
+from instaseg.errors import ConfigError, DataError
+
+SPLITS_8020 = ("train", "val")
+
+
+class SplitDataset(InstanceDataset):
+    """A fixed subset of another dataset (by index), sharing its classes and image ids."""
+
+    def __init__(self, base: InstanceDataset, indices: list[int], *, split: str, transform: Any = None):
+        super().__init__(transform)
+        self.base = base
+        self.indices = list(indices)
+        self.split = split
+        self.class_names = base.class_names
+        self.category_ids = base.category_ids
+        self.name = f"{base.name}[{split}]"
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def load_record(self, index: int) -> Record:
+        return self.base.load_record(self.indices[index])
+
+    def image_info(self, index: int) -> dict[str, Any]:
+        return self.base.image_info(self.indices[index])
+
+    def __getattr__(self, name: str) -> Any:
+        # Format-specific helpers (e.g. a COCO dataset's ``skipped`` counter) stay reachable.
+        if name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+
+def split_8020(n: int, split: str) -> list[int]:
+    """Deterministic 80/20 split of ``range(n)``: index % 5 == 4 is ``val``, the rest ``train``."""
+    if split == "val":
+        return [i for i in range(n) if i % 5 == 4]
+    return [i for i in range(n) if i % 5 != 4]
+
+
+def _check_split(split: str | None, allowed: tuple[str, ...], fmt: str) -> str | None:
+    if split in (None, "all"):
+        return None
+    if split not in allowed:
+        raise ConfigError(f"{fmt}: unknown split {split!r} (use one of {[*allowed, None]})")
+    return split
+
+
+def _int_arg(value: str, what: str, spec: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"dataset spec {spec!r}: {what} must be an integer, got {value!r}") from None
+
+
+def _build_shapes(args: str, spec: str, split: str | None, transform: Any, options: dict) -> InstanceDataset:
+    from instaseg.data.shapes import ShapesDataset
+
+    parts = args.split(":") if args else []
+    if len(parts) > 2:
+        raise ConfigError(f"dataset spec {spec!r}: expected shapes[:N[:SIZE]]")
+    n = _int_arg(parts[0], "N", spec) if parts and parts[0] else 1000
+    size = _int_arg(parts[1], "SIZE", spec) if len(parts) > 1 else 128
+    split = _check_split(split, ("train", "val", "test"), "shapes") or "train"
+    if split != "train":
+        n = max(1, n // 5)
+    return ShapesDataset(n, size, split=split, transform=transform, **options)
+
+
+def _need_path(args: str, fmt: str, usage: str) -> None:
+    if not args:
+        raise ConfigError(f"dataset spec {fmt!r} needs a path: {usage}")
+
+
+def _build_coco(args: str, spec: str, split: str | None, transform: Any, options: dict) -> InstanceDataset:
+    _need_path(args, "coco", "coco:ANNOTATIONS.json[:IMAGE_DIR]")
+    from instaseg.data.coco import CocoDataset
+
+    ann, image_dir = args, None
+    cut = args.lower().find(".json:")
+    if cut >= 0:
+        ann, image_dir = args[: cut + 5], args[cut + 6 :] or None
+    split = _check_split(split, SPLITS_8020, "coco")
+    dataset = CocoDataset(ann, image_dir, transform=None if split else transform, **options)
+    return _carve(dataset, split, transform)
+
+
+def _build_cityscapes(
+    args: str, spec: str, split: str | None, transform: Any, options: dict
+) -> InstanceDataset:
+    _need_path(args, "cityscapes", "cityscapes:ROOT[:SPLIT]")
+    from instaseg.data.cityscapes import CityscapesDataset
+
+    root, own_split = args, None
+    head, sep, tail = args.rpartition(":")
+    if sep and tail and "/" not in tail and "\\" not in tail and not Path(args).exists():
+        root, own_split = head, tail
+    if own_split is None:
+        own_split = None if split in (None, "all") else split
+    return CityscapesDataset(root, own_split, transform=transform, **options)
+
+
+def _build_folder(args: str, spec: str, split: str | None, transform: Any, options: dict) -> InstanceDataset:
+    _need_path(args, "folder", "folder:ROOT")
+    from instaseg.data.folder import FolderDataset
+
+    split = _check_split(split, SPLITS_8020, "folder")
+    dataset = FolderDataset(args, transform=None if split else transform, **options)
+    return _carve(dataset, split, transform)
+
+
+def _carve(dataset: InstanceDataset, split: str | None, transform: Any) -> InstanceDataset:
+    if split is None:
+        return dataset
+    return SplitDataset(dataset, split_8020(len(dataset), split), split=split, transform=transform)
+
+
+Builder = Callable[[str, str, "str | None", Any, dict], InstanceDataset]
+
+FORMATS: dict[str, tuple[Builder, str]] = {
+    "coco": (_build_coco, "coco:ANNOTATIONS.json[:IMAGE_DIR]  COCO instances JSON"),
+    "cityscapes": (_build_cityscapes, "cityscapes:ROOT[:SPLIT]  Cityscapes gtFine instanceIds"),
+    "folder": (_build_folder, "folder:ROOT  images/+masks/, PNGImages/+PedMasks/, <id>/images+masks/"),
+    "shapes": (_build_shapes, "shapes[:N[:SIZE]]  synthetic shapes, generated on the fly"),
+}
+
+
+def list_formats() -> list[str]:
+    """Names of the supported dataset formats (the ``FORMAT`` in ``FORMAT:ARGS`` specs)."""
+    return list(FORMATS)
+
+
+def format_help() -> str:
+    """One line per format: its spec syntax and what it reads."""
+    return "\n".join(usage for _, usage in FORMATS.values())
+
+
+def detect_format(path: str | Path) -> str:
+    """Guess the format of an existing path: ``.json`` file -> coco, Cityscapes layout, else folder."""
+    p = Path(path)
+    if p.is_file():
+        if p.suffix.lower() == ".json":
+            return "coco"
+        raise DataError(p, "cannot tell the dataset format of this file (expected a COCO .json)")
+    if (p / "leftImg8bit").is_dir() and (p / "gtFine").is_dir():
+        return "cityscapes"
+    return "folder"
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """Split a dataset spec into ``(format, args)``; raise ConfigError for an unknown format."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"empty dataset spec {spec!r}: use one of {list_formats()}")
+    spec = spec.strip()
+    fmt, sep, args = spec.partition(":")
+    if fmt.lower() in FORMATS:
+        return fmt.lower(), args
+    if Path(spec).exists():
+        return detect_format(spec), spec
+    if sep and len(fmt) > 1:
+        raise ConfigError(f"unknown dataset format {fmt!r} in {spec!r} (known: {', '.join(FORMATS)})")
+    raise DataError(
+        spec, f"no such file or folder, and not a FORMAT:ARGS spec (formats: {', '.join(FORMATS)})"
+    )
+
+
+def build_dataset(
+    spec: str, *, split: str | None = None, transform: Any = None, **options: Any
+) -> InstanceDataset:
+    """Build the dataset named by ``spec`` (see the module docstring for the formats and splits).
+
+    ``transform`` maps a :class:`~instaseg.data.base.Record` to ``(image, target)``; ``options`` go to
+    the format's dataset class (e.g. ``on_error="skip"`` for COCO, ``seed=1`` for shapes).
+    """
+    fmt, args = parse_spec(spec)
+    builder, _ = FORMATS[fmt]
+    return builder(args, spec, split, transform, options)

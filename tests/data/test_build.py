@@ -1,0 +1,75 @@
+"""build_dataset spec parsing, splits and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from instaseg.data.build import build_dataset, list_formats, parse_spec, split_8020
+from instaseg.errors import ConfigError, DataError
+
+
+def test_list_formats() -> None:
+    assert set(list_formats()) >= {"coco", "cityscapes", "folder", "shapes"}
+
+
+def test_shapes_specs_and_splits() -> None:
+    ds = build_dataset("shapes")
+    assert len(ds) == 1000 and ds.image_info(0)["height"] == 128
+    ds = build_dataset("shapes:50:64", split="train")
+    assert len(ds) == 50 and ds.load_record(0).image.shape == (64, 64, 3)
+    val = build_dataset("shapes:50:64", split="val")
+    assert len(val) == 10
+    assert not np.array_equal(val.load_record(0).image, ds.load_record(0).image)
+    seeded = build_dataset("shapes:50:64", seed=5)
+    assert not np.array_equal(seeded.load_record(0).image, ds.load_record(0).image)
+
+
+def test_transform_is_applied() -> None:
+    calls = []
+
+    def transform(rec):
+        calls.append(rec.image_id)
+        return "sample"
+
+    assert build_dataset("shapes:4:64", transform=transform)[3] == "sample"
+    assert calls == [3]
+
+
+@pytest.mark.parametrize(
+    "spec, error, words",
+    [
+        ("nope:foo", ConfigError, "unknown dataset format 'nope'"),
+        ("shapes:abc", ConfigError, "N must be an integer"),
+        ("shapes:10:20:30", ConfigError, "shapes[:N[:SIZE]]"),
+        ("coco", ConfigError, "needs a path"),
+        ("", ConfigError, "empty dataset spec"),
+        ("/no/such/dir", DataError, "no such file"),
+    ],
+)
+def test_bad_specs(spec: str, error: type, words: str) -> None:
+    with pytest.raises(error) as info:
+        build_dataset(spec)
+    assert words in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_split() -> None:
+    with pytest.raises(ConfigError, match="unknown split"):
+        build_dataset("shapes:10", split="holdout")
+
+
+def test_split_8020_partitions() -> None:
+    train, val = split_8020(23, "train"), split_8020(23, "val")
+    assert sorted(train + val) == list(range(23))
+    assert len(val) == 4 and not set(train) & set(val)
+
+
+def test_detects_format_of_existing_paths(tmp_path) -> None:
+    (tmp_path / "ann.json").write_text("{}")
+    assert parse_spec(str(tmp_path / "ann.json"))[0] == "coco"
+    (tmp_path / "city" / "leftImg8bit").mkdir(parents=True)
+    (tmp_path / "city" / "gtFine").mkdir()
+    assert parse_spec(str(tmp_path / "city"))[0] == "cityscapes"
+    assert parse_spec(str(tmp_path))[0] == "folder"
+    assert parse_spec("COCO:" + str(tmp_path / "ann.json")) == ("coco", str(tmp_path / "ann.json"))
