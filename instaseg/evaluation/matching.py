@@ -1,0 +1,124 @@
+"""Per-image grouping of COCO ground truth and results, and greedy detection-to-GT matching on RLE.
+
+Shared by the matched-IoU metrics, the confusion matrix and the TIDE-style error analysis. Geometry is
+kept as COCO RLE (segm) or XYWH boxes (bbox) so pycocotools' ``mask.iou`` computes IoU without
+decoding masks.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+
+@dataclass
+class ImageGroup:
+    """One image's GT and detections. ``gt_geoms`` / ``dt_geoms``: RLE dicts (bytes counts) for segm, or
+    (N, 4) XYWH arrays for bbox; ``gt_cats`` (N,), ``gt_crowd`` (N,) bool, ``gt_area`` (N,);
+    ``dt_cats`` (K,), ``dt_scores`` (K,) sorted descending, ``dt_area`` (K,)."""
+
+    image_id: int
+    height: int
+    width: int
+    gt_geoms: Any
+    gt_cats: np.ndarray
+    gt_crowd: np.ndarray
+    gt_area: np.ndarray
+    dt_geoms: Any
+    dt_cats: np.ndarray
+    dt_scores: np.ndarray
+    dt_area: np.ndarray
+
+
+def to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
+    """Any COCO segmentation (polygons, uncompressed or compressed RLE, str or bytes counts) as a
+    compressed RLE with bytes counts, the form pycocotools' C functions take."""
+    if isinstance(segmentation, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    counts = segmentation["counts"]
+    if isinstance(counts, list):
+        return mask_utils.frPyObjects(segmentation, height, width)
+    if isinstance(counts, str):
+        return {"size": segmentation["size"], "counts": counts.encode("ascii")}
+    return segmentation
+
+
+def group_by_image(
+    gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str = "segm", max_dets: int = 100
+) -> Iterator[ImageGroup]:
+    """Yield an :class:`ImageGroup` per GT image (images without results get empty detections); at
+    most ``max_dets`` highest-scoring detections per image are kept, as COCO does."""
+    if iou_type not in ("segm", "bbox"):
+        raise ValueError(f"iou_type must be 'segm' or 'bbox', got {iou_type!r}")
+    gts: dict[int, list] = defaultdict(list)
+    for ann in gt["annotations"]:
+        gts[int(ann["image_id"])].append(ann)
+    dts: dict[int, list] = defaultdict(list)
+    for det in results:
+        dts[int(det["image_id"])].append(det)
+    for im in gt["images"]:
+        image_id, h, w = int(im["id"]), int(im["height"]), int(im["width"])
+        anns = gts.get(image_id, [])
+        dets = sorted(dts.get(image_id, []), key=lambda d: -d["score"])[:max_dets]
+        if iou_type == "segm":
+            gt_geoms = [to_rle(a["segmentation"], h, w) for a in anns]
+            dt_geoms = [to_rle(d["segmentation"], h, w) for d in dets]
+            gt_area = mask_utils.area(gt_geoms).astype(np.float64) if anns else np.zeros(0)
+            dt_area = mask_utils.area(dt_geoms).astype(np.float64) if dets else np.zeros(0)
+        else:
+            gt_geoms = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+            dt_geoms = np.array([d["bbox"] for d in dets], dtype=np.float64).reshape(-1, 4)
+            gt_area, dt_area = gt_geoms[:, 2] * gt_geoms[:, 3], dt_geoms[:, 2] * dt_geoms[:, 3]
+        yield ImageGroup(
+            image_id=image_id, height=h, width=w,
+            gt_geoms=gt_geoms,
+            gt_cats=np.array([int(a["category_id"]) for a in anns], dtype=np.int64),
+            gt_crowd=np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
+            gt_area=gt_area,
+            dt_geoms=dt_geoms,
+            dt_cats=np.array([int(d["category_id"]) for d in dets], dtype=np.int64),
+            dt_scores=np.array([float(d["score"]) for d in dets], dtype=np.float64),
+            dt_area=dt_area,
+        )
+
+
+def iou_matrix(dt_geoms: Any, gt_geoms: Any, gt_crowd: np.ndarray | None = None) -> np.ndarray:
+    """IoU (K detections, N GT) as float64; for crowd GT (``gt_crowd``) the value is
+    intersection / detection area, as COCO defines it for crowd regions."""
+    k, n = len(dt_geoms), len(gt_geoms)
+    if k == 0 or n == 0:
+        return np.zeros((k, n), dtype=np.float64)
+    crowd = [0] * n if gt_crowd is None else [int(c) for c in gt_crowd]
+    return np.asarray(mask_utils.iou(dt_geoms, gt_geoms, crowd), dtype=np.float64).reshape(k, n)
+
+
+def greedy_match(
+    ious: np.ndarray, dt_cats: np.ndarray, gt_cats: np.ndarray, gt_crowd: np.ndarray, thr: float = 0.5,
+    *, class_aware: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Match detections (rows of ``ious``, in descending score order) to GT like COCOeval at one
+    threshold: each takes the unmatched non-crowd GT of its class with the highest IoU >= ``thr``;
+    otherwise a crowd GT of its class with IoU >= ``thr`` makes it ignored.
+
+    Returns ``dt_match`` (K,) = matched GT index, -1 unmatched, -2 ignored (on crowd), and
+    ``gt_match`` (N,) = matching detection index or -1. With ``class_aware=False`` classes are ignored.
+    """
+    k, n = ious.shape
+    dt_match = np.full(k, -1, dtype=np.int64)
+    gt_match = np.full(n, -1, dtype=np.int64)
+    for d in range(k):
+        ok = (gt_cats == dt_cats[d]) if class_aware else np.ones(n, dtype=bool)
+        cand = np.where(ok & ~gt_crowd & (gt_match < 0), ious[d], -1.0)
+        if n and cand.max() >= thr:
+            g = int(cand.argmax())
+            dt_match[d], gt_match[g] = g, d
+            continue
+        crowd = np.where(ok & gt_crowd, ious[d], -1.0)
+        if n and crowd.max() >= thr:
+            dt_match[d] = -2
+    return dt_match, gt_match
