@@ -24,45 +24,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from instaseg.data.base import InstanceDataset, Record
+from instaseg.data._split import SplitDataset, split_8020
+from instaseg.data.base import InstanceDataset
 from instaseg.errors import ConfigError, DataError
 
 SPLITS_8020 = ("train", "val")
-
-
-class SplitDataset(InstanceDataset):
-    """A fixed subset of another dataset (by index), sharing its classes and image ids."""
-
-    def __init__(self, base: InstanceDataset, indices: list[int], *, split: str, transform: Any = None):
-        super().__init__(transform)
-        self.base = base
-        self.indices = list(indices)
-        self.split = split
-        self.class_names = base.class_names
-        self.category_ids = base.category_ids
-        self.name = f"{base.name}[{split}]"
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def load_record(self, index: int) -> Record:
-        return self.base.load_record(self.indices[index])
-
-    def image_info(self, index: int) -> dict[str, Any]:
-        return self.base.image_info(self.indices[index])
-
-    def __getattr__(self, name: str) -> Any:
-        # Format-specific helpers (e.g. a COCO dataset's ``skipped`` counter) stay reachable.
-        if name == "base":
-            raise AttributeError(name)
-        return getattr(self.base, name)
-
-
-def split_8020(n: int, split: str) -> list[int]:
-    """Deterministic 80/20 split of ``range(n)``: index % 5 == 4 is ``val``, the rest ``train``."""
-    if split == "val":
-        return [i for i in range(n) if i % 5 == 4]
-    return [i for i in range(n) if i % 5 != 4]
 
 
 def _check_split(split: str | None, allowed: tuple[str, ...], fmt: str) -> str | None:

@@ -139,7 +139,9 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray
                 raise DataError(path, f"cannot convert image mode {mode} to RGB: {exc}") from None
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise DataError(path, f"unexpected decoded shape {arr.shape} (mode {mode})")
-    return np.ascontiguousarray(arr, dtype=np.uint8)
+    if not arr.flags.writeable or not arr.flags.c_contiguous:  # np.asarray(PIL image) is read-only
+        arr = np.array(arr, dtype=np.uint8, order="C")
+    return arr.astype(np.uint8, copy=False)
 
 
 def read_mask(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
@@ -153,14 +155,14 @@ def read_mask(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
         _decode(im, path)
         mode = im.mode
         if mode == "1":
-            return np.asarray(im, dtype=np.uint8)
+            return np.array(im, dtype=np.uint8)
         if mode in ("L", "P", "I", "F") or mode.startswith("I;16"):
-            arr = np.asarray(im)
+            arr = np.array(im)
             return arr.astype(np.uint16) if arr.dtype.kind == "u" and arr.dtype.itemsize == 2 else arr
         if mode in ("LA", "PA"):
-            return np.asarray(im)[..., 0]
+            return np.array(im)[..., 0]
         try:
-            rgb = np.asarray(im.convert("RGB"))
+            rgb = np.array(im.convert("RGB"))
         except (OSError, ValueError) as exc:
             raise DataError(path, f"cannot read mode {mode} as a mask: {exc}") from None
     if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
