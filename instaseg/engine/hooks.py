@@ -1,0 +1,336 @@
+"""Hooks the training run registers: checkpoints, validation, progress, TensorBoard, MLflow, time cap.
+
+Only rank 0 writes files or logs; the other ranks run the same hooks as no-ops (validation makes
+them wait at a barrier).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from instaseg.engine import distributed as du
+from instaseg.engine.checkpoint import BEST, LAST, capture_rng_state, save_checkpoint
+from instaseg.engine.trainer import HookBase
+
+EvalSamples = list[tuple[Tensor, dict[str, Any]]]
+
+
+def _publish_eval(trainer: Any, metrics: dict[str, Any], samples: EvalSamples) -> None:
+    for h in trainer.hooks:
+        fn = getattr(h, "on_eval", None)
+        if fn is not None:
+            fn(metrics, samples)
+
+
+class CheckpointHook(HookBase):
+    """``checkpoints/last.pt`` every ``period`` iterations (0: never mid-epoch), at each epoch end and
+    at the end. ``meta`` (model_spec, class_names, category_ids, config) goes into every file."""
+
+    def __init__(self, run_dir: Path, meta: dict[str, Any], period: int = 0) -> None:
+        self.dir = Path(run_dir) / "checkpoints"
+        self.meta = meta
+        self.period = period
+        self.last_saved = -1
+
+    def state(self) -> dict[str, Any]:
+        t = self.trainer
+        return {
+            "model": t.module.state_dict(),
+            **t.state_dict(),
+            "rng": capture_rng_state(),
+            **self.meta,
+        }
+
+    def save(self) -> None:
+        if du.is_main_process() and self.last_saved != self.trainer.iter:
+            save_checkpoint(self.state(), self.dir / LAST)
+            self.last_saved = self.trainer.iter
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if self.period and t.iter % self.period == 0 and t.iter < t.max_iter:
+            self.save()
+
+    def after_epoch(self) -> None:
+        self.save()
+
+    def after_train(self) -> None:
+        self.save()
+
+
+class EvalHook(HookBase):
+    """Validate every ``period`` epochs (0: only at the end) and after training. Keeps
+    ``checkpoints/best.pt`` (highest mask AP); the final metrics go to ``metrics.json``, a line per
+    validation to ``history.jsonl`` and prediction overlays to ``overlays/``."""
+
+    def __init__(
+        self,
+        validator: Any,
+        *,
+        run_dir: Path,
+        meta: dict[str, Any],
+        period: int = 0,
+        amp: bool = False,
+        class_names: list[str] | None = None,
+        progress: bool = False,
+        log: Any = print,
+    ) -> None:
+        self.validator = validator
+        self.run_dir = Path(run_dir)
+        self.meta = meta
+        self.period = period
+        self.amp = amp
+        self.class_names = class_names
+        self.progress = progress
+        self.log = log
+        self.final: dict[str, Any] | None = None
+        self._done_at = -1
+
+    def _validate(self) -> dict[str, Any] | None:
+        t = self.trainer
+        metrics = None
+        if du.is_main_process():
+            metrics, samples = self.validator(t.module, t.device, amp=self.amp, progress=self.progress)
+            ap = float(metrics["segm"]["AP"])
+            self.log(
+                f"validation (epoch {t.epoch}, iter {t.iter}): mask AP {ap:.4f}, "
+                f"box AP {float(metrics['bbox']['AP']):.4f}"
+            )
+            with open(self.run_dir / "history.jsonl", "a") as f:
+                row = {
+                    "epoch": t.epoch,
+                    "iteration": t.iter,
+                    "segm": metrics["segm"],
+                    "bbox": metrics["bbox"],
+                }
+                f.write(json.dumps(row) + "\n")
+            if t.best_metric is None or ap > t.best_metric:
+                t.best_metric = ap
+                state = {
+                    "model": t.module.state_dict(),
+                    "epoch": t.epoch,
+                    "iteration": t.iter,
+                    "best_metric": ap,
+                    **self.meta,
+                }
+                save_checkpoint(state, self.run_dir / "checkpoints" / BEST)
+            _publish_eval(t, metrics, samples)
+            self._samples = samples
+        self._done_at = t.iter
+        du.barrier()
+        return metrics
+
+    def after_epoch(self) -> None:
+        t = self.trainer
+        if self.period and t.epoch % self.period == 0 and t.iter < t.max_iter:
+            self._validate()
+
+    def after_train(self) -> None:
+        t = self.trainer
+        if self._done_at == t.iter and self.final is not None:
+            return
+        metrics = self._validate()
+        if metrics is not None:
+            from instaseg.engine.evaluate import write_overlays
+
+            self.final = metrics
+            out = {"segm": metrics["segm"], "bbox": metrics["bbox"]}
+            if "per_class" in metrics:
+                out["per_class"] = metrics["per_class"]
+            (self.run_dir / "metrics.json").write_text(json.dumps(out, indent=2))
+            write_overlays(self._samples, self.run_dir / "overlays", self.class_names)
+
+
+class ProgressHook(HookBase):
+    """A tqdm bar over all iterations with loss, lr and ETA (rank 0, ``bar``), else a log line every
+    ``log_period`` iterations (``lines``)."""
+
+    def __init__(
+        self, *, bar: bool = True, lines: bool = True, log_period: int = 10, log: Any = print
+    ) -> None:
+        self.use_bar = bar
+        self.lines = lines
+        self.log_period = max(1, log_period)
+        self.log = log
+        self.bar: Any = None
+
+    def before_train(self) -> None:
+        if self.use_bar and du.is_main_process():
+            from tqdm import tqdm
+
+            t = self.trainer
+            self.bar = tqdm(total=t.max_iter, initial=t.iter, desc="train", unit="it", dynamic_ncols=True)
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if not du.is_main_process():
+            return
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(
+                epoch=t.epoch + 1, loss=f"{t.latest['loss']:.3f}", lr=f"{t.latest['lr']:.2e}", refresh=False
+            )
+        elif self.lines and (t.iter % self.log_period == 0 or t.iter == t.max_iter):
+            elapsed = time.perf_counter() - t.start_time
+            self.log(
+                f"iter {t.iter}/{t.max_iter} epoch {t.epoch + 1} loss {t.latest['loss']:.4f} "
+                f"lr {t.latest['lr']:.3g} ({elapsed:.0f}s)"
+            )
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def after_train(self) -> None:
+        self._close()
+
+    def on_error(self, exc: BaseException) -> None:
+        self._close()
+
+
+class TimeLimitHook(HookBase):
+    """Safety net: stop (then validate as usual) once ``minutes`` of training have passed."""
+
+    def __init__(self, minutes: float, log: Any = print) -> None:
+        self.seconds = minutes * 60.0
+        self.log = log
+
+    def after_step(self) -> None:
+        t = self.trainer
+        flag = time.perf_counter() - t.start_time > self.seconds
+        if du.all_true(not flag, t.device):
+            return
+        t.request_stop(f"time limit of {self.seconds / 60:.1f} min reached")
+        self.log(f"warning: stopping at iteration {t.iter}/{t.max_iter}: {t.stop_reason}")
+
+
+def _flat(metrics: dict[str, Any]) -> dict[str, float]:
+    return {f"val/{kind}/{k}": float(v) for kind in ("segm", "bbox") for k, v in metrics[kind].items()}
+
+
+class TensorBoardHook(HookBase):
+    """Scalars (losses, lr every ``period`` iterations; val metrics) and overlay images in
+    ``<run_dir>/tensorboard``."""
+
+    def __init__(self, run_dir: Path, period: int = 10, class_names: list[str] | None = None) -> None:
+        self.dir = Path(run_dir) / "tensorboard"
+        self.period = max(1, period)
+        self.class_names = class_names
+        self.writer: Any = None
+
+    def before_train(self) -> None:
+        if du.is_main_process():
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.dir), purge_step=self.trainer.iter or None)
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if self.writer is not None and (t.iter % self.period == 0 or t.iter == t.max_iter):
+            for k, v in t.latest.items():
+                self.writer.add_scalar(f"train/{k}", v, t.iter)
+
+    def on_eval(self, metrics: dict[str, Any], samples: EvalSamples) -> None:
+        if self.writer is None:
+            return
+        from instaseg.engine.evaluate import overlay
+
+        t = self.trainer
+        for k, v in _flat(metrics).items():
+            self.writer.add_scalar(k, v, t.iter)
+        for i, (image, output) in enumerate(samples):
+            self.writer.add_image(
+                f"val/overlay_{i}", overlay(image, output, self.class_names), t.iter, dataformats="HWC"
+            )
+        self.writer.flush()
+
+    def after_train(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def on_error(self, exc: BaseException) -> None:
+        self.after_train()
+
+
+class MLflowHook(HookBase):
+    """MLflow tracking: params (the flattened config), per-epoch mean losses, val metrics, overlay
+    figures, and the final checkpoints as artifacts. A resumed run continues the same MLflow run."""
+
+    def __init__(self, run_dir: Path, *, uri: str, experiment: str, params: dict[str, Any]) -> None:
+        self.run_dir = Path(run_dir)
+        self.uri = uri
+        self.experiment = experiment
+        self.params = params
+        self.mlflow: Any = None
+        self._sums: dict[str, float] = {}
+        self._count = 0
+
+    def before_train(self) -> None:
+        if not du.is_main_process():
+            return
+        import mlflow
+
+        self.mlflow = mlflow
+        mlflow.set_tracking_uri(self.uri)
+        if mlflow.get_experiment_by_name(self.experiment) is None:
+            artifacts = None
+            if self.uri.startswith("sqlite:///"):
+                artifacts = (Path(self.uri[len("sqlite:///") :]).parent / "mlartifacts").resolve().as_uri()
+            mlflow.create_experiment(self.experiment, artifact_location=artifacts)
+        mlflow.set_experiment(self.experiment)
+        id_file = self.run_dir / "mlflow_run_id.txt"
+        run_id = id_file.read_text().strip() if id_file.is_file() else None
+        run = mlflow.start_run(run_id=run_id, run_name=None if run_id else self.run_dir.name)
+        if run_id is None:
+            id_file.write_text(run.info.run_id)
+            mlflow.log_params({k: str(v)[:500] for k, v in self.params.items()})
+
+    def after_step(self) -> None:
+        if self.mlflow is None:
+            return
+        for k, v in self.trainer.latest.items():
+            self._sums[k] = self._sums.get(k, 0.0) + v
+        self._count += 1
+
+    def after_epoch(self) -> None:
+        if self.mlflow is None or not self._count:
+            return
+        t = self.trainer
+        means = {f"train/{k}": v / self._count for k, v in self._sums.items() if k != "images"}
+        self.mlflow.log_metrics({k.replace("/", "_"): v for k, v in means.items()}, step=t.epoch)
+        self._sums, self._count = {}, 0
+
+    def on_eval(self, metrics: dict[str, Any], samples: EvalSamples) -> None:
+        if self.mlflow is None:
+            return
+        from instaseg.engine.evaluate import overlay
+
+        t = self.trainer
+        self.mlflow.log_metrics({k.replace("/", "_"): v for k, v in _flat(metrics).items()}, step=t.epoch)
+        for i, (image, output) in enumerate(samples):
+            self.mlflow.log_image(overlay(image, output), f"overlays/epoch{t.epoch:03d}_val_{i}.png")
+
+    def after_train(self) -> None:
+        if self.mlflow is None:
+            return
+        ckpt = self.run_dir / "checkpoints"
+        for name in (BEST, LAST):
+            if (ckpt / name).is_file():
+                self.mlflow.log_artifact(str(ckpt / name), artifact_path="model")
+        for name in ("metrics.json", "config.yaml"):
+            if (self.run_dir / name).is_file():
+                self.mlflow.log_artifact(str(self.run_dir / name))
+        self.mlflow.end_run()
+        self.mlflow = None
+
+    def on_error(self, exc: BaseException) -> None:
+        if self.mlflow is not None:
+            self.mlflow.end_run(status="FAILED")
+            self.mlflow = None

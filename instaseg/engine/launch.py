@@ -1,0 +1,358 @@
+"""``run_training``: config -> datasets, model, optimizer, hooks -> a finished run directory.
+
+Run directories: ``--output DIR`` is used as given and must be new or empty (unless resuming);
+without it, ``output.dir`` (default ``runs/train``) is numbered so nothing is overwritten:
+``runs/train``, ``runs/train2``, ``runs/train3``... A run directory holds ``config.yaml`` (resolved),
+``checkpoints/{last,best}.pt``, ``metrics.json`` (final validation), ``history.jsonl`` (every
+validation), ``overlays/val_*.png``, ``tensorboard/`` and ``mlflow_run_id.txt``. The MLflow store
+defaults to ``sqlite:///<parent of the run dir>/mlflow.db`` with artifacts in ``mlartifacts/`` beside
+it, so ``mlflow ui --backend-store-uri sqlite:///runs/mlflow.db`` shows every run under ``runs/``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from instaseg.config import Config, config_from_dict, config_to_dict, merge_overrides, save_config
+from instaseg.engine import distributed as du
+from instaseg.errors import CheckpointError, ConfigError
+
+WEIGHT_KEYS = ("weights", "backbone_weights")
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced (``metrics`` is None on ranks other than 0)."""
+
+    run_dir: Path
+    metrics: dict[str, Any] | None
+    iterations: int
+    stop_reason: str | None
+    skipped: int
+
+
+def _log(msg: str) -> None:
+    if du.is_main_process():
+        from tqdm import tqdm
+
+        tqdm.write(msg, file=sys.stdout)
+        sys.stdout.flush()
+
+
+def numbered_dir(base: str | Path) -> Path:
+    """``base`` if it is missing or empty, else the first free ``base2``, ``base3``..."""
+    base = Path(base)
+    if not base.exists() or (base.is_dir() and not any(base.iterdir())):
+        return base
+    i = 2
+    while True:
+        cand = base.with_name(f"{base.name}{i}")
+        if not cand.exists() or (cand.is_dir() and not any(cand.iterdir())):
+            return cand
+        i += 1
+
+
+def resolve_resume(path: str | Path) -> tuple[Path, Path]:
+    """``(run_dir, last.pt)`` for a run directory or a checkpoint file to resume from."""
+    path = Path(path)
+    if path.is_dir():
+        ckpt = path / "checkpoints" / "last.pt"
+        if not ckpt.is_file():
+            raise CheckpointError(f"{path}: cannot resume, no checkpoints/last.pt in this run directory")
+        return path, ckpt
+    if not path.is_file():
+        raise CheckpointError(f"{path}: cannot resume, no such run directory or checkpoint")
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return run_dir, path
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` is ``cuda:<LOCAL_RANK>`` when CUDA is available, else ``cpu``."""
+    if name == "auto":
+        return torch.device(f"cuda:{du.local_rank()}") if torch.cuda.is_available() else torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"config key 'train.device': {name!r} requested but CUDA is not available")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"config key 'train.device': {exc}") from exc
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _mlflow_uri(cfg: Config, run_dir: Path) -> str:
+    if cfg.output.mlflow_uri:
+        return cfg.output.mlflow_uri
+    return f"sqlite:///{(run_dir.parent / 'mlflow.db').resolve()}"
+
+
+def choose_run_dir(cfg: Config, output: str | Path | None) -> Path:
+    """A new run's directory: ``output`` (must be missing or empty) or a numbered ``output.dir``."""
+    if output is None:
+        return numbered_dir(cfg.output.dir)
+    run_dir = Path(output)
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise ConfigError(
+            f"{run_dir}: output directory exists and is not empty; pass --resume {run_dir} to "
+            "continue that run, or choose a new --output"
+        )
+    return run_dir
+
+
+def _agree_run_dir(cfg: Config, output: str | Path | None) -> Path:
+    # Rank 0 decides (numbering would race otherwise); its error, if any, is raised on every rank.
+    answer: tuple[str, str] = ("", "")
+    if du.is_main_process():
+        try:
+            answer = ("ok", str(choose_run_dir(cfg, output)))
+        except ConfigError as exc:
+            answer = ("error", str(exc))
+    kind, value = du.broadcast_object(answer)  # type: ignore[misc]
+    if kind == "error":
+        raise ConfigError(value)
+    return Path(value)
+
+
+def load_resume(
+    resume: str | Path, output: str | Path | None, overrides: list[str]
+) -> tuple[Config, Path, dict[str, Any]]:
+    """Config (the run's own, plus ``overrides``), run directory and state of a run to resume."""
+    from instaseg.engine.checkpoint import load_checkpoint
+
+    run_dir, ckpt = resolve_resume(resume)
+    if output is not None and Path(output).resolve() != run_dir.resolve():
+        raise ConfigError(f"--output {output} conflicts with --resume {resume} (run dir {run_dir})")
+    state = load_checkpoint(ckpt)
+    saved = state.get("config")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{ckpt}: no config in this checkpoint; cannot resume")
+    cfg = config_from_dict(saved, where=f"{ckpt}: ")
+    if overrides:
+        cfg = merge_overrides(cfg, overrides)
+    return cfg, run_dir, state
+
+
+def _build_data(cfg: Config) -> tuple[Any, Any]:
+    from instaseg.data.build import build_dataset
+    from instaseg.data.transforms import build_transforms
+
+    d = cfg.data
+    train_tf = build_transforms(True, image_size=d.image_size, **d.augment)
+    val_opts = {k: v for k, v in d.augment.items() if k in ("eval_resize", "normalize")}
+    val_tf = build_transforms(False, image_size=d.image_size, **val_opts)
+    train_ds = build_dataset(d.train, split=d.train_split, transform=train_tf)
+    val_ds = build_dataset(d.val, split=d.val_split, transform=val_tf)
+    if list(train_ds.class_names) != list(val_ds.class_names):
+        raise ConfigError(
+            f"data.train {d.train!r} and data.val {d.val!r} have different classes: "
+            f"{train_ds.class_names} vs {val_ds.class_names}"
+        )
+    if len(train_ds) == 0:
+        raise ConfigError(f"data.train {d.train!r}: the training split is empty")
+    return train_ds, val_ds
+
+
+def _build_model(cfg: Config, num_classes: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+    from instaseg.models import get_model
+
+    kwargs = dict(cfg.model.kwargs)
+    if "num_classes" in kwargs and int(kwargs["num_classes"]) != num_classes:
+        raise ConfigError(
+            f"config key 'model.kwargs.num_classes' is {kwargs['num_classes']} but the data has "
+            f"{num_classes} classes (with background)"
+        )
+    kwargs["num_classes"] = num_classes
+    spec = {"name": cfg.model.name, "kwargs": {k: v for k, v in kwargs.items() if k not in WEIGHT_KEYS}}
+    for key in WEIGHT_KEYS:
+        if getattr(cfg.model, key):
+            kwargs[key] = getattr(cfg.model, key)
+    return get_model(cfg.model.name, **kwargs), spec
+
+
+def run_training(
+    cfg: Config | None = None,
+    *,
+    output: str | Path | None = None,
+    resume: str | Path | None = None,
+    overrides: list[str] | None = None,
+) -> TrainResult:
+    """Train as ``cfg`` says (or continue the run ``resume``); returns the run's result.
+
+    Under ``torchrun`` every rank calls this; rank 0 alone writes files and validates.
+    """
+    from instaseg.engine import hooks as H
+    from instaseg.engine.data import SafeDataset, make_loader
+    from instaseg.engine.evaluate import Validator
+    from instaseg.engine.solver import WarmupScheduler, build_optimizer
+    from instaseg.engine.trainer import StepOptions, Trainer
+
+    state = None
+    if resume is not None:
+        cfg, run_dir, state = load_resume(resume, output, overrides or [])
+    else:
+        cfg = merge_overrides(cfg or Config(), overrides or [])
+    device = pick_device(cfg.train.device)
+    distributed = du.init_distributed(device)
+    if state is None:
+        run_dir = _agree_run_dir(cfg, output)
+    rank, world = du.get_rank(), du.get_world_size()
+    t = cfg.train
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    seed_everything(t.seed + rank)
+
+    train_ds, val_ds = _build_data(cfg)
+    model, spec = _build_model(cfg, train_ds.num_classes)
+    if state is not None:
+        model.load_state_dict(state["model"])
+    use_cuda = device.type == "cuda"
+    model.to(device)
+    if use_cuda and t.channels_last:
+        model.to(memory_format=torch.channels_last)
+    module = model
+    if distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if use_cuda else None
+        )
+
+    safe = SafeDataset(train_ds, on_error=cfg.data.on_error)
+    probe = make_loader(safe, batch_size=t.batch_size, seed=t.seed, epoch=0, rank=rank, world_size=world)
+    batches_per_epoch = probe.batch_sampler.num_batches()  # type: ignore[union-attr]
+    steps_per_epoch = math.ceil(batches_per_epoch / t.accumulate)
+    max_iter = t.max_iters or t.epochs * steps_per_epoch
+
+    def loader(epoch: int, start: int) -> Any:
+        return make_loader(
+            safe,
+            batch_size=t.batch_size,
+            seed=t.seed,
+            epoch=epoch,
+            start_batch=start,
+            num_workers=cfg.data.num_workers,
+            rank=rank,
+            world_size=world,
+            pin_memory=use_cuda,
+        )
+
+    optimizer = build_optimizer(module, t)
+    scheduler = WarmupScheduler(optimizer, total=max_iter, cfg=t)
+    amp = bool(t.amp and use_cuda)
+    scaler = torch.amp.GradScaler("cuda") if amp else None
+    options = StepOptions(
+        loss_weights=dict(t.loss_weights),
+        clip_grad_norm=t.clip_grad_norm,
+        accumulate=t.accumulate,
+        scales=list(cfg.data.scales),
+        amp=amp,
+        channels_last=use_cuda and t.channels_last,
+    )
+    trainer = Trainer(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        make_loader=loader,
+        batches_per_epoch=batches_per_epoch,
+        max_iter=max_iter,
+        device=device,
+        seed=t.seed,
+        options=options,
+        scaler=scaler,
+        log=_log,
+    )
+    if state is not None:
+        trainer.load_state_dict(state)
+        trainer.resume_rng = state.get("rng")
+        _log(f"resuming {run_dir} at iteration {trainer.iter}/{max_iter} (epoch {trainer.epoch + 1})")
+
+    meta = {
+        "model_spec": spec,
+        "class_names": list(train_ds.class_names),
+        "category_ids": [int(c) for c in train_ds.category_ids],
+        "config": config_to_dict(cfg),
+    }
+    if du.is_main_process():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        _log(
+            f"run dir {run_dir} | model {cfg.model.name} | {len(train_ds)} train / {len(val_ds)} val images "
+            f"| {max_iter} iterations ({steps_per_epoch}/epoch, batch {t.batch_size}x{world}) on {device}"
+        )
+    validator = (
+        Validator(
+            val_ds,
+            batch_size=cfg.eval.batch_size,
+            score_thresh=cfg.eval.score_thresh,
+            max_images=cfg.eval.max_images,
+            num_samples=cfg.eval.num_overlays,
+        )
+        if du.is_main_process()
+        else None
+    )
+    hooks: list[Any] = []
+    if t.max_time_min:
+        hooks.append(H.TimeLimitHook(t.max_time_min, log=_log))
+    hooks.append(
+        H.ProgressHook(
+            bar=cfg.output.progress and sys.stderr.isatty(),
+            lines=cfg.output.progress,
+            log_period=t.log_period,
+            log=_log,
+        )
+    )
+    hooks.append(
+        H.EvalHook(
+            validator,
+            run_dir=run_dir,
+            meta=meta,
+            period=cfg.eval.period,
+            amp=amp,
+            class_names=list(train_ds.class_names),
+            progress=False,
+            log=_log,
+        )
+    )
+    hooks.append(H.CheckpointHook(run_dir, meta, period=t.checkpoint_period))
+    if cfg.output.tensorboard:
+        hooks.append(H.TensorBoardHook(run_dir, period=t.log_period, class_names=list(train_ds.class_names)))
+    if cfg.output.mlflow:
+        params = _flatten(config_to_dict(cfg))
+        hooks.append(
+            H.MLflowHook(
+                run_dir, uri=_mlflow_uri(cfg, run_dir), experiment=cfg.output.mlflow_experiment, params=params
+            )
+        )
+    trainer.register_hooks(hooks)
+    try:
+        trainer.train()
+    finally:
+        if distributed:
+            du.cleanup()
+    final = hooks[[type(h) for h in hooks].index(H.EvalHook)].final
+    if trainer.skipped:
+        _log(f"warning: {len(trainer.skipped)} bad sample(s) were skipped (see the warnings above)")
+    return TrainResult(run_dir, final, trainer.iter, trainer.stop_reason, len(trainer.skipped))
