@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,15 +38,11 @@ def load_coco_gt(gt: Any) -> dict[str, Any]:
     if isinstance(gt, dict):
         data = gt
     elif isinstance(gt, str | Path):
-        path = Path(gt)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise DataError(path, "ground-truth file does not exist") from exc
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(path, f"not valid JSON ({exc})") from exc
+        from instaseg.data.io import read_json
+
+        data = read_json(gt)
         if not isinstance(data, dict):
-            raise DataError(path, "a COCO ground-truth file must hold a JSON object")
+            raise DataError(gt, "a COCO ground-truth file must hold a JSON object")
     elif hasattr(gt, "load_record") and hasattr(gt, "category_ids"):
         from instaseg.data.coco import dataset_to_coco
 

@@ -124,10 +124,10 @@ def test_empty_results_give_zero_where_gt_exists(backend):
 def test_load_coco_gt_errors(tmp_path):
     bad = tmp_path / "gt.json"
     bad.write_text("{not json")
-    with pytest.raises(DataError, match="gt.json: not valid JSON"):
+    with pytest.raises(DataError, match="gt.json: malformed JSON"):
         load_coco_gt(bad)
     bad.write_text(json.dumps({"images": []}))
     with pytest.raises(DataError, match="gt.json: COCO ground truth has no 'annotations'"):
         load_coco_gt(bad)
-    with pytest.raises(DataError, match="missing.json: ground-truth file does not exist"):
+    with pytest.raises(DataError, match="missing.json: file not found"):
         load_coco_gt(tmp_path / "missing.json")
