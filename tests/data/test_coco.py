@@ -231,3 +231,20 @@ def test_labelme_coco_background_category_dropped(shared_data: Path) -> None:
     ds = build_dataset(f"coco:{shared_data / 'labelme_voc' / 'data_dataset_coco' / 'annotations.json'}")
     assert "_background_" not in ds.class_names and ds.category_ids[0] == 0
     assert sum(len(ds.load_record(i).labels) for i in range(len(ds))) == 12
+
+
+def test_export_cityscapes_and_folder_samples(shared_data: Path) -> None:
+    for spec, n_images in (
+        (f"cityscapes:{shared_data / 'cityscapes_sample'}", 1),
+        (f"folder:{shared_data / 'labelme_voc' / 'data_dataset_voc'}", 3),
+    ):
+        ds = build_dataset(spec)
+        out = dataset_to_coco(ds)
+        coco = COCO()
+        coco.dataset = out
+        coco.createIndex()
+        assert len(coco.getImgIds()) == n_images
+        expected = sum(len(ds.load_record(i).labels) for i in range(len(ds)))
+        assert len(coco.getAnnIds()) == expected
+        used = {a["category_id"] for a in out["annotations"]}
+        assert used <= set(ds.category_ids[1:])
