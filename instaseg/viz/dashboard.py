@@ -63,15 +63,22 @@ def plot_iou_distribution(ax: Any, ious: np.ndarray) -> None:
     _empty_note(ax, not len(ious))
 
 
-def plot_pr_curves(ax: Any, ev: Any, class_names: dict[int, str], *, max_classes: int = 8) -> None:
-    """Precision-recall curves at IoU 0.5 (area all, 100 dets) of the classes with the most area under
-    them, plus the mean over classes at IoU 0.5 and 0.75. ``ev`` is a :class:`CocoEval`."""
+def plot_pr_curves(
+    ax: Any, ev: Any, class_names: dict[int, str], *, gt_counts: dict[int, int] | None = None,
+    max_classes: int = 8,
+) -> None:
+    """Precision-recall curves at IoU 0.5 (area all, 100 dets) of the ``max_classes`` classes with the
+    most GT (``gt_counts``; else the highest AP), plus the mean over classes at IoU 0.5 and 0.75.
+    ``ev`` is a :class:`~instaseg.evaluation.coco.CocoEval`."""
     recall = np.linspace(0, 1, ev.precision.shape[1])
     t50 = int(np.argmin(np.abs(ev.iou_thresholds - 0.5)))
     t75 = int(np.argmin(np.abs(ev.iou_thresholds - 0.75)))
     prec = ev.precision[:, :, :, 0, -1]  # (T, R, K)
     valid = [k for k in range(prec.shape[2]) if (prec[t50, :, k] > -1).any()]
-    valid.sort(key=lambda k: -prec[t50, :, k].mean())
+    if gt_counts:
+        valid.sort(key=lambda k: -gt_counts.get(ev.cat_ids[k], 0))
+    else:
+        valid.sort(key=lambda k: -prec[t50, :, k].mean())
     for k in valid[:max_classes]:
         ax.plot(
             recall,
@@ -158,6 +165,7 @@ def plot_errors(ax: Any, errors: dict[str, Any]) -> None:
     ax.barh(y, vals, color=["#e6194b", "#f58231", "#911eb4", "#4363d8", "#3cb44b", "#808080"])
     ax.set_yticks(y, [f"{ERROR_NAMES[t]} ({errors['counts'][t]})" for t in ERROR_TYPES], fontsize=7)
     ax.invert_yaxis()
+    ax.set_xlim(0, max(1.0, 1.1 * max(vals)))
     ax.set_xlabel("dAP50 (points) if fixed")
     ax.set_title(f"error analysis: AP50 {100 * errors['AP50']:.1f}")
 
@@ -231,7 +239,11 @@ def dashboard_panels(report: Any, curves: dict | None = None) -> dict[str, Calla
         panels["quality_vs_size"] = lambda ax: plot_quality_vs_size(ax, mt["best_iou"], mt["all_gt_area"])
     ev = report.evals.get("segm") or report.evals.get("bbox")
     if ev is not None:
-        panels["pr_curves"] = lambda ax: plot_pr_curves(ax, ev, names)
+        counts: dict[int, int] = {}
+        for a in report.gt["annotations"]:
+            if not a.get("iscrowd", 0):
+                counts[int(a["category_id"])] = counts.get(int(a["category_id"]), 0) + 1
+        panels["pr_curves"] = lambda ax: plot_pr_curves(ax, ev, names, gt_counts=counts)
     if report.confusion is not None:
         matrix, cats = report.confusion
         panels["confusion_matrix"] = lambda ax: plot_confusion(ax, matrix, cats, names)
@@ -257,6 +269,5 @@ def save_dashboard(report: Any, out_dir: str | Path, curves: dict | None = None)
     fig = new_figure(6.0 * cols, 5.0 * rows)
     for i, draw in enumerate(panels.values()):
         draw(fig.add_subplot(rows, cols, i + 1))
-    fig.tight_layout()
     paths["dashboard"] = save_figure(fig, out_dir / "dashboard.png")
     return paths

@@ -50,7 +50,7 @@ def new_figure(width: float, height: float, dpi: int = 100) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=dpi)
+    fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -59,7 +59,7 @@ def save_figure(fig: Any, path: str | Path) -> Path:
     """Write ``fig`` as PNG to ``path`` (folders created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", bbox_inches="tight")
+    fig.savefig(path, format="png")  # constrained layout already fits; "tight" would draw twice
     return path
 
 
