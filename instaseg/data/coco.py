@@ -227,8 +227,9 @@ def dataset_to_coco(dataset: Any, *, description: str = "") -> dict[str, Any]:
         rles, labels, iscrowd, (h, w) = load_rles(dataset, i)
         images.append({"id": int(info["id"]), "file_name": str(info["file_name"]),
                        "height": int(h), "width": int(w)})
-        areas = mask_utils.area(rles) if rles else []
-        boxes = mask_utils.toBbox(rles) if rles else []
+        # pycocotools indexes lists of RLEs with a uint8 on some numpy versions: go in chunks
+        areas = [a for k in range(0, len(rles), 200) for a in mask_utils.area(rles[k : k + 200])]
+        boxes = [b for k in range(0, len(rles), 200) for b in mask_utils.toBbox(rles[k : k + 200])]
         for rle, area, box, label, crowd in zip(rles, areas, boxes, labels, iscrowd, strict=True):
             counts = rle["counts"]
             annotations.append({

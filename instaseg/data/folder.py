@@ -175,14 +175,14 @@ class FolderDataset(InstanceDataset):
                 h, w = image_size(image_path)
                 masks = np.zeros((0, h, w), bool)
             else:
-                parts = []
-                for p in mask_paths:
-                    m = read_mask(p)
-                    if parts and m.shape != parts[0].shape:
+                first = read_mask(mask_paths[0])
+                masks = np.empty((len(mask_paths), *first.shape[:2]), dtype=bool)  # filled in place
+                for k, p in enumerate(mask_paths):
+                    m = first if k == 0 else read_mask(p)
+                    if m.shape != first.shape:
                         raise DataError(p, f"mask is {m.shape[::-1]} but {mask_paths[0].name} is "
-                                           f"{parts[0].shape[::-1]}")
-                    parts.append(m > 0)
-                masks = np.stack(parts)
+                                           f"{first.shape[::-1]}")
+                    np.greater(m, 0, out=masks[k])
             labels = np.ones(len(masks), np.int64)
         else:
             ids = read_mask(mask_paths[0])

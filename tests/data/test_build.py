@@ -73,3 +73,21 @@ def test_detects_format_of_existing_paths(tmp_path) -> None:
     assert parse_spec(str(tmp_path / "city"))[0] == "cityscapes"
     assert parse_spec(str(tmp_path))[0] == "folder"
     assert parse_spec("COCO:" + str(tmp_path / "ann.json")) == ("coco", str(tmp_path / "ann.json"))
+
+
+def test_datasets_pickle_for_dataloader_workers(tmp_path) -> None:
+    import pickle
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    from PIL import Image
+
+    for k in range(5):
+        Image.fromarray(np.full((8, 8, 3), k, np.uint8)).save(tmp_path / "images" / f"{k}.png")
+        Image.fromarray(np.eye(8, dtype=np.uint8)).save(tmp_path / "masks" / f"{k}.png")
+    for spec in ("shapes:10:64", f"folder:{tmp_path}"):
+        ds = build_dataset(spec, split="val")
+        again = pickle.loads(pickle.dumps(ds))
+        assert len(again) == len(ds) and np.array_equal(again.load_record(0).image, ds.load_record(0).image)
+    val = build_dataset(f"folder:{tmp_path}", split="val")
+    assert len(val) == 1 and val.image_info(0)["id"] == 4  # ids are the full dataset's indices

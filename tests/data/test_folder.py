@@ -80,6 +80,9 @@ def test_per_instance_layout_with_overlap(tmp_path: Path) -> None:
     assert rec.image.shape == (12, 12, 3) and rec.masks.sum((1, 2)).tolist() == [25, 25]
     assert (rec.masks[0] & rec.masks[1]).sum() == 4  # overlapping instances are kept as they are
     assert ds.load_record(1).masks.shape == (0, 12, 12)
+    _save(tmp_path / "s1" / "masks" / "m9.png", np.zeros((5, 5), np.uint8))
+    with pytest.raises(DataError, match="m9.png: mask is"):
+        FolderDataset(tmp_path).load_record(0)
 
 
 def test_pennfudan_423_instances_in_170_images(shared_data: Path) -> None:
