@@ -1,9 +1,140 @@
-"""CLI commands of instaseg.serve (registered by :func:`register`)."""
+"""CLI commands of instaseg.serve: ``predict``, ``serve`` and ``demo`` (registered by :func:`register`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from instaseg.errors import ConfigError
+
+_CHECKPOINT = typer.Option(
+    None, "--checkpoint", "-c", help="Checkpoint file or run directory (torch backend)."
+)
+_BACKEND = typer.Option("torch", "--backend", help="torch | onnxruntime.")
+_MODEL = typer.Option(None, "--model", help="Exported model file (.onnx) for --backend onnxruntime.")
+_DEVICE = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1 ...")
+_SCORE = typer.Option(0.5, "--score-threshold", help="Drop instances scoring below this.")
+_MAXDET = typer.Option(100, "--max-detections", help="Keep at most this many instances per image.")
+_CLASSES = typer.Option(None, "--classes", help="Comma-separated class names or label ids to keep.")
+
+
+def _predictor(
+    checkpoint: Path | None, backend: str, model: Path | None, device: str, score: float, maxdet: int,
+    classes: str | None,
+) -> Any:
+    from instaseg.engine.predictor import Predictor
+
+    return Predictor.load(
+        checkpoint=checkpoint, backend=backend, model=model, device=device, score_threshold=score,
+        max_detections=maxdet, classes=classes,
+    )
+
+
+def predict(
+    source: str = typer.Argument(..., help="An image, a folder of images, a glob ('imgs/*.jpg') or a video."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for overlays and results.json."),
+    checkpoint: Path | None = _CHECKPOINT,
+    backend: str = _BACKEND,
+    model: Path | None = _MODEL,
+    device: str = _DEVICE,
+    score_threshold: float = _SCORE,
+    max_detections: int = _MAXDET,
+    classes: str | None = _CLASSES,
+    max_frames: int | None = typer.Option(None, "--max-frames", help="Video: stop after this many frames."),
+    no_overlays: bool = typer.Option(False, "--no-overlays", help="Only write results.json."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results.json."),
+) -> None:
+    """Segment images or a video: overlay images (or an overlay video) and COCO results with RLE masks."""
+    import time
+
+    from instaseg.serve.runner import run_predict
+
+    if max_frames is not None and max_frames < 1:
+        raise ConfigError(f"--max-frames must be >= 1, got {max_frames}")
+    predictor = _predictor(checkpoint, backend, model, device, score_threshold, max_detections, classes)
+    start = time.perf_counter()
+    summary = run_predict(
+        predictor, source, output, overwrite=overwrite, save_overlays=not no_overlays, max_frames=max_frames
+    )
+    seconds = time.perf_counter() - start
+    skipped = f", {summary.skipped} skipped" if summary.skipped else ""
+    typer.echo(
+        f"{summary.images} images, {summary.instances} instances{skipped} in {seconds:.1f} s -> "
+        f"{summary.results_path}"
+    )
+
+
+def _serve(
+    *, checkpoint: Path | None, backend: str, model: Path | None, device: str, score_threshold: float,
+    max_detections: int, sam_checkpoint: Path | None, sam_model_type: str | None, host: str, port: int,
+    max_upload_mb: float, max_megapixels: float, demo: bool,
+) -> None:
+    import uvicorn
+
+    from instaseg.serve.app import ServiceLimits, create_app
+    from instaseg.serve.interactive import build_interactive
+
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port must be in 1..65535, got {port}")
+    if max_upload_mb <= 0 or max_megapixels <= 0:
+        raise ConfigError("--max-upload-mb and --max-megapixels must be > 0")
+    predictor = _predictor(checkpoint, backend, model, device, score_threshold, max_detections, None)
+    interactive = build_interactive(sam_checkpoint, sam_model_type=sam_model_type, device=device)
+    limits = ServiceLimits(
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=int(max_megapixels * 1_000_000)
+    )
+    app = create_app(predictor, interactive, limits)
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"instaseg: model {predictor.name}, clicks: {interactive.name}")
+    if demo:
+        typer.echo(f"instaseg: demo at http://{shown}:{port}/  (API docs at /docs; Ctrl+C to stop)")
+    else:
+        typer.echo(f"instaseg: serving on http://{shown}:{port}  (API docs at /docs; Ctrl+C to stop)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def serve(
+    checkpoint: Path | None = _CHECKPOINT,
+    backend: str = _BACKEND,
+    model: Path | None = _MODEL,
+    device: str = _DEVICE,
+    score_threshold: float = _SCORE,
+    max_detections: int = _MAXDET,
+    sam_checkpoint: Path | None = typer.Option(
+        None, "--sam-checkpoint", help="SAM checkpoint for click prompts (needs segment-anything)."
+    ),
+    sam_model_type: str | None = typer.Option(None, "--sam-model-type", help="vit_b | vit_l | vit_h."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only)."),
+    port: int = typer.Option(8000, "--port"),
+    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", help="Largest accepted upload."),
+    max_megapixels: float = typer.Option(40.0, "--max-megapixels", help="Largest accepted image."),
+) -> None:
+    """HTTP service: POST /segment, POST /segment_interactive, GET /health, GET /models, /docs."""
+    _serve(**locals(), demo=False)
+
+
+def demo(
+    checkpoint: Path | None = _CHECKPOINT,
+    backend: str = _BACKEND,
+    model: Path | None = _MODEL,
+    device: str = _DEVICE,
+    score_threshold: float = _SCORE,
+    max_detections: int = _MAXDET,
+    sam_checkpoint: Path | None = typer.Option(None, "--sam-checkpoint", help="SAM checkpoint for clicks."),
+    sam_model_type: str | None = typer.Option(None, "--sam-model-type", help="vit_b | vit_l | vit_h."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb"),
+    max_megapixels: float = typer.Option(40.0, "--max-megapixels"),
+) -> None:
+    """Browser demo: upload an image, see its instances, click to segment an object (open the URL)."""
+    _serve(**locals(), demo=True)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
+    app.command("predict")(predict)
+    app.command("serve")(serve)
+    app.command("demo")(demo)

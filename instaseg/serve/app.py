@@ -1,0 +1,272 @@
+"""The HTTP service: FastAPI app factory (tests use it through TestClient, no socket needed).
+
+Endpoints: ``POST /segment`` (automatic instances), ``POST /segment_interactive`` (clicks/box ->
+masks), ``GET /health``, ``GET /models``, the browser demo at ``/`` (static files, no CDN), and
+FastAPI's OpenAPI docs at ``/docs``. Model inference runs in a worker thread (``run_in_threadpool``)
+and the predictor serialises forwards with its lock, so the event loop keeps answering ``/health``.
+
+Limits (:class:`ServiceLimits`): upload bytes (413, checked from Content-Length before the body is
+parsed and again on the bytes read), pixel count (413, read from the image header before decoding),
+non-image or corrupt uploads (400), bad parameters and points outside the image (422).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from instaseg.errors import InstasegError
+from instaseg.ops.paste import dense_masks_to_rles
+from instaseg.structures.masks import rle_decode
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+@dataclass
+class ServiceLimits:
+    """Request limits: upload size in bytes, decoded pixel count, clicks per request, detections."""
+
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_points: int = 64
+    max_detections: int = 300
+
+
+def decode_upload(data: bytes, filename: str, max_pixels: int) -> np.ndarray:
+    """Decode uploaded image bytes to ``(H, W, 3)`` uint8 RGB (EXIF orientation applied).
+
+    Raises HTTPException 400 for empty/non-image/corrupt data and 413 for images over ``max_pixels``
+    (checked from the header, before the pixels are decoded)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        raise HTTPException(400, f"upload {filename!r} is empty (0 bytes), expected an image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise HTTPException(413, f"upload {filename!r} refused: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise HTTPException(
+            400, f"upload {filename!r} is not a recognised image (JPEG, PNG, BMP, TIFF, WebP...)"
+        ) from None
+    with im:
+        w, h = im.size
+        if w * h > max_pixels:
+            raise HTTPException(
+                413, f"upload {filename!r} is {w}x{h} = {w * h / 1e6:.1f} MP, over the "
+                f"{max_pixels / 1e6:g} MP limit",
+            )
+        try:
+            im.load()
+            im = ImageOps.exif_transpose(im) or im
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            raise HTTPException(400, f"upload {filename!r} is a corrupt or truncated image ({exc})") from None
+    return np.ascontiguousarray(arr)
+
+
+def mask_to_polygons(mask: np.ndarray) -> list[list[float]]:
+    """Outer contours of a bool ``(H, W)`` mask as COCO polygons (flat ``[x1, y1, x2, y2, ...]``)."""
+    import cv2
+
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    polys = []
+    for c in contours:
+        if len(c) >= 3:
+            polys.append([float(v) for v in c.reshape(-1)])
+    return polys
+
+
+def _encode_mask(rle: dict[str, Any], fmt: str) -> dict[str, Any]:
+    if fmt == "polygon":
+        return {"polygons": mask_to_polygons(rle_decode(rle))}
+    return {"rle": rle}
+
+
+def _parse_points(text: str | None, field: str, w: int, h: int, limit: int) -> np.ndarray:
+    """JSON ``[[x, y], ...]`` -> float ``(P, 2)``; 422 for bad JSON, bad shape or points off the image."""
+    if text is None or not text.strip():
+        return np.zeros((0, 2), dtype=np.float64)
+    try:
+        pts = np.asarray(json.loads(text), dtype=np.float64)
+    except (ValueError, TypeError):
+        raise HTTPException(422, f"{field}: expected JSON like [[x, y], ...], got {text[:80]!r}") from None
+    if pts.size == 0:
+        return np.zeros((0, 2), dtype=np.float64)
+    if pts.ndim == 1 and pts.shape[0] == 2:
+        pts = pts[None]
+    if pts.ndim != 2 or pts.shape[1] != 2 or not np.isfinite(pts).all():
+        raise HTTPException(422, f"{field}: expected a list of [x, y] pairs, got {text[:80]!r}")
+    if len(pts) > limit:
+        raise HTTPException(422, f"{field}: at most {limit} points per request, got {len(pts)}")
+    bad = (pts[:, 0] < 0) | (pts[:, 0] >= w) | (pts[:, 1] < 0) | (pts[:, 1] >= h)
+    if bad.any():
+        x, y = pts[np.argmax(bad)]
+        raise HTTPException(422, f"{field}: point ({x:g}, {y:g}) is outside the {w}x{h} image")
+    return pts
+
+
+def _parse_box(text: str | None, w: int, h: int) -> np.ndarray | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        box = np.asarray(json.loads(text), dtype=np.float64).reshape(-1)
+    except (ValueError, TypeError):
+        raise HTTPException(422, f"box: expected JSON [x1, y1, x2, y2], got {text[:80]!r}") from None
+    if box.shape != (4,) or not np.isfinite(box).all():
+        raise HTTPException(422, f"box: expected [x1, y1, x2, y2], got {text[:80]!r}")
+    if not (0 <= box[0] < box[2] <= w and 0 <= box[1] < box[3] <= h):
+        raise HTTPException(422, f"box: {box.tolist()} is not a non-empty box inside the {w}x{h} image")
+    return box
+
+
+def create_app(
+    predictor: Any | None, interactive: Any | None = None, limits: ServiceLimits | None = None
+) -> FastAPI:
+    """The service app. ``predictor`` (a :class:`~instaseg.engine.predictor.Predictor`) serves
+    ``/segment``; ``interactive`` (an :class:`~instaseg.serve.interactive.InteractiveSegmenter`) serves
+    ``/segment_interactive``. Either may be ``None`` (its endpoint then answers 503)."""
+    limits = limits or ServiceLimits()
+    app = FastAPI(
+        title="instaseg",
+        description="Instance segmentation service: automatic instances and click-prompted masks.",
+        version="0.1.0",
+    )
+    app.state.predictor = predictor
+    app.state.interactive = interactive
+    app.state.limits = limits
+
+    @app.middleware("http")
+    async def _limit_upload(request: Request, call_next: Any) -> Any:
+        # Refuse oversized bodies from their declared length, before multipart parsing reads them.
+        length = request.headers.get("content-length")
+        if request.method == "POST" and length and length.isdigit():
+            if int(length) > limits.max_upload_bytes + 64 * 1024:
+                detail = f"upload of {int(length)} bytes is over the {limits.max_upload_bytes} byte limit"
+                return JSONResponse({"detail": detail}, status_code=413)
+        return await call_next(request)
+
+    @app.exception_handler(InstasegError)
+    async def _user_error(request: Request, exc: InstasegError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    async def _read_image(file: UploadFile) -> np.ndarray:
+        data = await file.read(limits.max_upload_bytes + 1)
+        name = file.filename or "upload"
+        if len(data) > limits.max_upload_bytes:
+            raise HTTPException(413, f"upload {name!r} is over the {limits.max_upload_bytes} byte limit")
+        return await run_in_threadpool(decode_upload, data, name, limits.max_pixels)
+
+    @app.get("/health", summary="Liveness check")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @app.get("/models", summary="The loaded models, their classes and the service limits")
+    async def models() -> dict[str, Any]:
+        info: dict[str, Any] = {"limits": asdict(limits), "interactive": getattr(interactive, "name", None)}
+        if predictor is not None:
+            info["model"] = {
+                "name": predictor.name,
+                "class_names": predictor.class_names,
+                "score_threshold": predictor.score_threshold,
+                "max_detections": predictor.max_detections,
+                "source": predictor.meta.get("path"),
+            }
+        return info
+
+    @app.post("/segment", summary="Detect and segment every instance in an image")
+    async def segment(
+        file: UploadFile = File(..., description="the image (JPEG, PNG, ...)"),
+        score_threshold: float | None = Query(None, ge=0.0, le=1.0),
+        max_detections: int | None = Query(None, ge=1, le=limits.max_detections),
+        classes: str | None = Query(None, description="comma-separated class names or label ids"),
+        format: Literal["rle", "polygon"] = Query("rle", description="mask encoding"),
+    ) -> dict[str, Any]:
+        if predictor is None:
+            raise HTTPException(503, "no instance-segmentation model is loaded (start with --checkpoint)")
+        image = await _read_image(file)
+        start = time.perf_counter()
+        out = await run_in_threadpool(
+            predictor.predict, image, score_threshold=score_threshold, max_detections=max_detections,
+            classes=classes,
+        )
+        instances = []
+        for k, rle in enumerate(out["rles"]):
+            x1, y1, x2, y2 = (round(float(v), 2) for v in out["boxes"][k])
+            instances.append(
+                {
+                    "id": k,
+                    "label": int(out["labels"][k]),
+                    "class_name": out["class_names"][k],
+                    "score": round(float(out["scores"][k]), 5),
+                    "box": [x1, y1, x2, y2],
+                    **_encode_mask(rle, format),
+                }
+            )
+        h, w = image.shape[:2]
+        return {
+            "image": {"width": w, "height": h},
+            "instances": instances,
+            "num_instances": len(instances),
+            "time_ms": round((time.perf_counter() - start) * 1000, 1),
+        }
+
+    @app.post("/segment_interactive", summary="Segment the object indicated by clicks and/or a box")
+    async def segment_interactive(
+        file: UploadFile = File(..., description="the image"),
+        foreground: str | None = Form(None, description="JSON [[x, y], ...] foreground clicks (pixels)"),
+        background: str | None = Form(None, description="JSON [[x, y], ...] background clicks (pixels)"),
+        box: str | None = Form(None, description="JSON [x1, y1, x2, y2] box around the object"),
+        multimask: bool = Form(False, description="return several candidate masks"),
+        format: Literal["rle", "polygon"] = Query("rle", description="mask encoding"),
+    ) -> dict[str, Any]:
+        if interactive is None:
+            raise HTTPException(503, "interactive segmentation is not enabled on this server")
+        image = await _read_image(file)
+        h, w = image.shape[:2]
+        fg = _parse_points(foreground, "foreground", w, h, limits.max_points)
+        bg = _parse_points(background, "background", w, h, limits.max_points)
+        prompt_box = _parse_box(box, w, h)
+        if len(fg) == 0 and prompt_box is None:
+            raise HTTPException(422, "give at least one foreground point or a box")
+        points = np.concatenate([fg, bg])
+        labels = np.concatenate([np.ones(len(fg), np.int64), np.zeros(len(bg), np.int64)])
+        start = time.perf_counter()
+        results = await run_in_threadpool(interactive.segment, image, points, labels, prompt_box, multimask)
+        masks = []
+        for mask, score in results:
+            rle = dense_masks_to_rles(mask[None])[0]
+            ys, xs = np.nonzero(mask)
+            bbox = [0.0] * 4
+            if len(xs):
+                bbox = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+            masks.append(
+                {"score": float(score), "area": int(len(xs)), "box": bbox, **_encode_mask(rle, format)}
+            )
+        return {
+            "image": {"width": w, "height": h},
+            "backend": interactive.name,
+            "masks": masks,
+            "time_ms": round((time.perf_counter() - start) * 1000, 1),
+        }
+
+    @app.get("/", include_in_schema=False)
+    async def demo_page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    if STATIC_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

@@ -1,0 +1,244 @@
+"""``instaseg predict``: run a :class:`~instaseg.engine.predictor.Predictor` over an image, a folder,
+a glob or a video, writing overlay images (or an overlay video) and a COCO results JSON with RLE masks.
+
+COCO results (``results.json``): one entry per instance with ``image_id``, ``category_id`` (the
+dataset's original id), ``segmentation`` (compressed RLE), ``bbox`` (XYWH), ``score``, plus
+``file_name``; video entries also carry ``frame`` and ``track_id`` (stable across frames, from
+:class:`~instaseg.ops.tracker.MaskIoUTracker`). ``image_id`` is the file name's number when the stem is
+all digits (COCO's ``000000139.jpg`` -> 139), otherwise the image's index in the sorted input; for a
+video it is the frame index.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from instaseg.errors import ConfigError, DataError
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
+VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
+RESULTS_NAME = "results.json"
+
+
+@dataclass
+class PredictSummary:
+    """What a predict run did (printed by the CLI)."""
+
+    images: int = 0
+    instances: int = 0
+    skipped: int = 0
+    results_path: Path | None = None
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTS
+
+
+def list_sources(source: str) -> list[Path]:
+    """Expand SOURCE (an image or video file, a folder of images, or a glob) into sorted paths.
+
+    Raises :class:`DataError` naming SOURCE when it matches nothing usable."""
+    path = Path(source)
+    if any(ch in source for ch in "*?[") and not path.exists():
+        found = sorted(Path(p) for p in glob.glob(source, recursive=True))
+        files = [p for p in found if p.is_file() and (p.suffix.lower() in IMAGE_EXTS or is_video(p))]
+        if not files:
+            raise DataError(source, "the glob matches no image or video files")
+        return files
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+        if not files:
+            raise DataError(path, f"no image files ({', '.join(sorted(IMAGE_EXTS))}) in this folder")
+        return files
+    if not path.exists():
+        raise DataError(path, "no such file, folder or glob match")
+    return [path]
+
+
+def _image_id(path: Path, index: int) -> int:
+    return int(path.stem) if path.stem.isdigit() else index
+
+
+def _draw(image: np.ndarray, out: dict[str, Any], track_ids: list[int] | None = None) -> np.ndarray:
+    """Overlay of ``out`` (a :meth:`Predictor.predict` result with dense ``masks``) on ``image``."""
+    from instaseg.viz.draw import draw_instances
+
+    names = list(out["class_names"])
+    if track_ids is not None:
+        names = [f"#{t} {n}" for t, n in zip(track_ids, names, strict=True)]
+    # One name per instance, so labels index into ``names`` directly.
+    return draw_instances(
+        image, out["masks"], boxes=out["boxes"], labels=np.arange(len(names)), scores=out["scores"],
+        class_names=names,
+    )
+
+
+def _results(
+    out: dict[str, Any],
+    predictor: Any,
+    image_id: int,
+    file_name: str,
+    extra: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    rows = []
+    for k in range(len(out["rles"])):
+        x1, y1, x2, y2 = (float(v) for v in out["boxes"][k])
+        row = {
+            "image_id": image_id,
+            "category_id": predictor.category_id(int(out["labels"][k])),
+            "segmentation": out["rles"][k],
+            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+            "score": round(float(out["scores"][k]), 5),
+            "file_name": file_name,
+        }
+        if extra is not None:
+            row.update(extra[k])
+        rows.append(row)
+    return rows
+
+
+def _write_json_atomic(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _unique(path: Path, used: set[Path]) -> Path:
+    """``path`` or ``stem_2.ext``, ``stem_3.ext``... when two inputs share a stem."""
+    candidate, n = path, 2
+    while candidate in used:
+        candidate = path.with_name(f"{path.stem}_{n}{path.suffix}")
+        n += 1
+    used.add(candidate)
+    return candidate
+
+
+def iter_video_frames(path: Path, max_frames: int | None = None) -> Iterator[tuple[int, np.ndarray, float]]:
+    """Frames of a video in order as ``(index, RGB uint8 (H, W, 3), fps)``. DataError if unreadable."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise DataError(path, "cannot open video (unsupported codec or not a video file)")
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) or 25.0
+    index = 0
+    try:
+        while max_frames is None or index < max_frames:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), fps
+            index += 1
+    finally:
+        cap.release()
+    if index == 0:
+        raise DataError(path, "video has no readable frames")
+
+
+def run_predict(
+    predictor: Any,
+    source: str,
+    output: str | Path,
+    *,
+    overwrite: bool = False,
+    save_overlays: bool = True,
+    max_frames: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> PredictSummary:
+    """Predict on every input of ``source`` and write overlays and ``results.json`` under ``output``.
+
+    Unreadable images are reported (one line each through ``log``) and skipped. Refuses to replace an
+    existing ``results.json`` unless ``overwrite``."""
+    from instaseg.data.io import read_image
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    out_dir = Path(output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--output {out_dir}: exists and is not a folder")
+    results_path = out_dir / RESULTS_NAME
+    if results_path.exists() and not overwrite:
+        raise ConfigError(f"{results_path}: already exists; choose another --output or pass --overwrite")
+    sources = list_sources(source)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = PredictSummary(results_path=results_path)
+    results: list[dict[str, Any]] = []
+    used: set[Path] = set()
+    for index, path in enumerate(sources):
+        if is_video(path):
+            try:
+                _predict_video(predictor, path, out_dir, results, summary, save_overlays, max_frames, used)
+            except DataError as exc:
+                summary.skipped += 1
+                log(f"instaseg: skipped {exc}")
+            continue
+        try:
+            image = read_image(path)
+        except DataError as exc:
+            summary.skipped += 1
+            log(f"instaseg: skipped {exc}")
+            continue
+        out = predictor.predict(image, return_masks=save_overlays)
+        results.extend(_results(out, predictor, _image_id(path, index), path.name))
+        summary.images += 1
+        summary.instances += len(out["rles"])
+        if save_overlays:
+            import cv2
+
+            target = _unique(out_dir / f"{path.stem}.jpg", used)
+            cv2.imwrite(str(target), cv2.cvtColor(_draw(image, out), cv2.COLOR_RGB2BGR))
+    if summary.images == 0:
+        raise DataError(source, f"no image could be read ({summary.skipped} skipped)")
+    _write_json_atomic(results, results_path)
+    return summary
+
+
+def _predict_video(
+    predictor: Any,
+    path: Path,
+    out_dir: Path,
+    results: list[dict[str, Any]],
+    summary: PredictSummary,
+    save_overlays: bool,
+    max_frames: int | None,
+    used: set[Path],
+) -> None:
+    import cv2
+
+    from instaseg.ops.tracker import MaskIoUTracker
+
+    tracker = MaskIoUTracker()
+    writer = None
+    try:
+        for frame_index, frame, fps in iter_video_frames(path, max_frames):
+            out = predictor.predict(frame, return_masks=save_overlays)
+            ids = tracker.update(out["rles"], out["labels"].tolist())
+            extra = [{"frame": frame_index, "track_id": t} for t in ids]
+            results.extend(_results(out, predictor, frame_index, path.name, extra))
+            summary.images += 1
+            summary.instances += len(ids)
+            if save_overlays:
+                if writer is None:
+                    h, w = frame.shape[:2]
+                    target = _unique(out_dir / f"{path.stem}_overlay.mp4", used)
+                    writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                    if not writer.isOpened():
+                        raise DataError(target, "OpenCV cannot write an mp4 video here")
+                writer.write(cv2.cvtColor(_draw(frame, out, ids), cv2.COLOR_RGB2BGR))
+    finally:
+        if writer is not None:
+            writer.release()
