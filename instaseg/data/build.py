@@ -65,14 +65,19 @@ def _need_path(args: str, fmt: str, usage: str) -> None:
         raise ConfigError(f"dataset spec {fmt!r} needs a path: {usage}")
 
 
+def coco_args(args: str) -> tuple[str, str | None]:
+    """Split the ARGS of ``coco:ANNOTATIONS.json[:IMAGE_DIR]`` into ``(json path, image dir or None)``."""
+    cut = args.lower().find(".json:")
+    if cut < 0:
+        return args, None
+    return args[: cut + 5], args[cut + 6 :] or None
+
+
 def _build_coco(args: str, spec: str, split: str | None, transform: Any, options: dict) -> InstanceDataset:
     _need_path(args, "coco", "coco:ANNOTATIONS.json[:IMAGE_DIR]")
     from instaseg.data.coco import CocoDataset
 
-    ann, image_dir = args, None
-    cut = args.lower().find(".json:")
-    if cut >= 0:
-        ann, image_dir = args[: cut + 5], args[cut + 6 :] or None
+    ann, image_dir = coco_args(args)
     split = _check_split(split, SPLITS_8020, "coco")
     dataset = CocoDataset(ann, image_dir, transform=None if split else transform, **options)
     return _carve(dataset, split, transform)

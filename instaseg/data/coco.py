@@ -152,6 +152,7 @@ class CocoDataset(InstanceDataset):
         self.category_ids = [0, *ids]
         self.class_names = ["background", *(cats[c] for c in ids)]
         self._label_of = {cid: label for label, cid in enumerate(self.category_ids) if label}
+        self.image_dir_guessed = image_dir is None
         if image_dir is None:
             self.image_dir = guess_image_dir(path, [im["file_name"] for im in self.images])
         else:
@@ -195,7 +196,13 @@ class CocoDataset(InstanceDataset):
 
     def _load(self, index: int) -> Record:
         path = self.image_path(index)
-        image = read_image(path)
+        try:
+            image = read_image(path)
+        except DataError as exc:
+            if exc.problem == "file not found" and self.image_dir_guessed:
+                raise DataError(path, f"file not found (image folder guessed as {self.image_dir}; "
+                                      "name it with coco:ANNOTATIONS.json:IMAGE_DIR)") from None
+            raise
         info = self.image_info(index)
         if image.shape[:2] != (info["height"], info["width"]):
             raise DataError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from instaseg.data.build import build_dataset, list_formats, parse_spec, split_8020
+from instaseg.data.build import build_dataset, coco_args, list_formats, parse_spec, split_8020
 from instaseg.errors import ConfigError, DataError
 
 
@@ -91,3 +91,9 @@ def test_datasets_pickle_for_dataloader_workers(tmp_path) -> None:
         assert len(again) == len(ds) and np.array_equal(again.load_record(0).image, ds.load_record(0).image)
     val = build_dataset(f"folder:{tmp_path}", split="val")
     assert len(val) == 1 and val.image_info(0)["id"] == 4  # ids are the full dataset's indices
+
+
+def test_coco_args() -> None:
+    assert coco_args("a/ann.json") == ("a/ann.json", None)
+    assert coco_args("a/ann.json:imgs/x") == ("a/ann.json", "imgs/x")
+    assert coco_args("a/ann.JSON:") == ("a/ann.JSON", None)

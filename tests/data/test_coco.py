@@ -110,6 +110,11 @@ def test_guess_image_dir_coco_layout(tmp_path: Path) -> None:
     assert ds.load_record(0).image.shape == (H, W, 3)
     ds = build_dataset(f"coco:{ann}:{tmp_path / 'val2017'}")
     assert ds.image_dir == tmp_path / "val2017"
+    (tmp_path / "val2017").rename(tmp_path / "elsewhere")
+    with pytest.raises(DataError, match="image folder guessed as .*annotations; name it with"):
+        build_dataset(f"coco:{ann}").load_record(0)
+    with pytest.raises(DataError, match="image folder not found"):
+        build_dataset(f"coco:{ann}:{tmp_path / 'val2017'}")
 
 
 @pytest.mark.parametrize(
