@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from instaseg.data.base import validate_sample
 from instaseg.data.shapes import ShapesDataset, render_shapes
@@ -73,3 +75,22 @@ def test_bad_arguments() -> None:
         ShapesDataset(5, 8)
     with pytest.raises(IndexError):
         ShapesDataset(5, 64).load_record(5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    index=st.integers(0, 10_000),
+    size=st.sampled_from([48, 64, 128]),
+    split=st.sampled_from(["train", "val"]),
+)
+def test_invariants_on_random_samples(seed: int, index: int, size: int, split: str) -> None:
+    ds = ShapesDataset(index + 1, size, split=split, seed=seed, min_visible=30)
+    rec = ds.load_record(index)
+    n = len(rec.labels)
+    assert rec.image.shape == (size, size, 3) and rec.masks.shape == (n, size, size)
+    assert ((rec.labels >= 1) & (rec.labels <= 3)).all() and (rec.iscrowd == 0).all()
+    assert (rec.masks.sum(0) <= 1).all() and (rec.masks.sum((1, 2)) >= 30).all()
+    for m in rec.masks:  # one flat colour +- 8 of noise inside every visible part
+        pix = rec.image[m].astype(np.int16)
+        assert (pix.max(0) - pix.min(0)).max() <= 16 + 2
