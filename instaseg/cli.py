@@ -40,14 +40,21 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code. User errors print one line: ``instaseg: error: ...``."""
     _register_all()
     command = typer.main.get_command(app)
+    # typer >= 0.29 vendors its own click (typer._click): catch its exceptions as well as click's.
     try:
-        command.main(args=argv, prog_name="instaseg", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+        from typer._click.exceptions import ClickException as TyperClickException
+    except ImportError:
+        TyperClickException = click.ClickException
+    click_errors = (click.ClickException, TyperClickException)
+    aborts = (click.exceptions.Abort, typer.Abort)
+    try:
+        rv = command.main(args=argv, prog_name="instaseg", standalone_mode=False)
+    except (click.exceptions.Exit, typer.Exit) as exc:
         return exc.exit_code
-    except click.ClickException as exc:
+    except click_errors as exc:
         exc.show()
         return exc.exit_code
-    except click.exceptions.Abort:
+    except aborts:
         print("instaseg: aborted", file=sys.stderr)
         return 1
     except InstasegError as exc:
@@ -56,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("instaseg: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return rv if isinstance(rv, int) else 0  # typer returns a raised typer.Exit's code here
 
 
 if __name__ == "__main__":
