@@ -1,0 +1,143 @@
+"""Dataset statistics and a preview grid (``instaseg data stats``).
+
+Areas are mask pixel areas, split with COCO's thresholds: small < 32^2 <= medium < 96^2 <= large.
+Masks come from :func:`instaseg.data._split.load_rles` (straight from the JSON for COCO), so only
+the preview decodes images.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SMALL_AREA = 32**2
+LARGE_AREA = 96**2
+
+
+def _rle_areas(rles: list) -> list[float]:
+    """Pixel areas of compressed RLEs. Chunked: pycocotools 2.0.11's ``area`` overflows on more than
+    255 RLEs in one call (a nuclei image has 313 instances)."""
+    from pycocotools import mask as mask_utils
+
+    out: list[float] = []
+    for k in range(0, len(rles), 255):
+        out.extend(float(a) for a in mask_utils.area(rles[k : k + 255]))
+    return out
+
+
+def compute_stats(dataset: Any, *, source: str = "") -> dict[str, Any]:
+    """Counts for ``dataset`` (any :class:`~instaseg.data.base.InstanceDataset`).
+
+    Returns a JSON-ready dict: ``images``, ``instances``, ``images_without_instances``, ``crowd``,
+    ``per_class`` {name: count} (every class, zeros included), ``sizes`` {small, medium, large},
+    ``instances_per_image`` {min, mean, max}, ``image_height``/``image_width`` {min, max}.
+    """
+    from instaseg.data._split import load_rles
+
+    names = list(dataset.class_names)
+    per_class: Counter = Counter()
+    sizes = Counter({"small": 0, "medium": 0, "large": 0})
+    heights, widths, counts = [], [], []
+    crowd = 0
+    for i in range(len(dataset)):
+        rles, labels, iscrowd, (h, w) = load_rles(dataset, i)
+        heights.append(int(h))
+        widths.append(int(w))
+        counts.append(len(labels))
+        crowd += int(np.asarray(iscrowd).sum())
+        for label in np.asarray(labels).tolist():
+            per_class[names[label] if 0 <= label < len(names) else str(label)] += 1
+        for area in _rle_areas(rles):
+            key = "small" if area < SMALL_AREA else "medium" if area < LARGE_AREA else "large"
+            sizes[key] += 1
+    n = len(counts)
+    return {
+        "source": source,
+        "images": n,
+        "instances": int(sum(counts)),
+        "images_without_instances": int(sum(1 for c in counts if c == 0)),
+        "crowd": crowd,
+        "classes": len(names) - 1,
+        "per_class": {name: int(per_class.get(name, 0)) for name in names[1:]}
+        | {k: v for k, v in per_class.items() if k not in names},
+        "sizes": dict(sizes),
+        "instances_per_image": {
+            "min": int(min(counts)) if n else 0,
+            "mean": round(float(np.mean(counts)), 2) if n else 0.0,
+            "max": int(max(counts)) if n else 0,
+        },
+        "image_height": {"min": min(heights) if n else 0, "max": max(heights) if n else 0},
+        "image_width": {"min": min(widths) if n else 0, "max": max(widths) if n else 0},
+    }
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    """A human-readable table of :func:`compute_stats`' result."""
+    s = stats
+    ipi, hh, ww = s["instances_per_image"], s["image_height"], s["image_width"]
+    lines = [
+        f"dataset: {s['source']}",
+        f"images: {s['images']}  (without instances: {s['images_without_instances']})",
+        f"instances: {s['instances']}  (crowd: {s['crowd']}; per image min/mean/max "
+        f"{ipi['min']}/{ipi['mean']}/{ipi['max']})",
+        f"image size: height {hh['min']}-{hh['max']}, width {ww['min']}-{ww['max']}",
+        "sizes (COCO area thresholds 32^2, 96^2): " + ", ".join(f"{k} {v}" for k, v in s["sizes"].items()),
+        f"classes: {s['classes']}",
+    ]
+    per_class = s["per_class"]
+    width = max((len(k) for k in per_class), default=5)
+    for name, count in sorted(per_class.items(), key=lambda kv: (-kv[1], kv[0])):
+        lines.append(f"  {name:<{width}}  {count}")
+    return "\n".join(lines)
+
+
+def render_preview(dataset: Any, *, num_images: int = 16, cols: int = 4, cell_size: int = 320) -> np.ndarray:
+    """uint8 RGB grid of the first ``num_images`` images with their masks, boxes and class names."""
+    from instaseg.data.transforms import boxes_and_areas
+    from instaseg.viz.draw import draw_instances, make_grid
+
+    n = min(int(num_images), len(dataset))
+    if n <= 0:
+        raise ValueError("the dataset has no images to preview")
+    import cv2
+
+    tiles = []
+    for i in range(n):
+        rec = dataset.load_record(i)
+        image, masks = rec.image, np.asarray(rec.masks, dtype=bool)
+        # Scale to the cell before drawing, so outlines and text have the same size in every cell.
+        s = cell_size / max(image.shape[:2])
+        if s != 1:
+            size = (max(1, round(image.shape[1] * s)), max(1, round(image.shape[0] * s)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+            masks = (
+                np.stack(
+                    [cv2.resize(m.view(np.uint8), size, interpolation=cv2.INTER_NEAREST) for m in masks]
+                ).astype(bool)
+                if len(masks)
+                else np.zeros((0, size[1], size[0]), bool)
+            )
+        boxes, _ = boxes_and_areas(masks)
+        tiles.append(draw_instances(image, masks, boxes, labels=rec.labels, class_names=dataset.class_names))
+    return make_grid(tiles, cols=cols, cell_size=cell_size)
+
+
+def save_png(image: np.ndarray, path: str | Path) -> Path:
+    """Write a uint8 RGB image as PNG (folders created); DataError if it cannot be written."""
+    import cv2
+
+    from instaseg.errors import DataError
+
+    out = Path(path)
+    if out.suffix.lower() != ".png":
+        raise DataError(out, "preview must be a .png file")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(out, f"cannot create folder: {exc.strerror or exc}") from None
+    if not cv2.imwrite(str(out), np.ascontiguousarray(image[..., ::-1])):
+        raise DataError(out, "cannot write PNG")
+    return out
