@@ -12,8 +12,9 @@ COCO, a folder with ``leftImg8bit/`` and ``gtFine/`` is Cityscapes, any other fo
 
 ``split``: ``None`` (or ``"all"``) gives everything the spec names. ``shapes`` generates a disjoint
 stream per split (``val``/``test`` have ``N // 5`` images); ``cityscapes`` reads the split's folders
-(the spec's SPLIT wins); ``coco`` and ``folder`` have no split of their own, so ``"train"``/``"val"``
-take a deterministic 80/20 split by index (every fifth image, index % 5 == 4, is ``val``).
+(the spec's SPLIT wins); ``folder`` reads ``ROOT/<split>/`` when that folder exists. Otherwise
+(always for ``coco``) ``"train"``/``"val"`` take a deterministic 80/20 split by index (every fifth
+image, index % 5 == 4, is ``val``).
 Pass ``split`` to a ``coco`` spec only to carve a held-out part from one JSON; a separate val JSON
 should be built with ``split=None``.
 """
@@ -103,6 +104,8 @@ def _build_folder(args: str, spec: str, split: str | None, transform: Any, optio
     from instaseg.data.folder import FolderDataset
 
     split = _check_split(split, SPLITS_8020, "folder")
+    if split is not None and (Path(args) / split).is_dir():  # ROOT/train/, ROOT/val/: the split's own folder
+        return FolderDataset(Path(args) / split, transform=transform, **options)
     dataset = FolderDataset(args, transform=None if split else transform, **options)
     return _carve(dataset, split, transform)
 

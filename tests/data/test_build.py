@@ -97,3 +97,15 @@ def test_coco_args() -> None:
     assert coco_args("a/ann.json") == ("a/ann.json", None)
     assert coco_args("a/ann.json:imgs/x") == ("a/ann.json", "imgs/x")
     assert coco_args("a/ann.JSON:") == ("a/ann.JSON", None)
+
+
+def test_folder_with_own_split_folders(tmp_path) -> None:
+    from PIL import Image
+
+    for split, n in (("train", 3), ("val", 2)):
+        for k in range(n):
+            for sub, arr in (("images", np.zeros((8, 8, 3), np.uint8)), ("masks", np.eye(8, dtype=np.uint8))):
+                (tmp_path / split / sub).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(arr).save(tmp_path / split / sub / f"{k}.png")
+    assert len(build_dataset(f"folder:{tmp_path}", split="train")) == 3
+    assert len(build_dataset(f"folder:{tmp_path}", split="val")) == 2
