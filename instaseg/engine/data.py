@@ -116,14 +116,13 @@ class SafeDataset(Dataset):
 
     def __getitem__(self, item: tuple[int, int]) -> Any:
         index, seed = item
-        py_state, np_state = random.getstate(), np.random.get_state()
+        py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
         try:
-            with torch.random.fork_rng(devices=[]):
-                random.seed(seed)
-                np.random.seed(seed)
-                torch.manual_seed(seed)
-                _set_transform_seed(getattr(self.dataset, "transform", None), seed)
-                return self.dataset[index]
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.random.default_generator.manual_seed(seed)  # CPU only: leave CUDA's RNG alone
+            _set_transform_seed(getattr(self.dataset, "transform", None), seed)
+            return self.dataset[index]
         except DataError as exc:
             if self.on_error == "raise":
                 raise
@@ -131,6 +130,7 @@ class SafeDataset(Dataset):
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)
+            torch.set_rng_state(torch_state)
 
 
 @dataclass

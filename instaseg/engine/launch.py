@@ -31,6 +31,7 @@ class TrainResult:
     """What a finished run produced (``metrics`` is None on ranks other than 0)."""
 
     run_dir: Path
+    model: torch.nn.Module  # the trained model (without a DDP wrapper)
     metrics: dict[str, Any] | None
     iterations: int
     stop_reason: str | None
@@ -355,4 +356,4 @@ def run_training(
     final = hooks[[type(h) for h in hooks].index(H.EvalHook)].final
     if trainer.skipped:
         _log(f"warning: {len(trainer.skipped)} bad sample(s) were skipped (see the warnings above)")
-    return TrainResult(run_dir, final, trainer.iter, trainer.stop_reason, len(trainer.skipped))
+    return TrainResult(run_dir, module, final, trainer.iter, trainer.stop_reason, len(trainer.skipped))

@@ -129,8 +129,13 @@ class Predictor:
 
     @classmethod
     def load(
-        cls, *, checkpoint: str | Path | None = None, backend: str = "torch", model: str | Path | None = None,
-        device: str = "cpu", **kwargs: Any,
+        cls,
+        *,
+        checkpoint: str | Path | None = None,
+        backend: str = "torch",
+        model: str | Path | None = None,
+        device: str = "cpu",
+        **kwargs: Any,
     ) -> Predictor:
         """Build from CLI-style options: ``backend="torch"`` needs ``checkpoint``; ``"onnxruntime"``
         needs ``model`` (an ``.onnx`` file)."""

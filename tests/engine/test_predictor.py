@@ -81,8 +81,14 @@ def _save_slim(path, **extra) -> None:
     kwargs = {"num_classes": 3}
     model = get_model("maskrcnn_r18_slim", **kwargs)
     save_checkpoint(
-        {"model": model.state_dict(), "model_spec": {"name": "maskrcnn_r18_slim", "kwargs": kwargs},
-         "class_names": ["background", "person", "car"], "category_ids": [0, 1, 3], "config": {}, **extra},
+        {
+            "model": model.state_dict(),
+            "model_spec": {"name": "maskrcnn_r18_slim", "kwargs": kwargs},
+            "class_names": ["background", "person", "car"],
+            "category_ids": [0, 1, 3],
+            "config": {},
+            **extra,
+        },
         path,
     )
 

@@ -3,6 +3,8 @@ tests run in seconds. It uses dropout (the global torch RNG) so resume tests als
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -16,7 +18,7 @@ NAME = "engine_test_tiny"
 class TinySeg(nn.Module):
     """Per-pixel classifier; each predicted class in an image becomes one instance."""
 
-    def __init__(self, num_classes: int, nan_after: int = 0) -> None:
+    def __init__(self, num_classes: int, nan_after: int = 0, sleep_s: float = 0.0) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.body = nn.Sequential(
@@ -29,12 +31,15 @@ class TinySeg(nn.Module):
         self.head = nn.Conv2d(8, num_classes, 1)
         self.nan_after = nan_after  # training forward calls before the loss turns NaN (0: never)
         self.calls = 0
+        self.sleep_s = sleep_s  # slows training steps down (to kill a run mid-way)
 
     def forward(self, images: list[Tensor], targets: list[dict] | None = None):
         logits = [self.head(self.body(im[None]))[0] for im in images]
         if self.training:
             assert targets is not None
             self.calls += 1
+            if self.sleep_s:
+                time.sleep(self.sleep_s)
             losses = []
             for lg, t in zip(logits, targets, strict=True):
                 sem = torch.zeros(lg.shape[1:], dtype=torch.long, device=lg.device)
@@ -72,7 +77,9 @@ def ensure_registered() -> str:
     if NAME not in list_models():
 
         @register_model(NAME)
-        def engine_test_tiny(*, num_classes: int = 2, nan_after: int = 0, **_: object) -> nn.Module:
-            return TinySeg(num_classes, nan_after)
+        def engine_test_tiny(
+            *, num_classes: int = 2, nan_after: int = 0, sleep_s: float = 0.0, **_: object
+        ) -> nn.Module:
+            return TinySeg(num_classes, nan_after, sleep_s)
 
     return NAME
