@@ -185,6 +185,15 @@ class InstanceTransform:
     def __repr__(self) -> str:
         return f"InstanceTransform(train={self.train}, options={self.options})"
 
+    def set_random_seed(self, seed: int) -> None:
+        """Reseed the augmentation RNGs now (e.g. per sample, so that results do not depend on the
+        number of loader workers); the automatic per-worker reseed will not override it."""
+        if self.compose is not None:
+            self.compose.set_random_seed(int(seed) % (2**32))
+        info = torch.utils.data.get_worker_info()
+        if info is not None:
+            self._seeded_for = (os.getpid(), int(info.seed))
+
     def _maybe_reseed(self) -> None:
         info = torch.utils.data.get_worker_info()
         if info is None or self.compose is None:
@@ -240,15 +249,21 @@ class InstanceTransform:
 
 def pack_masks(masks: np.ndarray) -> np.ndarray:
     """Pack bool ``masks`` (N, H, W) into uint8 planes (ceil(N/8), H, W): mask i is bit i % 8 of
-    plane i // 8. (A per-plane loop: ~6x faster than ``np.packbits`` along axis 0.)"""
+    plane i // 8. Per-plane OpenCV adds, ~10x faster than ``np.packbits`` along axis 0; masks
+    decoded by pycocotools are column-major planes, packed in that layout to avoid a transposing copy.
+    """
+    import cv2
+
     n, h, w = masks.shape
-    bits = masks.astype(bool, copy=False).view(np.uint8)
-    packed = np.zeros(((n + 7) // 8, h, w), dtype=np.uint8)
-    tmp = np.empty((h, w), dtype=np.uint8)
+    column_major = n > 0 and not masks[0].flags.c_contiguous and masks[0].T.flags.c_contiguous
+    src = masks.transpose(0, 2, 1) if column_major else np.ascontiguousarray(masks)
+    bits = src.astype(bool, copy=False).view(np.uint8)
+    packed = np.zeros(((n + 7) // 8, *src.shape[1:]), dtype=np.uint8)
     for i in range(n):
-        np.left_shift(bits[i], i & 7, out=tmp)
-        np.bitwise_or(packed[i >> 3], tmp, out=packed[i >> 3])
-    return packed
+        plane = packed[i >> 3]
+        # plane + bit * 2^k: exact, as the bits of one plane never collide (no saturation).
+        cv2.addWeighted(plane, 1.0, bits[i], float(1 << (i & 7)), 0.0, dst=plane)
+    return np.ascontiguousarray(packed.transpose(0, 2, 1)) if column_major else packed
 
 
 def unpack_masks(packed: np.ndarray, n: int) -> np.ndarray:
