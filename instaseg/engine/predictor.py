@@ -125,6 +125,8 @@ class Predictor:
         meta = dict(meta or {})
         class_names = meta.get("class_names") or _default_class_names(meta)
         meta.setdefault("path", str(path))
+        if "mask_threshold" in meta:
+            kwargs.setdefault("mask_threshold", float(meta["mask_threshold"]))
         return cls(model, class_names, category_ids=meta.get("category_ids"), meta=meta, **kwargs)
 
     @classmethod

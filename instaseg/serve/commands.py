@@ -18,6 +18,19 @@ _DEVICE = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1 ...")
 _SCORE = typer.Option(0.5, "--score-threshold", help="Drop instances scoring below this.")
 _MAXDET = typer.Option(100, "--max-detections", help="Keep at most this many instances per image.")
 _CLASSES = typer.Option(None, "--classes", help="Comma-separated class names or label ids to keep.")
+_THREADS = typer.Option(
+    None, "--threads", help="CPU threads for torch (default: torch's choice; 1 helps on busy machines)."
+)
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _predictor(
@@ -45,6 +58,7 @@ def predict(
     max_frames: int | None = typer.Option(None, "--max-frames", help="Video: stop after this many frames."),
     no_overlays: bool = typer.Option(False, "--no-overlays", help="Only write results.json."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results.json."),
+    threads: int | None = _THREADS,
 ) -> None:
     """Segment images or a video: overlay images (or an overlay video) and COCO results with RLE masks."""
     import time
@@ -53,6 +67,7 @@ def predict(
 
     if max_frames is not None and max_frames < 1:
         raise ConfigError(f"--max-frames must be >= 1, got {max_frames}")
+    _set_threads(threads)
     predictor = _predictor(checkpoint, backend, model, device, score_threshold, max_detections, classes)
     start = time.perf_counter()
     summary = run_predict(
@@ -69,7 +84,7 @@ def predict(
 def _serve(
     *, checkpoint: Path | None, backend: str, model: Path | None, device: str, score_threshold: float,
     max_detections: int, sam_checkpoint: Path | None, sam_model_type: str | None, host: str, port: int,
-    max_upload_mb: float, max_megapixels: float, demo: bool,
+    max_upload_mb: float, max_megapixels: float, threads: int | None, demo: bool,
 ) -> None:
     import uvicorn
 
@@ -80,6 +95,7 @@ def _serve(
         raise ConfigError(f"--port must be in 1..65535, got {port}")
     if max_upload_mb <= 0 or max_megapixels <= 0:
         raise ConfigError("--max-upload-mb and --max-megapixels must be > 0")
+    _set_threads(threads)
     predictor = _predictor(checkpoint, backend, model, device, score_threshold, max_detections, None)
     interactive = build_interactive(sam_checkpoint, sam_model_type=sam_model_type, device=device)
     limits = ServiceLimits(
@@ -110,6 +126,7 @@ def serve(
     port: int = typer.Option(8000, "--port"),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", help="Largest accepted upload."),
     max_megapixels: float = typer.Option(40.0, "--max-megapixels", help="Largest accepted image."),
+    threads: int | None = _THREADS,
 ) -> None:
     """HTTP service: POST /segment, POST /segment_interactive, GET /health, GET /models, /docs."""
     _serve(**locals(), demo=False)
@@ -128,6 +145,7 @@ def demo(
     port: int = typer.Option(8000, "--port"),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb"),
     max_megapixels: float = typer.Option(40.0, "--max-megapixels"),
+    threads: int | None = _THREADS,
 ) -> None:
     """Browser demo: upload an image, see its instances, click to segment an object (open the URL)."""
     _serve(**locals(), demo=True)
