@@ -1,9 +1,85 @@
-"""CLI commands of instaseg.export (registered by :func:`register`)."""
+"""CLI commands of instaseg.export (registered by :func:`register`): ``instaseg export``."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import typer
+
+from instaseg.errors import ConfigError
+
+FORMATS = ("onnx", "torchscript")
+
+
+def parse_image_size(text: str | None) -> tuple[int, int] | None:
+    """``"480x640"``, ``"480,640"`` (H, W) or ``"512"`` (square) -> (H, W); ConfigError otherwise."""
+    if text is None:
+        return None
+    parts = [p for p in re.split(r"[x,\s]+", text.strip().lower()) if p]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 32 or max(values) > 4096:
+        raise ConfigError(
+            f"--image-size {text!r}: expected H x W (or one side), each in 32..4096, e.g. 480x640"
+        )
+    return values[0], values[1]
+
+
+def export_command(
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="Checkpoint file or run directory."),
+    output: Path = typer.Option(..., "--output", "-o", help="File to write (e.g. model.onnx)."),
+    format: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (16..20)."),
+    image_size: str = typer.Option(
+        None, "--image-size", help="Example image traced, H x W (e.g. 480x640); any size runs afterwards."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare the export with PyTorch."),
+) -> None:
+    """Export a trained model to ONNX (or TorchScript) with dynamic image size and its class names."""
+    fmt = format.lower()
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
+    size = parse_image_size(image_size)
+    from instaseg.engine.checkpoint import load_model
+    from instaseg.export.onnx_export import check_output_path, export_onnx
+    from instaseg.export.torchscript_export import export_torchscript
+
+    check_output_path(output, overwrite)  # fail before the (slow) model load
+    model, meta = load_model(checkpoint)
+    if fmt == "onnx":
+        result = export_onnx(model, output, meta=meta, opset=opset, image_size=size, overwrite=overwrite,
+                             verify=verify)
+    else:
+        result = export_torchscript(model, output, meta=meta, image_size=size, overwrite=overwrite,
+                                    verify=verify)
+    name = result.metadata.get("instaseg.model_name", "?")
+    n_classes = len(meta.get("class_names") or []) - 1
+    what = f"opset {result.opset}" if fmt == "onnx" else "torchscript"
+    typer.echo(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, {what}, {name}, {n_classes} classes)")
+    failed = False
+    for check in result.checks:
+        h, w = check["size"]
+        counts = f"{check['torch']} detections (torch) vs {check.get('onnx', check.get('torchscript'))}"
+        gaps = ""
+        if "max_box_diff" in check:
+            gaps = (
+                f", max box diff {check['max_box_diff']:.2g} px,"
+                f" max score diff {check['max_score_diff']:.2g}"
+            )
+        status = "ok" if check["ok"] else "MISMATCH"
+        typer.echo(f"verify {h}x{w}: {status}: {counts}{gaps}")
+        failed |= not check["ok"]
+    if failed:
+        typer.echo("instaseg: warning: the export differs from PyTorch beyond tolerance", err=True)
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
+    app.command("export")(export_command)

@@ -1,0 +1,145 @@
+"""Export graphs: the one exportable view of every model, and the registry that finds it.
+
+Every exported model (ONNX or TorchScript) is a trace of an *export graph*: an ``nn.Module`` with
+
+``forward(image: Tensor[3, H, W] float RGB in [0, 1], score_threshold: Tensor[] float)
+-> (boxes [K, 4] XYXY input-image pixels, scores [K], labels [K] int64, masks [K, h, w] float)``
+
+- normalisation and resizing happen inside the graph, so callers feed raw RGB in [0, 1] of any size;
+- ``score_threshold`` is a graph input: detections scoring at or below it are dropped *inside* the
+  graph, so the (costly) mask head only runs on what is kept, and a threshold of 1 exercises the
+  "no detections" path;
+- the masks stay at the model's native low resolution and are fixed-size per detection; pasting them
+  into the image is post-processing shared with the PyTorch path (:mod:`instaseg.export.postprocess`).
+  The module's ``mask_kind`` says what they cover:
+
+  * ``"box"``: ``[K, M, M]`` probabilities relative to each box (Mask R-CNN's RoI masks);
+  * ``"image"``: ``[K, h, w]`` probabilities covering the whole input image at a lower resolution
+    (one-stage models such as YOLACT); they are resized bilinearly to ``H x W``.
+
+The module also carries ``default_score_threshold`` (the model's own) and ``preprocessing`` (a JSON-able
+dict describing what the graph does to its input, stored in the exported file's metadata).
+
+How a model gets its export graph (:func:`export_graph`), first match wins:
+
+1. the model defines ``export_graph() -> nn.Module`` (new models plug in this way);
+2. an adapter registered with :func:`register_export_graph` for the model's class or a base class;
+3. built in: any torchvision ``GeneralizedRCNN`` with a mask head (every Mask R-CNN variant here).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from instaseg.errors import ConfigError
+
+MASK_KINDS = ("box", "image")
+
+_GRAPHS: dict[type, Callable[[nn.Module], nn.Module]] = {}
+
+
+def register_export_graph(model_class: type) -> Callable[[Callable[[nn.Module], nn.Module]], Any]:
+    """Decorator registering ``fn(model) -> export graph`` for instances of ``model_class`` (and its
+    subclasses). Raises ValueError if the class already has one."""
+
+    def wrapper(fn: Callable[[nn.Module], nn.Module]) -> Callable[[nn.Module], nn.Module]:
+        if model_class in _GRAPHS:
+            raise ValueError(f"an export graph is already registered for {model_class.__name__}")
+        _GRAPHS[model_class] = fn
+        return fn
+
+    return wrapper
+
+
+def export_graph(model: nn.Module) -> nn.Module:
+    """The export graph of ``model`` (see the module docstring), in eval mode.
+
+    Raises ConfigError naming the model class when it has no export path."""
+    from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+
+    own = getattr(model, "export_graph", None)
+    if callable(own):
+        graph = own()
+    else:
+        graph = None
+        for klass in type(model).__mro__:
+            if klass in _GRAPHS:
+                graph = _GRAPHS[klass](model)
+                break
+        if graph is None and isinstance(model, GeneralizedRCNN):
+            graph = _rcnn_graph(model)
+        if graph is None:
+            raise ConfigError(
+                f"model {type(model).__name__} cannot be exported: give it an export_graph() method or "
+                "register one with instaseg.export.graphs.register_export_graph"
+            )
+    kind = getattr(graph, "mask_kind", None)
+    if kind not in MASK_KINDS:
+        raise ConfigError(
+            f"export graph of {type(model).__name__} has mask_kind {kind!r}, not one of {MASK_KINDS}"
+        )
+    return graph.eval()
+
+
+class RCNNExportGraph(nn.Module):
+    """Export graph of a torchvision ``GeneralizedRCNN`` with a mask head (every Mask R-CNN variant).
+
+    Runs transform -> backbone -> RPN -> RoI heads exactly as ``forward`` does (torchvision takes its
+    ONNX-friendly code paths while tracing: symbolic resize and padding), then rescales the boxes to
+    the input size and stops before ``paste_masks_in_image``: masks are the ``[K, 28, 28]`` RoI
+    probabilities."""
+
+    mask_kind = "box"
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.default_score_threshold = float(model.roi_heads.score_thresh)
+        t = model.transform
+        self.preprocessing = {
+            "normalize_mean": [float(v) for v in t.image_mean],
+            "normalize_std": [float(v) for v in t.image_std],
+            "resize": f"shorter side to {int(t.min_size[-1])}, longer side at most {int(t.max_size)}",
+            "pad_to_multiple": int(t.size_divisible),
+            "default_size": [int(t.min_size[-1]), int(t.max_size)],
+        }
+
+    def forward(self, image: Tensor, score_threshold: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        from torchvision.models.detection.transform import resize_boxes
+
+        m = self.model
+        height, width = image.shape[-2:]
+        image_list, _ = m.transform([image])
+        features = m.backbone(image_list.tensors)
+        if isinstance(features, Tensor):
+            features = OrderedDict([("0", features)])
+        proposals, _ = m.rpn(image_list, features)
+        # roi_heads compares ``scores > self.score_thresh``: a tensor here makes it a graph input.
+        saved = m.roi_heads.score_thresh
+        m.roi_heads.score_thresh = score_threshold
+        try:
+            detections, _ = m.roi_heads(features, proposals, image_list.image_sizes)
+        finally:
+            m.roi_heads.score_thresh = saved
+        det = detections[0]
+        boxes = resize_boxes(det["boxes"], list(image_list.image_sizes[0]), [height, width])
+        return boxes, det["scores"], det["labels"], det["masks"][:, 0]
+
+
+def _rcnn_graph(model: nn.Module) -> nn.Module:
+    roi_heads = getattr(model, "roi_heads", None)
+    if roi_heads is None or getattr(roi_heads, "mask_predictor", None) is None:
+        raise ConfigError(f"model {type(model).__name__} has no mask head; only instance models export")
+    return RCNNExportGraph(model)
+
+
+def trace_inputs(image_size: tuple[int, int], seed: int = 0) -> tuple[Tensor, Tensor]:
+    """A deterministic example input (random RGB image of ``image_size`` (H, W), threshold 0)."""
+    gen = torch.Generator().manual_seed(seed)
+    image = torch.rand(3, *image_size, generator=gen)
+    return image, torch.tensor(0.0)

@@ -1,0 +1,149 @@
+"""TorchScript export: a trace of the same export graph the ONNX export uses (:mod:`.graphs`).
+
+The file is a ``torch.jit`` archive with the metadata (same keys as the ONNX ``metadata_props``) in the
+extra file ``instaseg.json``. Loading it needs torch and torchvision (for the ``torchvision::nms`` and
+``roi_align`` ops), but not instaseg's model code. Tracing follows torchvision's ONNX-friendly paths,
+which keep the image height and width dynamic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from instaseg.errors import CheckpointError
+from instaseg.export.graphs import export_graph, trace_inputs
+from instaseg.export.onnx_export import (
+    META_PREFIX,
+    ExportResult,
+    build_metadata,
+    check_output_path,
+    other_size,
+)
+from instaseg.export.postprocess import raw_to_detections
+
+EXTRA_FILE = "instaseg.json"
+
+
+def export_torchscript(
+    model: nn.Module,
+    output: str | Path,
+    *,
+    meta: dict[str, Any] | None = None,
+    image_size: tuple[int, int] | None = None,
+    overwrite: bool = False,
+    verify: bool = True,
+) -> ExportResult:
+    """Trace ``model``'s export graph and save it atomically at ``output`` (see the module docstring).
+    With ``verify``, the saved file is reloaded and compared with the eager graph on the transposed size."""
+    from instaseg.export.onnx_export import default_image_size
+
+    output = check_output_path(output, overwrite)
+    graph = export_graph(model.cpu().eval())
+    size = tuple(image_size) if image_size else default_image_size(graph)
+    metadata = build_metadata(graph, dict(meta or {}), opset=0)
+    metadata.pop(META_PREFIX + "opset")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(graph, trace_inputs(size), check_trace=False)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    checks = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.jit.save(traced, str(tmp), _extra_files={EXTRA_FILE: json.dumps(metadata)})
+        if verify:
+            checks = _verify(tmp, graph, other_size(size))
+        os.replace(tmp, output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ExportResult(output, output.stat().st_size, 0, metadata, checks)
+
+
+@torch.no_grad()
+def _verify(path: Path, graph: nn.Module, size: tuple[int, int]) -> list[dict[str, Any]]:
+    loaded, _ = load_torchscript_model(path)
+    image, thr = trace_inputs(tuple(size), seed=1)
+    thr = torch.tensor(float(graph.default_score_threshold))
+    ref = graph(image, thr)
+    got = loaded.module(image, thr)
+    check: dict[str, Any] = {"size": list(size), "torch": len(ref[0]), "torchscript": len(got[0])}
+    if len(ref[0]) == len(got[0]) and len(ref[0]):
+        check["max_box_diff"] = float((ref[0] - got[0]).abs().max())
+        check["max_score_diff"] = float((ref[1] - got[1]).abs().max())
+    check["ok"] = len(ref[0]) == len(got[0]) and check.get("max_box_diff", 0) <= 1.0
+    return [check]
+
+
+class TorchScriptDetector:
+    """A TorchScript export behind the torch detection-model interface (see :mod:`.runtime`)."""
+
+    training = False
+
+    def __init__(self, module: Any, meta: dict[str, Any], *, score_threshold: float | None = None) -> None:
+        self.module = module
+        self.meta = meta
+        self.mask_kind = meta["mask_kind"]
+        self.score_threshold = meta["score_threshold"] if score_threshold is None else float(score_threshold)
+
+    def eval(self) -> TorchScriptDetector:
+        return self
+
+    def to(self, device: Any) -> TorchScriptDetector:
+        self.module.to(device)
+        return self
+
+    @torch.no_grad()
+    def _run(self, images: list[Tensor], paste: bool) -> list[dict[str, Tensor]]:
+        thr = torch.tensor(self.score_threshold)
+        out = []
+        for image in images:
+            boxes, scores, labels, masks = self.module(image.float(), thr)
+            size = (int(image.shape[-2]), int(image.shape[-1]))
+            out.append(raw_to_detections(boxes, scores, labels, masks, mask_kind=self.mask_kind,
+                                         image_size=size, paste=paste))
+        return out
+
+    def __call__(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        return self._run(list(images), paste=True)
+
+    def forward_lowres(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        return self._run(list(images), paste=False)
+
+
+def load_torchscript_model(
+    path: str | Path, *, score_threshold: float | None = None
+) -> tuple[TorchScriptDetector, dict[str, Any]]:
+    """Load a TorchScript export: ``(model, meta)`` as :func:`instaseg.export.runtime.load_onnx_model`."""
+    import torchvision  # noqa: F401  (registers the torchvision:: ops the graph calls)
+
+    from instaseg.export.runtime import parse_metadata
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: TorchScript file does not exist")
+    extra = {EXTRA_FILE: ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit's deprecation notice
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except Exception as exc:  # torch raises RuntimeError/ValueError/zipfile errors for junk
+        first = (str(exc).strip().splitlines() or ["unknown error"])[0]
+        raise CheckpointError(f"{path}: not a loadable TorchScript file ({first[:300]})") from None
+    try:
+        props = json.loads(extra[EXTRA_FILE] or "{}")
+    except ValueError:
+        props = {}
+    meta = parse_metadata(props if isinstance(props, dict) else {}, path)
+    meta["path"] = str(path)
+    return TorchScriptDetector(module.eval(), meta, score_threshold=score_threshold), meta
