@@ -71,3 +71,16 @@ def test_convert_spec_and_bad_from(tmp_path: Path, capsys) -> None:
     lines = capsys.readouterr().out
     assert '"images": 3' in lines
     assert main(["data", "convert", "shapes:3:32", str(tmp_path / "t.json"), "--from", "xml"]) == 2
+
+
+def test_convert_detects_via(tmp_path: Path, capsys) -> None:
+    from tests.data.test_convert import _via_project
+
+    project = _via_project(tmp_path)
+    out = tmp_path / "out" / "via.json"
+    assert main(["data", "convert", str(project), str(out)]) == 0
+    assert "(via)" in capsys.readouterr().out
+    assert main(["data", "check", f"coco:{out}"]) == 0
+    (tmp_path / "other.json").write_text('{"hello": 1}')
+    assert main(["data", "convert", str(tmp_path / "other.json"), str(tmp_path / "x.json")]) == 2
+    assert "cannot tell the format" in capsys.readouterr().err
