@@ -102,10 +102,13 @@ def _is_num(v: Any) -> bool:
 
 def _check_images(images: list, image_dir: Path, report: CheckReport) -> dict[Any, tuple[int, int] | None]:
     """Check every image entry and file; returns image id -> (h, w) from the JSON (None if absent)."""
+    from tqdm import tqdm
+
     from instaseg.data.io import read_image
 
     sizes: dict[Any, tuple[int, int] | None] = {}
-    for k, img in enumerate(images):
+    # disable=None: a progress bar on a terminal only (never in logs or tests)
+    for k, img in enumerate(tqdm(images, desc="checking images", unit="img", disable=None, leave=False)):
         if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
             report.add("malformed_image_entry", f"images[{k}]: needs 'id' and 'file_name'")
             continue
@@ -247,8 +250,10 @@ def check_coco_json(ann_file: str | Path, image_dir: str | Path | None = None, *
 def check_dataset(dataset: Any, source: str, *, max_examples: int = 5) -> CheckReport:
     """Iterate any :class:`InstanceDataset`; report samples that fail to load or are inconsistent."""
     report = CheckReport(source, images=len(dataset), max_examples=max_examples)
+    from tqdm import tqdm
+
     num_classes = len(dataset.class_names)
-    for i in range(len(dataset)):
+    for i in tqdm(range(len(dataset)), desc="checking samples", unit="img", disable=None, leave=False):
         try:
             rec = dataset.load_record(i)
         except DataError as exc:

@@ -35,6 +35,8 @@ def compute_stats(dataset: Any, *, source: str = "") -> dict[str, Any]:
     ``per_class`` {name: count} (every class, zeros included), ``sizes`` {small, medium, large},
     ``instances_per_image`` {min, mean, max}, ``image_height``/``image_width`` {min, max}.
     """
+    from tqdm import tqdm
+
     from instaseg.data._split import load_rles
 
     names = list(dataset.class_names)
@@ -42,7 +44,7 @@ def compute_stats(dataset: Any, *, source: str = "") -> dict[str, Any]:
     sizes = Counter({"small": 0, "medium": 0, "large": 0})
     heights, widths, counts = [], [], []
     crowd = 0
-    for i in range(len(dataset)):
+    for i in tqdm(range(len(dataset)), desc="counting", unit="img", disable=None, leave=False):
         rles, labels, iscrowd, (h, w) = load_rles(dataset, i)
         heights.append(int(h))
         widths.append(int(w))
