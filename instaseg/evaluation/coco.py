@@ -160,18 +160,25 @@ def run_coco_eval(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     coco_cls, eval_cls = _backend_classes(backend)
-    if iou_type == "segm":
-        dets = [{k: v for k, v in r.items() if k != "bbox"} for r in results if "segmentation" in r]
-    else:
-        dets = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = _make_coco(coco_cls, _fresh(gt))
-        if dets:
-            coco_dt = coco_gt.loadRes(dets)
+        dets = _detections(gt, results, iou_type)
+        if backend == "pycocotools" and dets:
+            # the reference path: pycocotools' own loadRes on the results as given
+            drop = "bbox" if iou_type == "segm" else "segmentation"
+            given = [{k: v for k, v in r.items() if k != drop} for r in results]
+            if iou_type == "segm":
+                given = [r for r in given if r.get("segmentation") is not None]
+            else:
+                given = [r if r.get("bbox") is not None else {**r, "bbox": d["bbox"]}
+                         for r, d in zip(results, dets, strict=True)]
+            coco_dt = coco_gt.loadRes(given)
         else:
-            # loadRes cannot take an empty list; an empty result set gives 0 where GT exists.
-            empty = {k: gt[k] for k in ("images", "categories")} | {"annotations": []}
-            coco_dt = _make_coco(coco_cls, _fresh(empty))
+            # What loadRes builds, with areas and boxes computed in one C call instead of one per
+            # result (loadRes' Python loop dominated large evaluations); empty results are fine too.
+            cats = [dict(c) for c in gt["categories"]]
+            coco_dt = _make_coco(coco_cls, {"images": list(gt["images"]), "categories": cats,
+                                            "annotations": dets})
         evaluator = eval_cls(coco_gt, coco_dt, iou_type)
         evaluator.evaluate()
         evaluator.accumulate()
@@ -185,6 +192,61 @@ def run_coco_eval(
         cat_ids=[int(c) for c in evaluator.params.catIds],
         iou_thresholds=np.asarray(evaluator.params.iouThrs),
     )
+
+
+def _detections(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str) -> list[dict[str, Any]]:
+    """New result dicts as loadRes would complete them (``id``, ``area``, ``iscrowd``): for "segm"
+    the mask area and no ``bbox`` input (Detectron2's choice: box areas would shift the size ranges);
+    for "bbox" the box area, boxes derived from masks where a result has none."""
+
+    from instaseg.evaluation.matching import to_rle
+
+    sizes = {int(im["id"]): (int(im["height"]), int(im["width"])) for im in gt["images"]}
+    unknown = {r["image_id"] for r in results} - set(sizes)
+    if unknown:
+        raise ValueError(f"results refer to image ids not in the ground truth: {sorted(unknown)[:5]}")
+    if iou_type == "segm":
+        chosen = [r for r in results if r.get("segmentation") is not None]
+        rles = [to_rle(r["segmentation"], *sizes[r["image_id"]]) for r in chosen]
+        areas, boxes = rle_areas(rles).tolist(), rle_boxes(rles).tolist()
+        return [
+            {"image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"],
+             "segmentation": rle, "area": a, "bbox": b, "id": i + 1, "iscrowd": 0}
+            for i, (r, rle, a, b) in enumerate(zip(chosen, rles, areas, boxes, strict=True))
+        ]
+    missing = [r for r in results if r.get("bbox") is None and r.get("segmentation") is not None]
+    derived = {}
+    if missing:
+        rles = [to_rle(r["segmentation"], *sizes[r["image_id"]]) for r in missing]
+        derived = {id(r): b for r, b in zip(missing, rle_boxes(rles).tolist(), strict=True)}
+    out = []
+    for r in results:
+        box = r.get("bbox") if r.get("bbox") is not None else derived.get(id(r))
+        if box is None:
+            continue
+        out.append({"image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"],
+                    "bbox": list(box), "area": box[2] * box[3], "id": len(out) + 1, "iscrowd": 0})
+    return out
+
+
+# pycocotools 2.0.x with NumPy 2 overflows on lists of 256+ RLEs (a uint8 count), so batch by 255.
+_CHUNK = 255
+
+
+def rle_areas(rles: list[dict[str, Any]]) -> np.ndarray:
+    """Pixel areas (N,) float64 of N COCO RLEs, computed in a few C calls."""
+    from pycocotools import mask as mask_utils
+
+    parts = [mask_utils.area(rles[i : i + _CHUNK]) for i in range(0, len(rles), _CHUNK)]
+    return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
+
+
+def rle_boxes(rles: list[dict[str, Any]]) -> np.ndarray:
+    """XYWH boxes (N, 4) float64 of N COCO RLEs, computed in a few C calls."""
+    from pycocotools import mask as mask_utils
+
+    parts = [mask_utils.toBbox(rles[i : i + _CHUNK]) for i in range(0, len(rles), _CHUNK)]
+    return np.concatenate(parts).astype(np.float64).reshape(-1, 4) if parts else np.zeros((0, 4))
 
 
 def _backend_classes(backend: str) -> tuple[type, type]:

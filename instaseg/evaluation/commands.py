@@ -15,11 +15,13 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def resolve_ground_truth(spec: str, split: str | None) -> tuple[dict[str, Any], Any, list[str]]:
+def resolve_ground_truth(
+    spec: str, split: str | None, *, need_images: bool = True
+) -> tuple[dict[str, Any], Any, list[str]]:
     """``(COCO GT dict, dataset or None, notes)`` for a dataset spec. A COCO JSON (without a split) is
     used as is, so the numbers match what pycocotools gives on that file (its ``area`` fields decide
-    small/medium/large); its images are only needed for the sample pictures. Other formats are
-    converted with :func:`instaseg.data.coco.dataset_to_coco`."""
+    small/medium/large); its images are only needed for the sample pictures (``need_images``). Other
+    formats are converted with :func:`instaseg.data.coco.dataset_to_coco`."""
     from instaseg.data.build import build_dataset, parse_spec
     from instaseg.data.coco import dataset_to_coco
     from instaseg.evaluation.coco import load_coco_gt
@@ -29,6 +31,8 @@ def resolve_ground_truth(spec: str, split: str | None) -> tuple[dict[str, Any], 
     if fmt == "coco" and split in (None, "all"):
         cut = args.lower().find(".json:")
         gt = load_coco_gt(args[: cut + 5] if cut >= 0 else args)
+        if not need_images:
+            return gt, None, notes
         try:
             dataset = build_dataset(spec)
         except InstasegError as exc:
@@ -73,6 +77,7 @@ def evaluate(
     iou_types: str = typer.Option("segm,bbox", help="Comma list of segm, bbox."),
     analysis: bool = typer.Option(True, help="Also compute PQ, error analysis and the dashboard data."),
     num_samples: int = typer.Option(6, min=0, help="Sample pictures in the report."),
+    figures: bool = typer.Option(True, help="Draw the dashboard and samples (else only JSON + HTML)."),
 ) -> None:
     """Score a trained model (--checkpoint) or a COCO results file (--predictions) on a dataset."""
     import json
@@ -86,7 +91,8 @@ def evaluate(
     kinds = tuple(k.strip() for k in iou_types.split(",") if k.strip())
     if not kinds or any(k not in IOU_TYPES for k in kinds):
         raise ConfigError(f"--iou-types {iou_types!r}: use a comma list of {', '.join(IOU_TYPES)}")
-    gt, dataset, notes = resolve_ground_truth(data, split)
+    need_images = checkpoint is not None or (output is not None and figures and num_samples > 0)
+    gt, dataset, notes = resolve_ground_truth(data, split, need_images=need_images)
     if max_images is not None:
         from instaseg.evaluation.runner import FirstImages
 
@@ -147,6 +153,7 @@ def evaluate(
             dataset=dataset,
             run_dir=run_dir,
             notes=notes,
+            figures=figures,
             title=f"instaseg evaluation: {source} on {data}",
             num_samples=num_samples,
         )

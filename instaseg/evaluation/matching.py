@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from instaseg.evaluation.coco import rle_areas
+
 
 @dataclass
 class ImageGroup:
@@ -36,15 +38,13 @@ class ImageGroup:
 
 
 def to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
-    """Any COCO segmentation (polygons, uncompressed or compressed RLE, str or bytes counts) as a
-    compressed RLE with bytes counts, the form pycocotools' C functions take."""
+    """Any COCO segmentation (polygons, uncompressed or compressed RLE) as a compressed RLE, the form
+    pycocotools' C functions take (str counts are kept as they are: pycocotools accepts both)."""
     if isinstance(segmentation, list):
         return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
     counts = segmentation["counts"]
     if isinstance(counts, list):
         return mask_utils.frPyObjects(segmentation, height, width)
-    if isinstance(counts, str):
-        return {"size": segmentation["size"], "counts": counts.encode("ascii")}
     return segmentation
 
 
@@ -68,8 +68,7 @@ def group_by_image(
         if iou_type == "segm":
             gt_geoms = [to_rle(a["segmentation"], h, w) for a in anns]
             dt_geoms = [to_rle(d["segmentation"], h, w) for d in dets]
-            gt_area = mask_utils.area(gt_geoms).astype(np.float64) if anns else np.zeros(0)
-            dt_area = mask_utils.area(dt_geoms).astype(np.float64) if dets else np.zeros(0)
+            gt_area, dt_area = rle_areas(gt_geoms), rle_areas(dt_geoms)
         else:
             gt_geoms = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
             dt_geoms = np.array([d["bbox"] for d in dets], dtype=np.float64).reshape(-1, 4)

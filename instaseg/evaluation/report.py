@@ -200,9 +200,11 @@ def write_report(
     title: str = "instaseg evaluation",
     num_samples: int = 6,
     notes: list[str] | None = None,
+    figures: bool = True,
 ) -> dict[str, Path]:
     """Write the whole report folder for an :class:`~instaseg.evaluation.runner.EvalReport`; returns
-    name -> path of what was written."""
+    name -> path of what was written. Without ``figures`` only the JSON files and a picture-less HTML
+    page are written."""
     from instaseg.viz.dashboard import read_training_history, save_dashboard
 
     out = Path(out_dir)
@@ -220,12 +222,16 @@ def write_report(
         ious = report.matches["iou"]
         analysis["matched_iou"] = {"count": len(ious), "mean": float(ious.mean()) if len(ious) else None}
     written["analysis"] = write_json(out / "analysis.json", analysis)
-    curves = read_training_history(run_dir) if run_dir is not None else None
-    figures = save_dashboard(report, out / "figures", curves)
-    if dataset is not None and num_samples > 0:
-        figures.update(
-            save_sample_figures(dataset, report.results, report.class_names, out / "figures", num=num_samples)
-        )
-    written.update(figures)
-    written["html"] = write_html(out / "report.html", title, report.metrics, figures, report.errors, notes)
+    images: dict[str, Path] = {}
+    if figures:
+        curves = read_training_history(run_dir) if run_dir is not None else None
+        images = save_dashboard(report, out / "figures", curves)
+        if dataset is not None and num_samples > 0:
+            images.update(
+                save_sample_figures(
+                    dataset, report.results, report.class_names, out / "figures", num=num_samples
+                )
+            )
+    written.update(images)
+    written["html"] = write_html(out / "report.html", title, report.metrics, images, report.errors, notes)
     return written

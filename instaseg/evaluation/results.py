@@ -43,56 +43,65 @@ def load_results(path: str | Path, gt: dict[str, Any]) -> list[dict[str, Any]]:
         data = data["annotations"]  # a COCO-style dict wrapping the results
     if not isinstance(data, list):
         raise _fail(path, f"expected a JSON list of COCO results, got a {type(data).__name__}")
-    return validate_results(data, gt, source=path)
+    return validate_results(data, gt, source=path, copy=False)
 
 
 def validate_results(
-    entries: list[Any], gt: dict[str, Any], *, source: str | Path | None = None
+    entries: list[Any], gt: dict[str, Any], *, source: str | Path | None = None, copy: bool = True
 ) -> list[dict[str, Any]]:
-    """Check and normalise in-memory COCO results (see :func:`load_results`)."""
-    from pycocotools import mask as mask_utils
-
+    """Check and normalise in-memory COCO results (see :func:`load_results`). With ``copy=False`` the
+    entries are normalised in place (no second copy of a large results file in memory)."""
+    from instaseg.evaluation.coco import rle_boxes
     from instaseg.evaluation.matching import to_rle
 
     where = Path(source) if source is not None else None
-    sizes = {int(im["id"]): (int(im["height"]), int(im["width"])) for im in gt["images"]}
+    sizes = {int(im["id"]): [int(im["height"]), int(im["width"])] for im in gt["images"]}
     cats = {int(c["id"]) for c in gt["categories"]}
     unknown_images: list[Any] = []
     unknown_cats: list[Any] = []
     out: list[dict[str, Any]] = []
+    need_box: list[dict[str, Any]] = []
     for i, e in enumerate(entries):
         if not isinstance(e, dict):
             raise DataError(where, f"entry {i} is a {type(e).__name__}, expected an object")
-        for key in ("image_id", "category_id", "score"):
-            if key not in e:
-                raise DataError(where, f"entry {i} has no {key!r}")
-        if "bbox" not in e and "segmentation" not in e:
-            raise DataError(where, f"entry {i} has neither 'bbox' nor 'segmentation'")
-        image_id, cat = _as_int(e["image_id"]), _as_int(e["category_id"])
-        if image_id is None or image_id not in sizes:
+        try:
+            image_id, cat, score = e["image_id"], e["category_id"], e["score"]
+        except KeyError as exc:
+            raise DataError(where, f"entry {i} has no {exc.args[0]!r}") from None
+        if type(image_id) is not int:
+            image_id = _as_int(image_id)
+        if image_id not in sizes:
             unknown_images.append(e["image_id"])
             continue
-        if cat is None or cat not in cats:
+        if type(cat) is not int:
+            cat = _as_int(cat)
+        if cat not in cats:
             unknown_cats.append(e["category_id"])
             continue
-        score = e["score"]
-        if not isinstance(score, int | float) or not math.isfinite(score):
+        if type(score) is not float and (not isinstance(score, int | float) or isinstance(score, bool)):
             raise DataError(where, f"entry {i} has score {score!r}, expected a finite number")
-        h, w = sizes[image_id]
-        entry: dict[str, Any] = {"image_id": image_id, "category_id": cat, "score": float(score)}
-        rle = None
-        if e.get("segmentation") is not None:
-            rle = _check_segmentation(e["segmentation"], h, w, i, image_id, where)
-            coded = to_rle(rle, h, w)
-            entry["segmentation"] = {"size": [h, w], "counts": coded["counts"].decode("ascii")}
-        if e.get("bbox") is not None:
-            box = e["bbox"]
-            ok = isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) for v in box)
+        if not math.isfinite(score):
+            raise DataError(where, f"entry {i} has score {score!r}, expected a finite number")
+        seg, box = e.get("segmentation"), e.get("bbox")
+        if seg is None and box is None:
+            raise DataError(where, f"entry {i} has neither 'bbox' nor 'segmentation'")
+        entry = e if not copy else {}
+        entry.update(image_id=image_id, category_id=cat, score=float(score))
+        hw = sizes[image_id]
+        if seg is not None:
+            # fast path: compressed RLE with str counts at the right size, kept as it is
+            if not (type(seg) is dict and seg.get("size") == hw and type(seg.get("counts")) is str):
+                seg = _check_segmentation(seg, hw[0], hw[1], i, image_id, where)
+                counts = to_rle(seg, hw[0], hw[1])["counts"]
+                seg = {"size": hw, "counts": counts if type(counts) is str else counts.decode("ascii")}
+            entry["segmentation"] = seg
+        if box is not None:
+            ok = type(box) is list and len(box) == 4 and all(isinstance(v, int | float) for v in box)
             if not ok or not all(math.isfinite(v) for v in box):
                 raise DataError(where, f"entry {i} has bbox {box!r}, expected [x, y, width, height]")
-            entry["bbox"] = [float(v) for v in box]
-        elif rle is not None:
-            entry["bbox"] = [float(v) for v in mask_utils.toBbox(to_rle(rle, h, w))]
+            entry["bbox"] = box
+        else:
+            need_box.append(entry)
         out.append(entry)
     for kind, bad, known in (("image", unknown_images, sizes), ("category", unknown_cats, cats)):
         if bad:
@@ -102,6 +111,10 @@ def validate_results(
                 f"{len(bad)} results have {kind} ids not in the dataset (e.g. {shown}; the dataset has "
                 f"{len(known)} {kind}s{_range_hint(known)})",
             )
+    if need_box:  # boxes of mask-only results, in a few C calls
+        boxes = rle_boxes([e["segmentation"] for e in need_box]).tolist()
+        for e, b in zip(need_box, boxes, strict=True):
+            e["bbox"] = b
     return out
 
 
