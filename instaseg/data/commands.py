@@ -72,9 +72,13 @@ def stats_cmd(
     from instaseg.data.build import build_dataset
     from instaseg.data.stats import compute_stats, format_stats, render_preview, save_png
 
+    from instaseg.errors import DataError
+
+    if preview is not None and preview.suffix.lower() != ".png":
+        raise DataError(preview, "preview must be a .png file")
     _refuse_labelme(dataset)
     ds = build_dataset(dataset, split=split)
-    stats = compute_stats(ds, source=dataset)
+    stats = compute_stats(ds, source=dataset if split is None else f"{dataset} (split {split})")
     if preview is not None:
         if len(ds) == 0:
             typer.echo("instaseg: no images: preview not written", err=True)
