@@ -71,7 +71,6 @@ def stats_cmd(
     """
     from instaseg.data.build import build_dataset
     from instaseg.data.stats import compute_stats, format_stats, render_preview, save_png
-
     from instaseg.errors import DataError
 
     if preview is not None and preview.suffix.lower() != ".png":
