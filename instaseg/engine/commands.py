@@ -31,7 +31,7 @@ def train(
 ) -> None:
     """Train a model. With no options: the default CPU Mask R-CNN on synthetic shapes.
 
-    Works unchanged under ``torchrun --nproc_per_node N`` (DistributedDataParallel).
+    Works unchanged under torchrun --nproc_per_node N (DistributedDataParallel).
     """
     from instaseg.config import load_config
     from instaseg.engine import distributed as du

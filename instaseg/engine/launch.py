@@ -201,10 +201,12 @@ def run_training(
     output: str | Path | None = None,
     resume: str | Path | None = None,
     overrides: list[str] | None = None,
+    hooks: list[Any] | None = None,
 ) -> TrainResult:
     """Train as ``cfg`` says (or continue the run ``resume``); returns the run's result.
 
-    Under ``torchrun`` every rank calls this; rank 0 alone writes files and validates.
+    ``hooks`` (:class:`~instaseg.engine.trainer.HookBase`) run after the built-in ones. Under
+    ``torchrun`` every rank calls this; rank 0 alone writes files and validates.
     """
     from instaseg.engine import hooks as H
     from instaseg.engine.data import SafeDataset, make_loader
@@ -314,7 +316,7 @@ def run_training(
         if du.is_main_process()
         else None
     )
-    hooks: list[Any] = []
+    extra, hooks = list(hooks or []), []
     if t.max_time_min:
         hooks.append(H.TimeLimitHook(t.max_time_min, log=_log))
     hooks.append(
@@ -347,7 +349,7 @@ def run_training(
                 run_dir, uri=_mlflow_uri(cfg, run_dir), experiment=cfg.output.mlflow_experiment, params=params
             )
         )
-    trainer.register_hooks(hooks)
+    trainer.register_hooks(hooks + extra)
     try:
         trainer.train()
     finally:

@@ -26,7 +26,7 @@ def _cli(run_dir: Path, *extra: str) -> list[str]:
 
 def test_cli_train_writes_run_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
-    assert main(_cli(run, "eval.period=1", "output.tensorboard=true")) == 0
+    assert main(_cli(run, "eval.period=1", "output.tensorboard=true", "output.mlflow=true")) == 0
     out = capsys.readouterr().out
     assert "held-out mask AP" in out and "box AP" in out and str(run) in out
     metrics = json.loads((run / "metrics.json").read_text())
@@ -43,6 +43,17 @@ def test_cli_train_writes_run_dir(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert {"optimizer", "scheduler", "rng", "model_spec", "class_names", "category_ids", "config"} <= set(
         last
     )
+    # MLflow: default local SQLite store beside the run directory, with params, metrics and the model.
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    ml_run = client.get_run((run / "mlflow_run_id.txt").read_text().strip())
+    assert ml_run.data.params["train.epochs"] == "2" and ml_run.info.status == "FINISHED"
+    assert "val_segm_AP" in ml_run.data.metrics and "train_loss" in ml_run.data.metrics
+    assert {a.path for a in client.list_artifacts(ml_run.info.run_id, "model")} == {
+        "model/best.pt",
+        "model/last.pt",
+    }
     model, meta = load_model(run)  # best.pt rebuilds through the registry
     assert meta["class_names"] == ["background", "circle", "square", "triangle"]
     assert not model.training
