@@ -46,8 +46,8 @@ class ModelConfig:
 class DataConfig:
     """Datasets (``build_dataset`` specs), input size, augmentation and loading."""
 
-    train: str = "shapes:800:128"
-    val: str = "shapes:800:128"  # its val split: 160 other images
+    train: str = "shapes:640:128"
+    val: str = "shapes:640:128"  # its val split: 128 other images
     train_split: str | None = "train"
     val_split: str | None = "val"
     image_size: int = 128

@@ -275,8 +275,12 @@ class MLflowHook(HookBase):
     def before_train(self) -> None:
         if not du.is_main_process():
             return
+        import logging
+
         import mlflow
 
+        for name in ("mlflow", "alembic"):  # table-creation chatter on a new store
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.mlflow = mlflow
         mlflow.set_tracking_uri(self.uri)
         if mlflow.get_experiment_by_name(self.experiment) is None:

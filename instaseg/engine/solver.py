@@ -98,6 +98,13 @@ class WarmupScheduler(torch.optim.lr_scheduler.LRScheduler):
             min_lr_factor=self.min_lr_factor,
         )
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore the position only: the schedule's shape comes from the (possibly changed) config,
+        so a resumed run with more epochs stretches its schedule instead of idling at the end."""
+        for key in ("last_epoch", "_step_count", "base_lrs", "_last_lr"):
+            if key in state_dict:
+                setattr(self, key, state_dict[key])
+
     def get_lr(self) -> list[float]:
         f = self.factor(self.last_epoch)
         return [base * f for base in self.base_lrs]

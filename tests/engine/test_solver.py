@@ -61,3 +61,16 @@ def test_scheduler_drives_optimizer_and_round_trips() -> None:
 def test_adamw_option() -> None:
     opt = build_optimizer(torch.nn.Linear(2, 2), TrainConfig(optimizer="adamw", lr=1e-3, betas=[0.8, 0.9]))
     assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["betas"] == (0.8, 0.9)
+
+
+def test_resumed_scheduler_follows_the_new_total() -> None:
+    cfg = TrainConfig(lr=0.1, schedule="cosine", warmup_iters=0)
+    opt = build_optimizer(torch.nn.Linear(2, 2), cfg)
+    sched = WarmupScheduler(opt, total=10, cfg=cfg)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    longer = WarmupScheduler(build_optimizer(torch.nn.Linear(2, 2), cfg), total=20, cfg=cfg)
+    longer.load_state_dict(sched.state_dict())
+    assert longer.last_epoch == 5 and longer.total == 20
+    assert longer.get_lr()[0] == pytest.approx(0.1 * longer.factor(5))
