@@ -78,7 +78,7 @@ def save_sample_figures(
 ) -> dict[str, Path]:
     """GT-vs-prediction figures (or GT three-panel figures without results) for the first ``num``
     images, and a grid of them; returns name -> path."""
-    from instaseg.viz.figures import gt_vs_pred, sample_grid, save_figure, three_panel
+    from instaseg.viz.figures import gt_vs_pred, sample_grid, save_figure, save_image, three_panel
 
     by_image = predictions_by_image(results, score_threshold) if results is not None else {}
     paths: dict[str, Path] = {}
@@ -102,8 +102,7 @@ def save_sample_figures(
             grid.append((rec.image, pred, caption))
         paths[f"sample_{i}"] = save_figure(fig, out_dir / f"sample_{i:02d}.png")
     if grid:
-        fig = sample_grid(grid, class_names)
-        paths["sample_grid"] = save_figure(fig, out_dir / "sample_grid.png")
+        paths["sample_grid"] = save_image(sample_grid(grid, class_names), out_dir / "sample_grid.png")
     return paths
 
 

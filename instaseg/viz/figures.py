@@ -28,21 +28,20 @@ class Instances:
         return len(self.labels)
 
 
-def instance_colors(n: int, seed: int = 0) -> np.ndarray:
-    """``n`` well separated RGB colours in [0, 1], (n, 3): golden-ratio hue steps, alternating
-    saturation/value so neighbours stay distinct."""
-    out = np.zeros((n, 3))
-    for i in range(n):
-        h = (seed * 0.17 + i * 0.618033988749895) % 1.0
-        s, v = (0.85, 0.95) if i % 2 == 0 else (0.6, 0.8)
-        out[i] = colorsys.hsv_to_rgb(h, s, v)
-    return out
+def instance_colors(n: int) -> np.ndarray:
+    """``n`` distinct RGB colours in [0, 1], (n, 3): the palette of :mod:`instaseg.viz.draw`, so the
+    Matplotlib figures and the OpenCV overlays colour instances alike."""
+    from instaseg.viz.draw import instance_colors as palette
+
+    return palette(n).astype(np.float64) / 255.0
 
 
 def class_color(label: int) -> np.ndarray:
-    """A fixed RGB colour in [0, 1] for class ``label`` (the same class gets the same colour in every
-    figure)."""
-    return instance_colors(int(label) + 1, seed=3)[int(label)]
+    """A fixed RGB colour in [0, 1] for class ``label``, the same in every figure (golden-ratio hue
+    steps by label, offset from the instance palette)."""
+    h = (0.51 + int(label) * 0.618033988749895) % 1.0
+    s, v = (0.8, 0.95) if int(label) % 2 == 0 else (0.55, 0.85)
+    return np.array(colorsys.hsv_to_rgb(h, s, v))
 
 
 def new_figure(width: float, height: float, dpi: int = 100) -> Any:
@@ -174,18 +173,39 @@ def sample_grid(
     class_names: dict[int, str] | Sequence[str] | None = None,
     *,
     cols: int = 4,
-) -> Any:
-    """A grid of instance overlays: ``items`` are ``(image, instances, caption)``."""
-    n = max(len(items), 1)
-    cols = min(cols, n)
-    rows = (n + cols - 1) // cols
-    fig = new_figure(3.2 * cols, 3.0 * rows)
-    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for ax, (image, inst, caption) in zip(axes, items, strict=False):
-        draw_instances_on(ax, image, inst, class_names, title=caption)
-    for ax in axes[len(items) :]:
-        ax.axis("off")
-    return fig
+    cell_size: int = 320,
+) -> np.ndarray:
+    """A grid of instance overlays as one uint8 (H, W, 3) image: ``items`` are ``(image, instances,
+    caption)``; drawn with :func:`instaseg.viz.draw.draw_instances` and tiled by ``make_grid``."""
+    import cv2
+
+    from instaseg.viz.draw import draw_instances, make_grid
+
+    tiles = []
+    for image, inst, caption in items:
+        keys = sorted({int(v) for v in inst.labels})
+        index = {k: i for i, k in enumerate(keys)}  # contiguous indices for draw_instances' names
+        names = [_name(class_names, k) for k in keys]
+        labels = np.array([index[int(v)] for v in inst.labels], dtype=np.int64)
+        tile = draw_instances(image, inst.masks, labels=labels, scores=inst.scores, class_names=names)
+        scale = cell_size / max(tile.shape[:2])
+        tile = cv2.resize(tile, (max(1, round(tile.shape[1] * scale)), max(1, round(tile.shape[0] * scale))))
+        cv2.putText(tile, caption, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 2, cv2.LINE_AA)
+        cv2.putText(tile, caption, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    if not tiles:
+        return np.full((cell_size, cell_size, 3), 255, dtype=np.uint8)
+    return make_grid(tiles, cols=min(cols, len(tiles)), cell_size=cell_size)
+
+
+def save_image(image: np.ndarray, path: str | Path) -> Path:
+    """Write a uint8 (H, W, 3) RGB array as PNG (folders created)."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path, format="PNG")
+    return path
 
 
 def _name(class_names: dict[int, str] | Sequence[str] | None, label: int) -> str:
