@@ -131,3 +131,35 @@ def test_load_coco_gt_errors(tmp_path):
         load_coco_gt(bad)
     with pytest.raises(DataError, match="missing.json: file not found"):
         load_coco_gt(tmp_path / "missing.json")
+
+
+def test_evaluator_accepts_an_instance_dataset():
+    from instaseg.data.build import build_dataset
+
+    dataset = build_dataset("shapes:3:64")
+    ev = COCOEvaluator(dataset)
+    for i in range(len(dataset)):
+        _, target = dataset[i]
+        out = {"boxes": target["boxes"], "labels": target["labels"],
+               "scores": torch.full((len(target["labels"]),), 0.9), "masks": target["masks"][:, None].float()}
+        ev.process([target], [out])
+    assert ev.category_ids == list(dataset.category_ids)
+    metrics = ev.evaluate()
+    assert metrics["segm"]["AP"] == pytest.approx(1.0) and metrics["bbox"]["AP"] == pytest.approx(1.0)
+
+
+@pytest.mark.data
+def test_cli_predictions_on_coco_tiny_match_pycocotools(coco_tiny_val, coco_tiny_dets, shared_data, tmp_path):
+    from instaseg.cli import main
+
+    res = tmp_path / "results.json"
+    res.write_text(json.dumps(coco_tiny_dets))
+    ann = shared_data / "coco_tiny/annotations/instances_val2017.json"
+    code = main(["evaluate", "--predictions", str(res), "--data", str(ann), "--output", str(tmp_path / "o"),
+                 "--no-analysis", "--no-figures"])
+    assert code == 0
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    for iou_type in ("segm", "bbox"):
+        ref = run_coco_eval(coco_tiny_val, coco_tiny_dets, iou_type, backend="pycocotools").stats
+        for name in STAT_NAMES:
+            assert metrics[iou_type][name] == pytest.approx(ref[name], abs=1e-9), (iou_type, name)
