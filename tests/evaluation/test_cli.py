@@ -128,3 +128,14 @@ def test_visualize_dataset_and_results(tmp_path, shapes_gt, capsys):
     assert (out2 / "sample_00.png").is_file()
     assert main(["visualize", str(res), "--output", str(out2)]) == 2
     assert "needs --data" in capsys.readouterr().err
+
+
+def test_evaluate_empty_results_file(tmp_path, capsys):
+    res = tmp_path / "empty.json"
+    res.write_text("[]")
+    out = tmp_path / "o"
+    assert main(["evaluate", "--predictions", str(res), "--data", SPEC, "--output", str(out),
+                 "--no-figures"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["segm"]["AP"] == 0.0 and metrics["bbox"]["AR100"] == 0.0
+    assert metrics["pq"]["PQ"] == 0.0 and metrics["pq"]["n"] == 3  # every class has only misses
