@@ -204,7 +204,7 @@ def plot_training_curves(ax: Any, curves: dict[str, list[tuple[float, float]]]) 
     losses = {k: v for k, v in curves.items() if k.startswith("train/") and "loss" in k}
     for tag, pts in sorted(losses.items()):
         xs, ys = zip(*pts, strict=True)
-        ax.plot(xs, ys, lw=1, label=tag.split("/", 1)[1])
+        ax.plot(xs, ys, lw=1, marker="." if len(xs) < 30 else None, label=tag.split("/", 1)[1])
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     val = {k: v for k, v in curves.items() if k.startswith("val/")}
@@ -214,6 +214,7 @@ def plot_training_curves(ax: Any, curves: dict[str, list[tuple[float, float]]]) 
             xs, ys = zip(*pts, strict=True)
             ax2.plot(xs, ys, "o--", ms=3, label=tag)
         ax2.set_ylabel("val AP")
+        ax2.set_ylim(bottom=0)
         ax2.legend(fontsize=6, loc="center right")
     if losses:
         ax.legend(fontsize=6, loc="upper right")
