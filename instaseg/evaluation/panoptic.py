@@ -179,12 +179,15 @@ def coco_panoptic_quality(
     """PQ of COCO instance results against COCO instance GT (things only, no VOID: unlabeled pixels are
     background, crowd GT are crowd regions). Detections below ``score_threshold`` are dropped, the
     rest fused into non-overlapping segments by :func:`instances_to_segments`. Works image by image,
-    so memory holds one image's masks at a time. Returns :meth:`PanopticQuality.compute`'s dict."""
+    so memory holds one image's masks at a time. Returns :meth:`PanopticQuality.compute`'s dict plus
+    ``pixel_accuracy``: the fraction of pixels (over all images, crowd pixels left out) whose class
+    in the fused prediction map equals the GT class map (0 = background on both sides)."""
     from pycocotools import mask as mask_utils
 
     from instaseg.evaluation.matching import group_by_image
 
     pq = PanopticQuality(void_id=-1)
+    correct = total = 0
     dets = [r for r in results if r["score"] >= score_threshold and "segmentation" in r]
     for g in group_by_image(gt, dets, "segm", max_dets=len(dets) or 1):
         shape = (g.height, g.width)
@@ -199,4 +202,20 @@ def coco_panoptic_quality(
             decode(g.dt_geoms), g.dt_cats, scores=g.dt_scores, overlap_threshold=overlap_threshold
         )
         pq.update(gt_ids, gt_segs, pred_ids, pred_segs)
-    return pq.compute(sorted(int(c["id"]) for c in gt["categories"]))
+        gt_sem, crowd = _class_map(gt_ids, gt_segs)
+        pred_sem, _ = _class_map(pred_ids, pred_segs)
+        correct += int(((gt_sem == pred_sem) & ~crowd).sum())
+        total += int((~crowd).sum())
+    out = pq.compute(sorted(int(c["id"]) for c in gt["categories"]))
+    out["pixel_accuracy"] = correct / total if total else -1.0
+    return out
+
+
+def _class_map(ids: np.ndarray, segments: Sequence[Segment]) -> tuple[np.ndarray, np.ndarray]:
+    """Category map (H, W) of a segment-id map (0 where no segment) and the mask of crowd pixels."""
+    lut = np.zeros(int(ids.max()) + 1 if ids.size else 1, dtype=np.int64)
+    crowd_lut = np.zeros_like(lut, dtype=bool)
+    for seg in segments:
+        lut[seg.id] = seg.category_id
+        crowd_lut[seg.id] = seg.iscrowd
+    return lut[ids], crowd_lut[ids]

@@ -136,6 +136,8 @@ def write_html(
     if pq.get("n"):
         parts.append(
             "<h2>Panoptic quality</h2>"
+            + f"<p>Detections with score &ge; {pq.get('score_threshold', 0.5)} fused into one map; "
+            + f"semantic pixel accuracy {pq.get('pixel_accuracy', -1.0):.3f}.</p>"
             + _table(
                 ["", "PQ", "SQ", "RQ", "TP", "FP", "FN"],
                 [["all", pq["PQ"], pq["SQ"], pq["RQ"], "", "", ""]]

@@ -152,7 +152,10 @@ def format_table(metrics: dict[str, Any], *, max_classes: int = 30) -> str:
             lines.append(f"{kind:<8}" + "".join(_cell(metrics[kind][n]) for n in STAT_NAMES))
     pq = metrics.get("pq") or {}
     if pq.get("n"):
-        lines.append(f"PQ {pq['PQ']:.3f}  SQ {pq['SQ']:.3f}  RQ {pq['RQ']:.3f}  over {pq['n']} classes")
+        line = f"PQ {pq['PQ']:.3f}  SQ {pq['SQ']:.3f}  RQ {pq['RQ']:.3f}  over {pq['n']} classes"
+        if pq.get("pixel_accuracy", -1) >= 0:
+            line += f"; pixel accuracy {pq['pixel_accuracy']:.3f}"
+        lines.append(line)
     per_class = metrics.get("per_class") or {}
     rows = [(n, v) for n, v in per_class.items() if v.get("segm", v.get("bbox", {})).get("AP", -1) >= 0]
     if rows:

@@ -123,6 +123,7 @@ def test_coco_panoptic_quality_on_coco_style_input():
         {"image_id": 1, "category_id": 2, "segmentation": rle_encode(b), "score": 0.3},  # below 0.5
     ]
     res = coco_panoptic_quality(gt, results)
+    assert res["pixel_accuracy"] == pytest.approx(1 - 100 / 400)  # object b (100 px) predicted as background
     assert res["per_class"][1]["PQ"] == 1.0
     assert res["per_class"][2]["FN"] == 1
     assert res["PQ"] == pytest.approx(0.5)
