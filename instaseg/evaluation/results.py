@@ -2,7 +2,8 @@
 ``save_json``, instaseg) against the ground truth they claim to describe.
 
 A results file is a JSON list of ``{"image_id", "category_id", "score", "bbox" [x, y, w, h] and/or
-"segmentation" (RLE with str counts, uncompressed RLE or polygons)}``. Every problem is a
+"segmentation" (RLE with str counts, uncompressed RLE or polygons)}``. An ``image_id`` may also be the
+image's file-name stem (Ultralytics writes that for non-numeric names). Every problem is a
 :class:`~instaseg.errors.DataError` naming the file, the entry and what is wrong.
 """
 
@@ -57,6 +58,7 @@ def validate_results(
     where = Path(source) if source is not None else None
     sizes = {int(im["id"]): [int(im["height"]), int(im["width"])] for im in gt["images"]}
     cats = {int(c["id"]) for c in gt["categories"]}
+    by_stem = {Path(str(im.get("file_name", ""))).stem: int(im["id"]) for im in gt["images"]}
     unknown_images: list[Any] = []
     unknown_cats: list[Any] = []
     out: list[dict[str, Any]] = []
@@ -69,7 +71,10 @@ def validate_results(
         except KeyError as exc:
             raise DataError(where, f"entry {i} has no {exc.args[0]!r}") from None
         if type(image_id) is not int:
-            image_id = _as_int(image_id)
+            # Ultralytics' save_json writes the file stem when it is not a number
+            image_id = _as_int(image_id) if not isinstance(image_id, str) else by_stem.get(
+                image_id, _as_int(image_id)
+            )
         if image_id not in sizes:
             unknown_images.append(e["image_id"])
             continue

@@ -139,3 +139,18 @@ def test_evaluate_empty_results_file(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["segm"]["AP"] == 0.0 and metrics["bbox"]["AR100"] == 0.0
     assert metrics["pq"]["PQ"] == 0.0 and metrics["pq"]["n"] == 3  # every class has only misses
+
+
+def test_results_with_file_stem_image_ids_and_polygons(shapes_gt):
+    from instaseg.evaluation.results import validate_results
+
+    gt = {**shapes_gt, "images": [{**im, "file_name": f"img_{im['id']}.png"} for im in shapes_gt["images"]]}
+    entries = [
+        {"image_id": "img_1", "category_id": 1, "score": 0.5, "segmentation": [[2, 2, 20, 2, 20, 20, 2, 20]]},
+        {"image_id": 2.0, "category_id": "2", "score": 1, "bbox": [1, 2, 3, 4]},
+    ]
+    out = validate_results(entries, gt)
+    assert [e["image_id"] for e in out] == [1, 2] and [e["category_id"] for e in out] == [1, 2]
+    assert isinstance(out[0]["segmentation"]["counts"], str) and out[0]["segmentation"]["size"] == [64, 64]
+    assert out[0]["bbox"] == pytest.approx([2, 2, 18, 18], abs=1)  # derived from the mask
+    assert entries[0]["image_id"] == "img_1"  # copy=True leaves the input alone
