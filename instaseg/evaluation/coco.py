@@ -165,13 +165,13 @@ def run_coco_eval(
         dets = _detections(gt, results, iou_type)
         if backend == "pycocotools" and dets:
             # the reference path: pycocotools' own loadRes on the results as given
-            drop = "bbox" if iou_type == "segm" else "segmentation"
-            given = [{k: v for k, v in r.items() if k != drop} for r in results]
             if iou_type == "segm":
-                given = [r for r in given if r.get("segmentation") is not None]
-            else:
-                given = [r if r.get("bbox") is not None else {**r, "bbox": d["bbox"]}
-                         for r, d in zip(results, dets, strict=True)]
+                given = [{k: v for k, v in r.items() if k != "bbox"}
+                         for r in results if r.get("segmentation") is not None]
+            else:  # boxes as given; mask-only results get the box _detections derived
+                kept = [r for r in results if r.get("bbox") is not None or r.get("segmentation") is not None]
+                given = [{k: v for k, v in r.items() if k != "segmentation"} | {"bbox": d["bbox"]}
+                         for r, d in zip(kept, dets, strict=True)]
             coco_dt = coco_gt.loadRes(given)
         else:
             # What loadRes builds, with areas and boxes computed in one C call instead of one per

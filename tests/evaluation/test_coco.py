@@ -20,7 +20,7 @@ from instaseg.evaluation.coco import (
 )
 from instaseg.structures.masks import rle_decode
 
-from .helpers import box_mask, perturbed_detections, tiny_gt
+from .helpers import box_mask, det_from_mask, perturbed_detections, tiny_gt
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +163,15 @@ def test_cli_predictions_on_coco_tiny_match_pycocotools(coco_tiny_val, coco_tiny
         ref = run_coco_eval(coco_tiny_val, coco_tiny_dets, iou_type, backend="pycocotools").stats
         for name in STAT_NAMES:
             assert metrics[iou_type][name] == pytest.approx(ref[name], abs=1e-9), (iou_type, name)
+
+
+@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+def test_mask_only_results_get_boxes_for_bbox_eval(backend):
+    a, b = box_mask(40, 50, 2, 2, 20, 20), box_mask(40, 50, 25, 10, 45, 35)
+    gt = tiny_gt([[(a, 1), (b, 1)]], cat_ids=[1])
+    mask_only = [{k: v for k, v in det_from_mask(m, 1, 1, s).items() if k != "bbox"}
+                 for m, s in ((a, 0.9), (b, 0.8))]
+    box_only = [{k: v for k, v in det_from_mask(b, 1, 1, 0.7).items() if k != "segmentation"}]
+    ev = run_coco_eval(gt, mask_only + box_only, "bbox", backend=backend)
+    assert ev.stats["AP"] == pytest.approx(1.0)  # the duplicate box ranks last
+    assert run_coco_eval(gt, mask_only + box_only, "segm", backend=backend).stats["AP"] == pytest.approx(1.0)
