@@ -1,0 +1,371 @@
+"""SOLOv2-style location-based instance segmentation (Wang et al., 2020), written from the paper.
+
+Each FPN level's feature map is resized to an ``G x G`` grid. For every grid cell a category branch
+predicts class scores (an object "is" at the cell holding its centre) and a kernel branch predicts a
+dynamic 1x1 convolution kernel of ``E`` weights. A mask-feature branch fuses P3-P5 into one ``E``-channel
+map at stride 4; the mask of cell ``c`` is ``sigmoid(kernel_c . mask_features)`` (dynamic convolution).
+Training: focal loss on categories, Dice loss on the masks of positive cells. Inference: point-NMS on
+category maps, top-k cells, mask scoring by "maskness", then Matrix NMS (parallel soft score decay).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import sigmoid_focal_loss
+
+from instaseg.errors import ConfigError
+from instaseg.models.registry import register_model
+from instaseg.models.rt_common import (
+    FPN,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MultiScaleBackbone,
+    check_input_size,
+    downsample_masks,
+    letterbox,
+    letterbox_targets,
+    load_full_weights,
+    normalize,
+    postprocess,
+)
+
+STRIDES = (8, 16, 32, 64, 128)
+
+
+def coord_channels(x: Tensor) -> Tensor:
+    """Concatenate normalised x and y coordinates in [-1, 1] (CoordConv) to ``x`` [B, C, H, W]."""
+    b, _, h, w = x.shape
+    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.cat([x, xx.expand(b, 1, h, w), yy.expand(b, 1, h, w)], 1)
+
+
+def conv_gn(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(min(32, cout // 4), cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class MaskFeatureBranch(nn.Module):
+    """Fuse P3-P5 (CoordConv on P5) into ``E`` channels at stride 4."""
+
+    def __init__(self, cin: int, mid: int, out: int) -> None:
+        super().__init__()
+        self.lateral = nn.ModuleList([conv_gn(cin, mid), conv_gn(cin, mid), conv_gn(cin + 2, mid)])
+        self.out = nn.Sequential(nn.Conv2d(mid, out, 1, bias=False), nn.GroupNorm(min(32, out // 4), out),
+                                 nn.ReLU(inplace=True))
+
+    def forward(self, feats: list[Tensor]) -> Tensor:
+        size = feats[0].shape[-2:]
+        x = self.lateral[0](feats[0])
+        for i in (1, 2):
+            f = coord_channels(feats[i]) if i == 2 else feats[i]
+            x = x + F.interpolate(self.lateral[i](f), size=size, mode="bilinear", align_corners=False)
+        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.out(x)
+
+
+class SOLOv2Head(nn.Module):
+    """Shared over levels: grid-resized features -> category logits [B, G*G, C-1], kernels [B, G*G, E]."""
+
+    def __init__(self, cin: int, channels: int, num_convs: int, num_fg: int, kernel_dim: int) -> None:
+        super().__init__()
+        self.kernel_tower = nn.Sequential(*[conv_gn(cin + 2 if i == 0 else channels, channels)
+                                            for i in range(num_convs)])
+        self.cate_tower = nn.Sequential(*[conv_gn(cin if i == 0 else channels, channels)
+                                          for i in range(num_convs)])
+        self.kernel_out = nn.Conv2d(channels, kernel_dim, 3, padding=1)
+        self.cate_out = nn.Conv2d(channels, num_fg, 3, padding=1)
+        nn.init.normal_(self.kernel_out.weight, std=0.01)
+        nn.init.zeros_(self.kernel_out.bias)
+        nn.init.normal_(self.cate_out.weight, std=0.01)
+        nn.init.constant_(self.cate_out.bias, -math.log((1 - 0.01) / 0.01))  # focal-loss prior
+
+    def forward(self, feat: Tensor, grid: int) -> tuple[Tensor, Tensor]:
+        x = coord_channels(feat)
+        x = F.interpolate(x, size=(grid, grid), mode="bilinear", align_corners=False)
+        kernels = self.kernel_out(self.kernel_tower(x))
+        cate = self.cate_out(self.cate_tower(x[:, :-2]))
+        b = feat.shape[0]
+        return cate.permute(0, 2, 3, 1).reshape(b, grid * grid, -1), kernels.flatten(2).transpose(1, 2)
+
+
+def matrix_nms(masks: Tensor, labels: Tensor, scores: Tensor, sigma: float = 2.0) -> Tensor:
+    """Matrix NMS (SOLOv2), batched: binary masks [B, K, P] (flattened), labels [B, K], scores [B, K]
+    sorted descending -> decayed scores [B, K]. Each mask's score decays by its overlap with every
+    higher-scored mask of its class, compensated by how much that mask was itself suppressed
+    (Gaussian kernel)."""
+    m = masks.to(scores.dtype)
+    inter = m @ m.transpose(1, 2)
+    area = m.sum(-1)
+    iou = inter / (area[:, :, None] + area[:, None, :] - inter).clamp(min=1.0)
+    same = (labels[:, :, None] == labels[:, None, :]).to(iou.dtype)
+    iou = torch.triu(iou * same, diagonal=1)  # [i, j]: higher-scored i vs lower j
+    comp = iou.max(dim=1).values  # [B, K]: each mask's max IoU with a higher-scored one
+    decay = torch.exp(-sigma * (iou**2 - comp[:, :, None] ** 2)).min(dim=1).values
+    return scores * decay
+
+
+def dice_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """Per-instance Dice loss, [N, h, w] logits and targets -> [N]."""
+    p = torch.sigmoid(logits).flatten(1)
+    t = target.flatten(1)
+    return 1 - 2 * (p * t).sum(1) / ((p * p).sum(1) + (t * t).sum(1) + 1e-3)
+
+
+class SOLOv2(nn.Module):
+    """SOLOv2 on any multi-scale backbone + 5-level FPN (P3-P7); see the module docstring.
+
+    Args:
+        backbone: returns [C3, C4, C5]; fpn: maps them to [P3..P7] with ``fpn.out_channels``.
+        num_classes: including background. input_size: letterbox canvas side (multiple of 32).
+        grids: grid side per FPN level. scale_ranges are fractions of ``input_size``: level ``i``
+            takes objects with ``sqrt(box area) / input_size`` in ``scale_ranges[i]``.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        fpn: nn.Module,
+        *,
+        num_classes: int,
+        input_size: int = 512,
+        grids: tuple[int, ...] = (40, 36, 24, 16, 12),
+        scale_ranges: tuple[tuple[float, float], ...] = (
+            (0.0, 0.144), (0.072, 0.288), (0.144, 0.576), (0.288, 1.15), (0.576, 10.0)),
+        head_channels: int = 256,
+        head_convs: int = 4,
+        mask_channels: int = 128,
+        kernel_dim: int = 128,
+        center_sigma: float = 0.2,
+        score_threshold: float = 0.1,
+        pre_nms_top_k: int = 200,
+        max_detections: int = 100,
+        nms_sigma: float = 2.0,
+        final_threshold: float = 0.05,
+        loss_weights: dict[str, float] | None = None,
+    ) -> None:
+        super().__init__()
+        check_input_size(input_size)
+        if num_classes < 2:
+            raise ConfigError(f"num_classes includes background and must be >= 2, got {num_classes}")
+        if len(grids) != len(STRIDES) or len(scale_ranges) != len(STRIDES):
+            raise ConfigError(f"grids and scale_ranges need {len(STRIDES)} entries (P3-P7)")
+        self.backbone, self.fpn = backbone, fpn
+        self.pixel_mean = tuple(getattr(backbone, "pixel_mean", IMAGENET_MEAN))
+        self.pixel_std = tuple(getattr(backbone, "pixel_std", IMAGENET_STD))
+        ch = fpn.out_channels
+        self.num_classes, self.input_size = num_classes, input_size
+        self.grids, self.scale_ranges = tuple(grids), tuple(tuple(r) for r in scale_ranges)
+        self.center_sigma = center_sigma
+        self.head = SOLOv2Head(ch, head_channels, head_convs, num_classes - 1, kernel_dim)
+        self.mask_branch = MaskFeatureBranch(ch, mask_channels, kernel_dim)
+        self.score_threshold, self.pre_nms_top_k = score_threshold, pre_nms_top_k
+        self.max_detections, self.nms_sigma, self.final_threshold = max_detections, nms_sigma, final_threshold
+        self.loss_weights = {"cate": 1.0, "mask": 3.0}
+        self.loss_weights.update(loss_weights or {})
+        # Stride of each flattened cell's level: masks smaller than it are dropped at inference.
+        cell_stride = torch.cat([torch.full((g * g,), float(s)) for g, s in zip(grids, STRIDES, strict=True)])
+        self.register_buffer("cell_stride", cell_stride, persistent=False)
+
+    def _features(self, batch: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
+        feats = self.fpn(self.backbone(normalize(batch, self.pixel_mean, self.pixel_std)))
+        cates, kernels = [], []
+        for f, g in zip(feats, self.grids, strict=True):
+            c, k = self.head(f, g)
+            cates.append(c)
+            kernels.append(k)
+        return cates, kernels, self.mask_branch(feats[:3])
+
+    # ---- inference graph (fixed shapes, exportable) -------------------------------------------
+    def forward_tensor(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """[B, 3, S, S] letterboxed RGB in [0, 1] -> (boxes [B, K, 4] XYXY canvas px (mask-derived,
+        coarse), scores [B, K] (0 where dropped), labels [B, K], masks [B, K, S/4, S/4] probabilities)."""
+        cates, kernels, mask_feat = self._features(batch)
+        b = batch.shape[0]
+        probs = []
+        for c, g in zip(cates, self.grids, strict=True):
+            p = torch.sigmoid(c).transpose(1, 2).reshape(b, -1, g, g)
+            # Point NMS: keep a cell's score only where it is a 2x2 local maximum.
+            peak = F.max_pool2d(p, 2, stride=1, padding=1)[..., :g, :g]
+            probs.append((p * (peak == p).to(p.dtype)).flatten(2).transpose(1, 2))
+        probs = torch.cat(probs, 1)  # [B, cells, C-1]
+        num_fg = probs.shape[-1]
+        k = min(self.pre_nms_top_k, probs.shape[1] * num_fg)
+        scores, idx = probs.flatten(1).topk(k, dim=1)
+        cell = torch.div(idx, num_fg, rounding_mode="floor")
+        labels = idx - cell * num_fg + 1
+        kern = torch.gather(torch.cat(kernels, 1), 1, cell[..., None].expand(-1, -1, mask_feat.shape[1]))
+        masks = torch.sigmoid(torch.einsum("bke,behw->bkhw", kern, mask_feat))
+        seg = masks > 0.5
+        area = seg.flatten(2).sum(-1).to(masks.dtype)
+        mstride = self.input_size / masks.shape[-1]
+        valid = (scores > self.score_threshold) & (area * mstride * mstride > self.cell_stride[cell])
+        maskness = (masks * seg).flatten(2).sum(-1) / area.clamp(min=1.0)
+        scores = scores * maskness * valid.to(scores.dtype)
+        scores, order = scores.sort(dim=1, descending=True)
+        labels, masks, seg = (torch.gather(labels, 1, order), _take(masks, order), _take(seg, order))
+        scores = matrix_nms(seg.flatten(2), labels, scores, self.nms_sigma)
+        scores = scores * (scores > self.final_threshold).to(scores.dtype)
+        n = min(self.max_detections, k)
+        scores, order = scores.topk(n, dim=1)
+        masks, seg = _take(masks, order), _take(seg, order)
+        return _boxes_from_seg(seg, mstride), scores, torch.gather(labels, 1, order), masks
+
+    def preprocess(self, images: list[Tensor]) -> tuple[Tensor, list[tuple[int, int]], Tensor]:
+        return letterbox(images, self.input_size)
+
+    def postprocess(
+        self, outputs: tuple[Tensor, ...], image_sizes: list[tuple[int, int]], scales: Tensor
+    ) -> list[dict[str, Tensor]]:
+        return postprocess(*outputs, image_sizes, scales, self.input_size, 0.0, boxes_from_masks=True)
+
+    def forward(self, images: list[Tensor], targets: list[dict[str, Any]] | None = None) -> Any:
+        batch, sizes, scales = self.preprocess(images)
+        if self.training:
+            if targets is None:
+                raise ValueError("SOLOv2 in training mode needs targets")
+            return self.compute_losses(batch, letterbox_targets(targets, sizes, scales, self.input_size))
+        return self.postprocess(self.forward_tensor(batch), sizes, scales)
+
+    # ---- training -----------------------------------------------------------------------------
+    def _assign(self, t: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Per flattened cell: class target (0 = none) and GT index (-1 = none)."""
+        cls_t, gt_t = [], []
+        boxes, masks = t["boxes"], t["masks"]
+        dev = masks.device
+        s = self.input_size
+        scale = ((boxes[:, 2] - boxes[:, 0]).clamp(min=1) * (boxes[:, 3] - boxes[:, 1]).clamp(min=1)).sqrt()
+        area = masks.sum((1, 2))
+        order = area.argsort(descending=True).tolist()  # small objects written last win a shared cell
+        ys = torch.arange(masks.shape[1], device=dev, dtype=torch.float32)
+        xs = torch.arange(masks.shape[2], device=dev, dtype=torch.float32)
+        for g, (lo, hi) in zip(self.grids, self.scale_ranges, strict=True):
+            c = torch.zeros(g, g, dtype=torch.long, device=dev)
+            gi = torch.full((g, g), -1, dtype=torch.long, device=dev)
+            for j in order:
+                if not (lo * s <= float(scale[j]) <= hi * s) or float(area[j]) < 1:
+                    continue
+                m = masks[j]
+                cy = float((m.sum(1) * ys).sum() / area[j]) + 0.5
+                cx = float((m.sum(0) * xs).sum() / area[j]) + 0.5
+                hh = 0.5 * self.center_sigma * float(boxes[j, 3] - boxes[j, 1])
+                hw = 0.5 * self.center_sigma * float(boxes[j, 2] - boxes[j, 0])
+                ccy, ccx = min(int(cy / s * g), g - 1), min(int(cx / s * g), g - 1)
+                top = max(int((cy - hh) / s * g), ccy - 1, 0)
+                bot = min(int((cy + hh) / s * g), ccy + 1, g - 1)
+                left = max(int((cx - hw) / s * g), ccx - 1, 0)
+                right = min(int((cx + hw) / s * g), ccx + 1, g - 1)
+                c[top : bot + 1, left : right + 1] = t["labels"][j]
+                gi[top : bot + 1, left : right + 1] = j
+            cls_t.append(c.flatten())
+            gt_t.append(gi.flatten())
+        return torch.cat(cls_t), torch.cat(gt_t)
+
+    def compute_losses(self, batch: Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        cates, kernels, mask_feat = self._features(batch)
+        cate = torch.cat(cates, 1)
+        kern = torch.cat(kernels, 1)
+        cate_t = torch.zeros_like(cate)
+        dice, n_pos = cate.sum() * 0.0, 0
+        for i, t in enumerate(targets):
+            cls_t, gt_t = self._assign(t)
+            pos = (cls_t > 0).nonzero()[:, 0]
+            if pos.numel() == 0:
+                continue
+            cate_t[i, pos, cls_t[pos] - 1] = 1.0
+            small = downsample_masks(t["masks"], tuple(mask_feat.shape[-2:]))[gt_t[pos]]
+            logits = torch.einsum("ne,ehw->nhw", kern[i, pos], mask_feat[i])
+            dice = dice + dice_loss(logits, small).sum()
+            n_pos += pos.numel()
+        w = self.loss_weights
+        focal = sigmoid_focal_loss(cate, cate_t, alpha=0.25, gamma=2.0, reduction="sum")
+        return {
+            "loss_cate": w["cate"] * focal / (n_pos + 1),
+            "loss_mask": w["mask"] * dice / max(n_pos, 1),
+        }
+
+
+def _take(x: Tensor, idx: Tensor) -> Tensor:
+    """x [B, N, h, w] indexed by idx [B, K] -> [B, K, h, w]."""
+    return torch.gather(x, 1, idx[..., None, None].expand(-1, -1, *x.shape[2:]))
+
+
+def _boxes_from_seg(seg: Tensor, stride: float) -> Tensor:
+    """Tight XYXY canvas boxes [B, K, 4] of binary masks [B, K, h, w] (zeros for empty masks)."""
+    h, w = seg.shape[-2:]
+    cols, rows = seg.any(2), seg.any(3)  # [B, K, w], [B, K, h]
+    xr = torch.arange(w, device=seg.device)
+    yr = torch.arange(h, device=seg.device)
+    big = max(h, w)
+    x1 = torch.where(cols, xr, big).amin(-1)
+    x2 = torch.where(cols, xr + 1, 0).amax(-1)
+    y1 = torch.where(rows, yr, big).amin(-1)
+    y2 = torch.where(rows, yr + 1, 0).amax(-1)
+    boxes = torch.stack([x1, y1, x2, y2], -1).to(torch.float32) * stride
+    empty = ~cols.any(-1)
+    return torch.where(empty[..., None], torch.zeros_like(boxes), boxes)
+
+
+def build_solov2(
+    *,
+    num_classes: int,
+    backbone: str,
+    fpn_channels: int,
+    backbone_weights: str | None = None,
+    weights: str | None = None,
+    **kwargs: Any,
+) -> SOLOv2:
+    """Build a :class:`SOLOv2` on ``backbone`` (see ``rt_common.BACKBONES``); ``backbone_weights`` is
+    None, "imagenet" or a local file; ``weights`` a local full-model checkpoint (the category layer is
+    re-initialised when the number of classes differs)."""
+    check_input_size(kwargs.get("input_size", 512))  # fail before building the backbone
+    trunk = MultiScaleBackbone(backbone, backbone_weights)
+    model = SOLOv2(trunk, FPN(trunk.out_channels, fpn_channels), num_classes=num_classes, **kwargs)
+    load_full_weights(model, weights, ("head.cate_out.",))
+    return model
+
+
+@register_model()
+def solov2(
+    *,
+    num_classes: int = 81,
+    backbone: str = "resnet50",
+    input_size: int = 512,
+    fpn_channels: int = 256,
+    backbone_weights: str | None = None,
+    **kwargs: Any,
+) -> SOLOv2:
+    """SOLOv2, paper-shaped: ResNet-50 FPN, 4-conv 256-channel head, 128-d dynamic kernels."""
+    return build_solov2(num_classes=num_classes, backbone=backbone, fpn_channels=fpn_channels,
+                        input_size=input_size, backbone_weights=backbone_weights, **kwargs)
+
+
+@register_model()
+def solov2_lite(
+    *,
+    num_classes: int = 81,
+    backbone: str = "mobilenet_v3_large",
+    input_size: int = 512,
+    fpn_channels: int = 64,
+    head_channels: int = 64,
+    head_convs: int = 2,
+    mask_channels: int = 64,
+    kernel_dim: int = 32,
+    grids: tuple[int, ...] = (24, 20, 16, 12, 8),
+    backbone_weights: str | None = None,
+    **kwargs: Any,
+) -> SOLOv2:
+    """Fastest SOLOv2: MobileNetV3 FPN (64 ch), 2-conv 64-channel head, 32-d kernels, coarser grids."""
+    return build_solov2(
+        num_classes=num_classes, backbone=backbone, fpn_channels=fpn_channels, input_size=input_size,
+        head_channels=head_channels, head_convs=head_convs, mask_channels=mask_channels,
+        kernel_dim=kernel_dim, grids=tuple(grids), backbone_weights=backbone_weights, **kwargs,
+    )

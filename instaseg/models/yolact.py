@@ -1,0 +1,425 @@
+"""YOLACT / YOLACT++-style real-time instance segmentation (Bolya et al., 2019; 2020), written from
+the papers.
+
+One-stage detector on an FPN (P3-P7) whose shared head predicts, per anchor, class scores, a box and
+``k`` mask coefficients; a "protonet" on P3 predicts ``k`` prototype masks for the whole image. An
+instance's mask is ``sigmoid(prototypes . coefficients)`` cropped to its box. Duplicates are removed
+with Fast NMS (one IoU matrix, upper triangle, column max). From YOLACT++ we keep the mask re-scoring
+branch: a tiny conv net predicts each mask's IoU with the ground truth, and the final score is
+``class score * predicted mask IoU``. Training adds YOLACT's semantic-segmentation auxiliary loss on P3.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import box_iou
+
+from instaseg.errors import ConfigError
+from instaseg.models.registry import register_model
+from instaseg.models.rt_common import (
+    FPN,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MultiScaleBackbone,
+    check_input_size,
+    downsample_masks,
+    letterbox,
+    letterbox_targets,
+    load_full_weights,
+    normalize,
+    postprocess,
+)
+
+STRIDES = (8, 16, 32, 64, 128)
+BOX_VARIANCE = (0.1, 0.2)
+
+
+def make_anchors(input_size: int, anchor_scale: float, aspect_ratios: tuple[float, ...]) -> Tensor:
+    """Anchors [A, 4] as (cx, cy, w, h) canvas pixels, ordered level, y, x, aspect ratio (the order in
+    which the head's outputs are flattened). Level sizes follow ``ceil(S / stride)``."""
+    out = []
+    for stride in STRIDES:
+        n = math.ceil(input_size / stride)
+        c = (torch.arange(n, dtype=torch.float32) + 0.5) * stride
+        cy, cx = torch.meshgrid(c, c, indexing="ij")
+        base = anchor_scale * stride
+        for_level = []
+        for ar in aspect_ratios:
+            w, h = base * math.sqrt(ar), base / math.sqrt(ar)
+            for_level.append(torch.stack([cx, cy, torch.full_like(cx, w), torch.full_like(cy, h)], -1))
+        out.append(torch.stack(for_level, 2).reshape(-1, 4))  # (y, x, a) order
+    return torch.cat(out)
+
+
+def cxcywh_to_xyxy(b: Tensor) -> Tensor:
+    return torch.cat([b[..., :2] - b[..., 2:] / 2, b[..., :2] + b[..., 2:] / 2], -1)
+
+
+def encode_boxes(gt_xyxy: Tensor, anchors: Tensor) -> Tensor:
+    """SSD-style regression targets [N, 4] for XYXY ground-truth boxes against (cx, cy, w, h) anchors."""
+    wh = (gt_xyxy[:, 2:] - gt_xyxy[:, :2]).clamp(min=1.0)
+    c = (gt_xyxy[:, :2] + gt_xyxy[:, 2:]) / 2
+    d_c = (c - anchors[:, :2]) / (BOX_VARIANCE[0] * anchors[:, 2:])
+    d_wh = torch.log(wh / anchors[:, 2:]) / BOX_VARIANCE[1]
+    return torch.cat([d_c, d_wh], -1)
+
+
+def decode_boxes(deltas: Tensor, anchors: Tensor) -> Tensor:
+    """Inverse of :func:`encode_boxes`: deltas [..., 4] -> XYXY boxes [..., 4] on the canvas."""
+    c = anchors[..., :2] + deltas[..., :2] * BOX_VARIANCE[0] * anchors[..., 2:]
+    wh = anchors[..., 2:] * torch.exp((deltas[..., 2:] * BOX_VARIANCE[1]).clamp(max=math.log(1000.0)))
+    return torch.cat([c - wh / 2, c + wh / 2], -1)
+
+
+def crop_masks(masks: Tensor, boxes: Tensor, stride: float) -> Tensor:
+    """Zero ``masks`` [..., K, h, w] outside ``boxes`` [..., K, 4] (XYXY canvas px; mask px = stride)."""
+    h, w = masks.shape[-2:]
+    ys = (torch.arange(h, device=masks.device, dtype=masks.dtype) + 0.5) * stride
+    xs = (torch.arange(w, device=masks.device, dtype=masks.dtype) + 0.5) * stride
+    b = boxes[..., None, None, :]
+    inside_x = (xs >= b[..., 0]) & (xs < b[..., 2])
+    inside_y = (ys[:, None] >= b[..., 1]) & (ys[:, None] < b[..., 3])
+    return masks * (inside_x & inside_y).to(masks.dtype)
+
+
+def fast_nms_keep(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor:
+    """Fast NMS (YOLACT): boxes [B, K, 4], scores [B, K] sorted descending, labels [B, K] ->
+    keep [B, K] bool. A box is dropped if any higher-scored box of its class overlaps it more than
+    ``iou_threshold``; unlike greedy NMS, already-dropped boxes may still suppress (the paper's trade)."""
+    area = (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
+    lt = torch.maximum(boxes[:, :, None, :2], boxes[:, None, :, :2])
+    rb = torch.minimum(boxes[:, :, None, 2:], boxes[:, None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    iou = inter / (area[:, :, None] + area[:, None, :] - inter).clamp(min=1e-6)
+    same = (labels[:, :, None] == labels[:, None, :]).to(iou.dtype)
+    iou = torch.triu(iou * same, diagonal=1)  # row i (higher score) vs column j > i
+    return iou.max(dim=1).values <= iou_threshold
+
+
+class ProtoNet(nn.Module):
+    """P3 -> k prototype masks at stride 4 (convs, x2 upsample, optional conv, 1x1)."""
+
+    def __init__(self, channels: int, num_protos: int, num_convs: int = 3, conv_after_up: bool = True):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for _ in range(num_convs):
+            layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+        self.pre = nn.Sequential(*layers)
+        post: list[nn.Module] = []
+        if conv_after_up:
+            post += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+        # Linear prototypes: a final ReLU (as in the paper) can die when training from scratch.
+        post += [nn.Conv2d(channels, num_protos, 1)]
+        self.post = nn.Sequential(*post)
+
+    def forward(self, p3: Tensor) -> Tensor:
+        x = F.interpolate(self.pre(p3), scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.post(x)
+
+
+class PredictionHead(nn.Module):
+    """Shared over FPN levels: class logits, box deltas and tanh mask coefficients per anchor."""
+
+    def __init__(self, channels: int, num_anchors: int, num_classes: int, num_protos: int, num_convs: int):
+        super().__init__()
+        tower: list[nn.Module] = []
+        for _ in range(num_convs):
+            tower += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+        self.tower = nn.Sequential(*tower)
+        self.num_classes, self.num_protos = num_classes, num_protos
+        self.cls = nn.Conv2d(channels, num_anchors * num_classes, 3, padding=1)
+        self.box = nn.Conv2d(channels, num_anchors * 4, 3, padding=1)
+        self.coef = nn.Conv2d(channels, num_anchors * num_protos, 3, padding=1)
+        for conv in (self.cls, self.box, self.coef):
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, feats: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        cls, box, coef = [], [], []
+        for f in feats:
+            x = self.tower(f)
+            b = x.shape[0]
+            cls.append(self.cls(x).permute(0, 2, 3, 1).reshape(b, -1, self.num_classes))
+            box.append(self.box(x).permute(0, 2, 3, 1).reshape(b, -1, 4))
+            coef.append(self.coef(x).permute(0, 2, 3, 1).reshape(b, -1, self.num_protos))
+        return torch.cat(cls, 1), torch.cat(box, 1), torch.tanh(torch.cat(coef, 1))
+
+
+class MaskIoUNet(nn.Module):
+    """YOLACT++ mask re-scoring: [N, 1, h, w] cropped mask -> [N, C-1] predicted IoU per class."""
+
+    def __init__(self, num_fg_classes: int, widths: tuple[int, ...] = (8, 16, 32, 64)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = 1
+        for w in widths:
+            layers += [nn.Conv2d(c, w, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
+            c = w
+        layers += [nn.Conv2d(c, num_fg_classes, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, masks: Tensor) -> Tensor:
+        return torch.sigmoid(self.net(masks).amax(dim=(2, 3)))
+
+
+class YOLACT(nn.Module):
+    """YOLACT(++) on any multi-scale backbone + FPN; see the module docstring.
+
+    Args:
+        backbone: returns [C3, C4, C5]; fpn: maps them to [P3..P7] with ``fpn.out_channels``.
+        num_classes: including background. input_size: letterbox canvas side (multiple of 32).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        fpn: nn.Module,
+        *,
+        num_classes: int,
+        input_size: int = 544,
+        num_protos: int = 32,
+        head_convs: int = 1,
+        proto_convs: int = 3,
+        proto_conv_after_up: bool = True,
+        aspect_ratios: tuple[float, ...] = (1.0, 0.5, 2.0),
+        anchor_scale: float = 4.0,
+        use_maskiou: bool = True,
+        score_threshold: float = 0.05,
+        nms_threshold: float = 0.5,
+        pre_nms_top_k: int = 200,
+        max_detections: int = 100,
+        loss_weights: dict[str, float] | None = None,
+    ) -> None:
+        super().__init__()
+        check_input_size(input_size)
+        if num_classes < 2:
+            raise ConfigError(f"num_classes includes background and must be >= 2, got {num_classes}")
+        self.backbone, self.fpn = backbone, fpn
+        self.pixel_mean = tuple(getattr(backbone, "pixel_mean", IMAGENET_MEAN))
+        self.pixel_std = tuple(getattr(backbone, "pixel_std", IMAGENET_STD))
+        ch = fpn.out_channels
+        self.num_classes, self.input_size = num_classes, input_size
+        self.head = PredictionHead(ch, len(aspect_ratios), num_classes, num_protos, head_convs)
+        self.protonet = ProtoNet(ch, num_protos, proto_convs, proto_conv_after_up)
+        self.semantic = nn.Conv2d(ch, num_classes - 1, 1)  # training-only auxiliary head
+        self.maskiou = MaskIoUNet(num_classes - 1) if use_maskiou else None
+        self.score_threshold, self.nms_threshold = score_threshold, nms_threshold
+        self.pre_nms_top_k, self.max_detections = pre_nms_top_k, max_detections
+        self.loss_weights = {"cls": 1.0, "box": 1.5, "mask": 6.0, "semantic": 1.0, "maskiou": 1.0}
+        self.loss_weights.update(loss_weights or {})
+        self.register_buffer(
+            "anchors", make_anchors(input_size, anchor_scale, tuple(aspect_ratios)), persistent=False
+        )
+
+    # ---- shared trunk -------------------------------------------------------------------------
+    def _features(self, batch: Tensor) -> tuple[list[Tensor], Tensor, Tensor, Tensor, Tensor]:
+        feats = self.fpn(self.backbone(normalize(batch, self.pixel_mean, self.pixel_std)))
+        cls, box, coef = self.head(feats)
+        protos = self.protonet(feats[0])  # [B, k, S/4, S/4]
+        return feats, cls, box, coef, protos
+
+    def _proto_stride(self, protos: Tensor) -> float:
+        return self.input_size / protos.shape[-1]
+
+    # ---- inference graph (fixed shapes, exportable) -------------------------------------------
+    def forward_tensor(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """[B, 3, S, S] letterboxed RGB in [0, 1] -> (boxes [B, K, 4] XYXY canvas px, scores [B, K]
+        (0 where suppressed), labels [B, K] (1..C-1), masks [B, K, S/4, S/4] probabilities)."""
+        _, cls, box, coef, protos = self._features(batch)
+        probs = cls.softmax(-1)[..., 1:]
+        best, label = probs.max(-1)
+        k = min(self.pre_nms_top_k, best.shape[1])
+        scores, idx = best.topk(k, dim=1)  # sorted descending
+        boxes = decode_boxes(_gather(box, idx), self.anchors[idx]).clamp(0, self.input_size)
+        labels = torch.gather(label, 1, idx) + 1
+        keep = fast_nms_keep(boxes, scores, labels, self.nms_threshold)
+        scores = scores * keep.to(scores.dtype)
+        logits = torch.einsum("bkc,bchw->bkhw", _gather(coef, idx), protos)
+        masks = crop_masks(torch.sigmoid(logits), boxes, self._proto_stride(protos))
+        if self.maskiou is not None:
+            b, kk, h, w = masks.shape
+            iou = self.maskiou(masks.reshape(b * kk, 1, h, w)).reshape(b, kk, -1)
+            scores = scores * torch.gather(iou, 2, (labels - 1)[..., None])[..., 0]
+        n = min(self.max_detections, k)
+        scores, order = scores.topk(n, dim=1)
+        return _gather(boxes, order), scores, torch.gather(labels, 1, order), _gather(masks, order)
+
+    def preprocess(self, images: list[Tensor]) -> tuple[Tensor, list[tuple[int, int]], Tensor]:
+        return letterbox(images, self.input_size)
+
+    def postprocess(
+        self, outputs: tuple[Tensor, ...], image_sizes: list[tuple[int, int]], scales: Tensor
+    ) -> list[dict[str, Tensor]]:
+        return postprocess(*outputs, image_sizes, scales, self.input_size, self.score_threshold)
+
+    def forward(self, images: list[Tensor], targets: list[dict[str, Any]] | None = None) -> Any:
+        batch, sizes, scales = self.preprocess(images)
+        if self.training:
+            if targets is None:
+                raise ValueError("YOLACT in training mode needs targets")
+            return self.compute_losses(batch, letterbox_targets(targets, sizes, scales, self.input_size))
+        return self.postprocess(self.forward_tensor(batch), sizes, scales)
+
+    # ---- training -----------------------------------------------------------------------------
+    def compute_losses(self, batch: Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        feats, cls, box, coef, protos = self._features(batch)
+        anchors_xyxy = cxcywh_to_xyxy(self.anchors)
+        stride = self._proto_stride(protos)
+        zero = cls.sum() * 0.0
+        cls_loss, box_loss, mask_loss, miou_loss = zero, zero, zero, zero
+        num_pos = 0
+        sem_logits = self.semantic(feats[0])
+        sem_loss = zero
+        for i, t in enumerate(targets):
+            gt_boxes, gt_labels, gt_masks = t["boxes"], t["labels"], t["masks"]
+            cls_t, matched = _match(anchors_xyxy, gt_boxes, gt_labels)
+            pos = cls_t > 0
+            n_pos = int(pos.sum())
+            num_pos += n_pos
+            cls_loss = cls_loss + _ohem_ce(cls[i], cls_t, pos)
+            sem_loss = sem_loss + _semantic_loss(sem_logits[i], gt_masks, gt_labels)
+            if n_pos == 0:
+                continue
+            pos_idx = pos.nonzero()[:, 0]
+            gt_idx = matched[pos_idx]
+            box_loss = box_loss + F.smooth_l1_loss(
+                box[i, pos_idx], encode_boxes(gt_boxes[gt_idx], self.anchors[pos_idx]), reduction="sum"
+            )
+            if pos_idx.numel() > 100:  # bound memory: masks for at most 100 positives per image
+                sel = torch.randperm(pos_idx.numel(), device=pos_idx.device)[:100]
+                pos_idx, gt_idx = pos_idx[sel], gt_idx[sel]
+            small = downsample_masks(gt_masks, tuple(protos.shape[-2:]))[gt_idx]
+            logits = torch.einsum("nc,chw->nhw", coef[i, pos_idx], protos[i])
+            crop = crop_masks(torch.ones_like(logits), gt_boxes[gt_idx], stride)
+            bce = F.binary_cross_entropy_with_logits(logits, small, reduction="none")
+            per_inst = (bce * crop).sum((1, 2)) / crop.sum((1, 2)).clamp(min=1.0)
+            mask_loss = mask_loss + per_inst.sum() * (n_pos / pos_idx.numel())
+            if self.maskiou is not None:
+                pred = (torch.sigmoid(logits) * crop).detach()
+                inter = ((pred > 0.5) & (small > 0.5)).sum((1, 2)).float()
+                union = ((pred > 0.5) | (small > 0.5)).sum((1, 2)).float().clamp(min=1.0)
+                iou_pred = self.maskiou(pred[:, None])
+                iou_pred = torch.gather(iou_pred, 1, (gt_labels[gt_idx] - 1)[:, None])[:, 0]
+                miou_loss = miou_loss + F.smooth_l1_loss(iou_pred, inter / union, reduction="sum") * (
+                    n_pos / pos_idx.numel()
+                )
+        denom = max(num_pos, 1)
+        w = self.loss_weights
+        losses = {
+            "loss_cls": w["cls"] * cls_loss / denom,
+            "loss_box": w["box"] * box_loss / denom,
+            "loss_mask": w["mask"] * mask_loss / denom,
+            "loss_semantic": w["semantic"] * sem_loss / len(targets),
+        }
+        if self.maskiou is not None:
+            losses["loss_maskiou"] = w["maskiou"] * miou_loss / denom
+        return losses
+
+
+def _gather(x: Tensor, idx: Tensor) -> Tensor:
+    """x [B, N, ...] indexed by idx [B, K] along dim 1 -> [B, K, ...]."""
+    view = idx.reshape(*idx.shape, *([1] * (x.dim() - 2))).expand(*idx.shape, *x.shape[2:])
+    return torch.gather(x, 1, view)
+
+
+def _match(
+    anchors_xyxy: Tensor, gt_boxes: Tensor, gt_labels: Tensor, pos: float = 0.5, neg: float = 0.4
+) -> tuple[Tensor, Tensor]:
+    """Per-anchor class target (label, 0 background, -1 ignore) and matched GT index."""
+    n_anchors = anchors_xyxy.shape[0]
+    if gt_boxes.shape[0] == 0:
+        z = torch.zeros(n_anchors, dtype=torch.long, device=anchors_xyxy.device)
+        return z, z
+    iou = box_iou(anchors_xyxy, gt_boxes)
+    best_iou, best_gt = iou.max(1)
+    # Every GT gets at least its best anchor, so small or odd-shaped objects are never unmatched.
+    forced = iou.argmax(0)
+    best_iou[forced] = 2.0
+    best_gt[forced] = torch.arange(gt_boxes.shape[0], device=iou.device)
+    cls_t = gt_labels[best_gt].clone()
+    cls_t[best_iou < pos] = -1
+    cls_t[best_iou < neg] = 0
+    return cls_t, best_gt
+
+
+def _ohem_ce(logits: Tensor, cls_t: Tensor, pos: Tensor, neg_ratio: int = 3) -> Tensor:
+    """Softmax cross-entropy summed over positives and the hardest ``neg_ratio`` x negatives."""
+    ce = F.cross_entropy(logits, cls_t.clamp(min=0), reduction="none")
+    neg_score = ce.detach().clone()
+    neg_score[cls_t != 0] = -1.0
+    n_neg = min(max(neg_ratio * int(pos.sum()), 8), int((cls_t == 0).sum()))
+    hard = neg_score.topk(n_neg).indices if n_neg > 0 else neg_score.new_zeros(0, dtype=torch.long)
+    return ce[pos].sum() + ce[hard].sum()
+
+
+def _semantic_loss(logits: Tensor, gt_masks: Tensor, gt_labels: Tensor) -> Tensor:
+    """Per-class BCE between P3 logits [C-1, h, w] and the union of each class's GT masks."""
+    target = logits.new_zeros(logits.shape)
+    if gt_masks.shape[0]:
+        small = downsample_masks(gt_masks, tuple(logits.shape[-2:])) >= 0.5
+        for m, lab in zip(small, gt_labels.tolist(), strict=True):
+            target[lab - 1] = torch.maximum(target[lab - 1], m.float())
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="mean")
+
+
+def build_yolact(
+    *,
+    num_classes: int,
+    backbone: str,
+    fpn_channels: int,
+    backbone_weights: str | None = None,
+    weights: str | None = None,
+    **kwargs: Any,
+) -> YOLACT:
+    """Build a :class:`YOLACT` on ``backbone`` (see ``rt_common.BACKBONES``); ``backbone_weights`` is
+    None, "imagenet" or a local file; ``weights`` a local full-model checkpoint (class-specific layers
+    are re-initialised when the number of classes differs)."""
+    check_input_size(kwargs.get("input_size", 544))  # fail before building the backbone
+    trunk = MultiScaleBackbone(backbone, backbone_weights)
+    model = YOLACT(trunk, FPN(trunk.out_channels, fpn_channels), num_classes=num_classes, **kwargs)
+    load_full_weights(model, weights, ("head.cls.", "semantic.", "maskiou."))
+    return model
+
+
+@register_model()
+def yolact(
+    *,
+    num_classes: int = 81,
+    backbone: str = "resnet50",
+    input_size: int = 544,
+    fpn_channels: int = 256,
+    num_protos: int = 32,
+    backbone_weights: str | None = None,
+    **kwargs: Any,
+) -> YOLACT:
+    """YOLACT++-style model, paper-sized: ResNet-50 FPN (256 ch), 32 prototypes, ~550 px canvas."""
+    return build_yolact(
+        num_classes=num_classes, backbone=backbone, fpn_channels=fpn_channels, input_size=input_size,
+        num_protos=num_protos, backbone_weights=backbone_weights, **kwargs,
+    )
+
+
+@register_model()
+def yolact_lite(
+    *,
+    num_classes: int = 81,
+    backbone: str = "mobilenet_v3_large",
+    input_size: int = 512,
+    fpn_channels: int = 64,
+    num_protos: int = 16,
+    proto_convs: int = 1,
+    proto_conv_after_up: bool = False,
+    backbone_weights: str | None = None,
+    **kwargs: Any,
+) -> YOLACT:
+    """Fastest YOLACT: MobileNetV3 FPN (64 ch), 16 prototypes, light protonet."""
+    return build_yolact(
+        num_classes=num_classes, backbone=backbone, fpn_channels=fpn_channels, input_size=input_size,
+        num_protos=num_protos, proto_convs=proto_convs, proto_conv_after_up=proto_conv_after_up,
+        backbone_weights=backbone_weights, **kwargs,
+    )

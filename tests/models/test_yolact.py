@@ -1,0 +1,134 @@
+import math
+
+import pytest
+import torch
+
+from instaseg.errors import ConfigError
+from instaseg.models.registry import get_model, list_models
+from instaseg.models.rt_common import TensorForward
+from instaseg.models.yolact import decode_boxes, encode_boxes, fast_nms_keep, make_anchors
+from tests.models.rt_synth import mask_ap, overfit, synthetic_samples
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # On a shared 2-core machine, torch's default thread pool thrashes (10x slower than 1 thread).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return get_model("yolact_lite", num_classes=3, input_size=64, **kw)
+
+
+def empty_target(h, w):
+    return {
+        "masks": torch.zeros(0, h, w, dtype=torch.bool),
+        "boxes": torch.zeros(0, 4),
+        "labels": torch.zeros(0, dtype=torch.long),
+        "iscrowd": torch.zeros(0, dtype=torch.long),
+    }
+
+
+def test_registered():
+    assert {"yolact", "yolact_lite"} <= set(list_models())
+
+
+def test_bad_config_raises():
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        get_model("yolact_lite", num_classes=3, input_size=100)
+    with pytest.raises(ConfigError, match="unknown backbone"):
+        get_model("yolact", num_classes=3, backbone="vgg1")
+
+
+def test_box_encoding_roundtrip_and_anchor_count():
+    anchors = make_anchors(64, 4.0, (1.0, 0.5, 2.0))
+    # levels 8x8, 4x4, 2x2, 1x1, 1x1 cells x 3 aspect ratios
+    assert anchors.shape == ((64 + 16 + 4 + 1 + 1) * 3, 4)
+    gt = torch.tensor([[3.0, 5.0, 40.0, 20.0]]).expand(anchors.shape[0], 4)
+    back = decode_boxes(encode_boxes(gt, anchors), anchors)
+    assert torch.allclose(back, gt, atol=1e-3)
+
+
+def test_fast_nms_suppresses_same_class_only():
+    boxes = torch.tensor([[[0, 0, 10, 10], [1, 1, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]]]).float()
+    scores = torch.tensor([[0.9, 0.8, 0.7, 0.6]])
+    labels = torch.tensor([[1, 1, 2, 1]])
+    keep = fast_nms_keep(boxes, scores, labels, 0.5)
+    assert keep.tolist() == [[True, False, True, True]]
+
+
+def test_train_losses_with_empty_targets_are_finite_and_backprop():
+    model = tiny().train()
+    samples = synthetic_samples(1)
+    images = [samples[0][0], torch.rand(3, 50, 70)]
+    targets = [samples[0][1], empty_target(50, 70)]
+    losses = model(images, targets)
+    assert set(losses) == {"loss_cls", "loss_box", "loss_mask", "loss_semantic", "loss_maskiou"}
+    assert all(v.ndim == 0 and math.isfinite(float(v)) for v in losses.values())
+    sum(losses.values()).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    # a batch with no objects at all still trains the classifier towards background
+    only_empty = model([torch.rand(3, 40, 40)], [empty_target(40, 40)])
+    assert float(only_empty["loss_cls"]) > 0 and float(only_empty["loss_mask"]) == 0
+
+
+def test_eval_output_contract_variable_sizes():
+    model = tiny(score_threshold=0.0).eval()
+    images = [torch.rand(3, 48, 80), torch.rand(3, 90, 60)]
+    with torch.no_grad():
+        outputs = model(images)
+    assert len(outputs) == 2
+    for img, out in zip(images, outputs, strict=True):
+        h, w = img.shape[1:]
+        k = out["boxes"].shape[0]
+        assert 0 < k <= model.max_detections
+        assert out["masks"].shape == (k, 1, h, w) and out["labels"].shape == (k,)
+        assert out["scores"].shape == (k,) and bool((out["scores"][:-1] >= out["scores"][1:]).all())
+        assert out["masks"].min() >= 0 and out["masks"].max() <= 1
+        assert bool((out["labels"] >= 1).all()) and bool((out["labels"] <= 2).all())
+        b = out["boxes"]
+        assert bool((b[:, 0] >= 0).all()) and bool((b[:, 2] <= w).all()) and bool((b[:, 3] <= h).all())
+
+
+def test_onnx_export_parity(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    model = tiny().eval()
+    batch = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        want = model.forward_tensor(batch)
+    path = tmp_path / "yolact.onnx"
+    torch.onnx.export(TensorForward(model), (batch,), str(path), input_names=["images"],
+                      output_names=["boxes", "scores", "labels", "masks"], opset_version=17, dynamo=False)
+    assert not model.training
+    got = [torch.from_numpy(a) for a in ort.InferenceSession(str(path)).run(None, {"images": batch.numpy()})]
+    assert_parity(got, want)
+
+
+def assert_parity(got, want):
+    """Scores match everywhere; boxes, labels and masks wherever the score ranking is unambiguous."""
+    assert torch.allclose(got[1], want[1], atol=1e-5)
+    s = want[1][0]
+    one = torch.ones(1)
+    gap = torch.minimum(torch.cat([one, s[:-1] - s[1:]]), torch.cat([s[:-1] - s[1:], one]))
+    clear = gap > 1e-4
+    assert clear.any()
+    assert torch.allclose(got[0][0][clear], want[0][0][clear], atol=1e-3)
+    assert torch.equal(got[2][0][clear], want[2][0][clear])
+    assert torch.allclose(got[3][0][clear], want[3][0][clear], atol=1e-3)
+
+
+@pytest.mark.slow
+def test_overfits_a_handful_of_images():
+    torch.manual_seed(0)
+    samples = synthetic_samples(4)
+    model = get_model("yolact_lite", num_classes=3, input_size=96)
+    history = overfit(model, samples, steps=60, lr=3e-3)
+    assert history[-1] < 0.2 * history[0]
+    ap = mask_ap(model, samples)
+    assert ap["AP50"] >= 0.9, ap
+    assert ap["AP"] >= 0.75, ap
