@@ -76,6 +76,7 @@ def main() -> None:
     p.add_argument("--val", default="shapes:100:128")
     p.add_argument("--minutes", type=float, default=5.0, help="training time budget")
     p.add_argument("--est-s-per-iter", type=float, default=1.0, help="to size the cosine schedule")
+    p.add_argument("--iters", type=int, default=0, help="fixed schedule length (stops at iters or minutes)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--warmup", type=int, default=50)
@@ -92,7 +93,7 @@ def main() -> None:
     model = get_model(args.model, num_classes=num_classes, **json.loads(args.kw))
     params = [q for q in model.parameters() if q.requires_grad]
     opt = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=1e-4)
-    total = max(1, int(args.minutes * 60 / args.est_s_per_iter))
+    total = args.iters or max(1, int(args.minutes * 60 / args.est_s_per_iter))
 
     def lr_at(it: int) -> float:
         if it < args.warmup:
@@ -103,7 +104,7 @@ def main() -> None:
     g = torch.Generator().manual_seed(args.seed)
     model.train()
     start, it, log = time.perf_counter(), 0, []
-    while time.perf_counter() - start < args.minutes * 60:
+    while time.perf_counter() - start < args.minutes * 60 and it < total + (0 if args.iters else 10**9):
         idx = torch.randint(len(train), (args.batch,), generator=g).tolist()
         images, targets = [], []
         for i in idx:

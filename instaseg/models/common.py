@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def validate_images(images: Any) -> None:
@@ -80,3 +80,17 @@ def drop_crowd(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
                  for k, v in t.items()}
         out.append(t)
     return out
+
+
+class TolerantBatchNormLoading(nn.Module):
+    """Mixin for models whose trunk uses frozen BatchNorm when built with pretrained weights and
+    ordinary BatchNorm otherwise: ``load_state_dict`` accepts either kind of state dict (the
+    ``num_batches_tracked`` counters, which frozen BatchNorm lacks, are not weights)."""
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        own = self.state_dict()
+        state = {k: v for k, v in state_dict.items() if k in own or not k.endswith("num_batches_tracked")}
+        for key, value in own.items():
+            if key.endswith("num_batches_tracked") and key not in state:
+                state[key] = value.new_zeros(())
+        return super().load_state_dict(state, strict=strict, assign=assign)

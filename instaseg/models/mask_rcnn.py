@@ -33,7 +33,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from instaseg.errors import ConfigError
 from instaseg.models.backbones import efficientnet_lite0_fpn, mobilenet_v3_fpn, resnet_fpn
-from instaseg.models.common import drop_crowd, validate_images, validate_targets
+from instaseg.models.common import TolerantBatchNormLoading, drop_crowd, validate_images, validate_targets
 from instaseg.models.registry import register_model
 from instaseg.models.weights import (
     load_matching,
@@ -47,7 +47,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 PREDICTORS = ("roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_logits.")
 
 
-class InstanceMaskRCNN(MaskRCNN):
+class InstanceMaskRCNN(TolerantBatchNormLoading, MaskRCNN):
     """torchvision's MaskRCNN that checks its inputs first (ValueError naming the image and field)
     and ignores crowd instances as training positives."""
 
@@ -63,16 +63,6 @@ class InstanceMaskRCNN(MaskRCNN):
             validate_targets(images, targets, self.num_classes)
             targets = drop_crowd(list(targets))
         return super().forward(images, targets)
-
-    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        """Also accepts weights saved with frozen BatchNorm (no ``num_batches_tracked`` counters) into
-        ordinary BatchNorm and vice versa: the counters are not weights."""
-        own = self.state_dict()
-        state = {k: v for k, v in state_dict.items() if k in own or not k.endswith("num_batches_tracked")}
-        for key, value in own.items():
-            if key.endswith("num_batches_tracked") and key not in state:
-                state[key] = value.new_zeros(())
-        return super().load_state_dict(state, strict=strict, assign=assign)
 
 
 def _is_path(value: str | Path) -> bool:

@@ -34,7 +34,7 @@ from torchvision.ops import batched_nms, generalized_box_iou_loss, sigmoid_focal
 
 from instaseg.errors import ConfigError
 from instaseg.models.backbones import resnet_fpn
-from instaseg.models.common import drop_crowd, validate_images, validate_targets
+from instaseg.models.common import TolerantBatchNormLoading, drop_crowd, validate_images, validate_targets
 from instaseg.models.mask_rcnn import IMAGENET_MEAN, IMAGENET_STD
 from instaseg.models.registry import register_model
 from instaseg.models.weights import load_matching, load_state_dict_file
@@ -54,7 +54,7 @@ def _tower(channels: int, depth: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class SimpleFPN(nn.Module):
+class SimpleFPN(TolerantBatchNormLoading, nn.Module):
     """Single-stage instance segmentation on one FPN level (see the module docstring).
 
     ``backbone`` is a feature-pyramid backbone whose output "0" has stride ``stride`` and

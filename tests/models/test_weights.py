@@ -159,3 +159,18 @@ def test_effnet_lite0_features_are_pretrained_not_random(shared_data: Path) -> N
     # Real photos: the pretrained trunk makes the ImageNet head confident; a random trunk does not.
     assert float(p_pre.max(1).values.mean()) > 3 * float(p_rand.max(1).values.mean())
     assert float(p_pre.max(1).values.mean()) > 0.15
+
+
+def test_engine_checkpoint_rebuilds_simple_fpn_trained_from_pretrained_backbone(
+    resnet18_file: tuple[Path, dict], tmp_path: Path
+) -> None:
+    from instaseg.engine.checkpoint import load_model, save_checkpoint
+
+    kwargs = {"num_classes": 3, "fpn_channels": 32}
+    trained = get_model("simple_fpn", backbone_weights=str(resnet18_file[0]), **kwargs)
+    path = save_checkpoint({"model": trained.state_dict(),
+                            "model_spec": {"name": "simple_fpn", "kwargs": kwargs}}, tmp_path / "best.pt")
+    rebuilt, meta = load_model(path)
+    assert meta["model_spec"]["name"] == "simple_fpn"
+    weight = resnet18_file[1]["layer4.0.conv1.weight"]
+    assert torch.equal(rebuilt.backbone.body.layer4[0].conv1.weight, weight)
