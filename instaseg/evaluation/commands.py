@@ -104,7 +104,7 @@ def evaluate(
         gt = _subset_gt(gt, keep)
     run_dir = None
     if predictions is not None:
-        results = load_results(predictions, gt)
+        results = load_results(predictions, gt, subset=max_images is not None or split not in (None, "all"))
         _log(f"{predictions}: {len(results)} results on {len(gt['images'])} images")
     else:
         from instaseg.engine.checkpoint import load_model
@@ -180,7 +180,7 @@ def visualize(
         gt, dataset, notes = resolve_ground_truth(data, split)
         if dataset is None:
             raise DataError(data, "; ".join(notes) or "no images to draw")
-        results = load_results(source, gt)
+        results = load_results(source, gt, subset=split not in (None, "all"))
     else:
         from instaseg.data.build import build_dataset
 

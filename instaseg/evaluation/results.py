@@ -23,7 +23,9 @@ def _fail(path: Path, problem: str) -> DataError:
     return DataError(path, problem)
 
 
-def load_results(path: str | Path, gt: dict[str, Any]) -> list[dict[str, Any]]:
+def load_results(
+    path: str | Path, gt: dict[str, Any], *, subset: bool = False
+) -> list[dict[str, Any]]:
     """Load COCO results from ``path`` and check them against COCO GT dict ``gt``.
 
     Returns new normalised entries: ``segmentation`` (if any) as compressed RLE with str counts at the
@@ -44,14 +46,21 @@ def load_results(path: str | Path, gt: dict[str, Any]) -> list[dict[str, Any]]:
         data = data["annotations"]  # a COCO-style dict wrapping the results
     if not isinstance(data, list):
         raise _fail(path, f"expected a JSON list of COCO results, got a {type(data).__name__}")
-    return validate_results(data, gt, source=path, copy=False)
+    return validate_results(data, gt, source=path, copy=False, subset=subset)
 
 
 def validate_results(
-    entries: list[Any], gt: dict[str, Any], *, source: str | Path | None = None, copy: bool = True
+    entries: list[Any],
+    gt: dict[str, Any],
+    *,
+    source: str | Path | None = None,
+    copy: bool = True,
+    subset: bool = False,
 ) -> list[dict[str, Any]]:
     """Check and normalise in-memory COCO results (see :func:`load_results`). With ``copy=False`` the
-    entries are normalised in place (no second copy of a large results file in memory)."""
+    entries are normalised in place (no second copy of a large results file in memory). With
+    ``subset`` (``gt`` is a split or the first images of a larger set) results for other images are
+    dropped instead of refused."""
     from instaseg.evaluation.coco import rle_boxes
     from instaseg.evaluation.matching import to_rle
 
@@ -108,6 +117,8 @@ def validate_results(
         else:
             need_box.append(entry)
         out.append(entry)
+    if subset:
+        unknown_images = []
     for kind, bad, known in (("image", unknown_images, sizes), ("category", unknown_cats, cats)):
         if bad:
             shown = ", ".join(map(repr, sorted(set(map(str, bad)))[:_MAX_SHOWN]))

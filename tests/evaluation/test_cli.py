@@ -154,3 +154,13 @@ def test_results_with_file_stem_image_ids_and_polygons(shapes_gt):
     assert isinstance(out[0]["segmentation"]["counts"], str) and out[0]["segmentation"]["size"] == [64, 64]
     assert out[0]["bbox"] == pytest.approx([2, 2, 18, 18], abs=1)  # derived from the mask
     assert entries[0]["image_id"] == "img_1"  # copy=True leaves the input alone
+
+
+def test_max_images_drops_results_of_other_images(tmp_path, shapes_gt, capsys):
+    res = tmp_path / "results.json"
+    res.write_text(json.dumps(_results_from_gt(shapes_gt)))
+    out = tmp_path / "o"
+    assert main(["evaluate", "--predictions", str(res), "--data", SPEC, "--max-images", "2",
+                 "--output", str(out), "--no-figures", "--no-analysis"]) == 0
+    assert "on 2 images" in capsys.readouterr().err
+    assert json.loads((out / "metrics.json").read_text())["segm"]["AP"] == pytest.approx(1.0)
