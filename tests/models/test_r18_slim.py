@@ -25,3 +25,18 @@ def test_r18_slim_registered_and_forward() -> None:
         out = model(list(images))
     assert len(out) == 2
     assert out[0]["masks"].shape[1:] == (1, 96, 128)
+
+
+def test_r18_slim_is_the_measured_cpu_recipe() -> None:
+    model = get_model("maskrcnn_r18_slim", num_classes=4)
+    body = dict(model.backbone.body.named_children())
+    assert "layer3" in body and "layer4" not in body  # ResNet-18 stops at layer3
+    assert model.backbone.out_channels == 64
+    assert model.roi_heads.box_head.fc7.out_features == 256
+    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 64
+    assert model.rpn.fg_bg_sampler.batch_size_per_image == 256
+    assert model.roi_heads.box_predictor.cls_score.out_features == 4
+    assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 4
+    sizes = [s[0] for s in model.rpn.anchor_generator.sizes]
+    assert sizes == sorted(sizes) and max(sizes) <= 128  # anchors for ~128 px images
+    assert model.transform.min_size == (128,) and model.transform.max_size == 128
