@@ -24,7 +24,10 @@ How a model gets its export graph (:func:`export_graph`), first match wins:
 
 1. the model defines ``export_graph() -> nn.Module`` (new models plug in this way);
 2. an adapter registered with :func:`register_export_graph` for the model's class or a base class;
-3. built in: any torchvision ``GeneralizedRCNN`` with a mask head (every Mask R-CNN variant here).
+3. built in: any torchvision ``GeneralizedRCNN`` with a mask head (every Mask R-CNN variant here),
+   and any letterbox model with ``input_size``, ``score_threshold`` and the fixed-shape
+   ``forward_tensor(batch [B, 3, S, S]) -> (boxes, scores, labels, canvas masks)`` of
+   :mod:`instaseg.models.rt_common` (YOLACT, SOLOv2).
 """
 
 from __future__ import annotations
@@ -73,6 +76,9 @@ def export_graph(model: nn.Module) -> nn.Module:
                 break
         if graph is None and isinstance(model, GeneralizedRCNN):
             graph = _rcnn_graph(model)
+        letterbox = callable(getattr(model, "forward_tensor", None)) and hasattr(model, "input_size")
+        if graph is None and letterbox:
+            graph = LetterboxExportGraph(model)
         if graph is None:
             raise ConfigError(
                 f"model {type(model).__name__} cannot be exported: give it an export_graph() method or "
@@ -129,6 +135,56 @@ class RCNNExportGraph(nn.Module):
         det = detections[0]
         boxes = resize_boxes(det["boxes"], list(image_list.image_sizes[0]), [height, width])
         return boxes, det["scores"], det["labels"], det["masks"][:, 0]
+
+
+class LetterboxExportGraph(nn.Module):
+    """Export graph of a one-stage letterbox model (``forward_tensor`` on an ``S x S`` canvas).
+
+    Letterboxes inside the graph exactly as :func:`instaseg.models.rt_common.letterbox` (longer side
+    to ``S``, rounded; bilinear; zero padding bottom/right), runs ``forward_tensor``, keeps detections
+    scoring above the threshold, maps boxes back to the image and crops the canvas masks to the image
+    region, as :func:`instaseg.models.rt_common.postprocess` does: masks are ``[K, h, w]`` covering the
+    whole image (``mask_kind`` "image"), resized to ``H x W`` afterwards. Sizes are computed with
+    tensor ops so they stay dynamic in the trace."""
+
+    mask_kind = "image"
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.size = int(model.input_size)
+        self.default_score_threshold = float(model.score_threshold)
+        from instaseg.models.rt_common import IMAGENET_MEAN, IMAGENET_STD
+
+        self.preprocessing = {
+            "normalize_mean": list(IMAGENET_MEAN),
+            "normalize_std": list(IMAGENET_STD),
+            "resize": f"longer side to {self.size}, zero-padded bottom/right to {self.size}x{self.size}",
+            "default_size": [self.size, self.size],
+        }
+
+    def forward(self, image: Tensor, score_threshold: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        import torch.nn.functional as F
+
+        size = self.size
+        hw = torch._shape_as_tensor(image)[-2:]
+        hw_f = hw.to(torch.float32)
+        scale = size / hw_f.max()
+        new_hw = torch.round(hw_f * scale).clamp(min=1).to(torch.int64)
+        resized = F.interpolate(image[None], size=(new_hw[0], new_hw[1]), mode="bilinear",
+                                align_corners=False)
+        pad = size - new_hw
+        canvas = F.pad(resized, (0, pad[1], 0, pad[0]))
+        boxes, scores, labels, masks = self.model.forward_tensor(canvas)
+        keep = torch.nonzero(scores[0] > score_threshold).flatten()  # already sorted by score
+        limits = hw_f.flip(0).repeat(2)  # (w, h, w, h)
+        out_boxes = torch.minimum((boxes[0][keep] / scale).clamp(min=0), limits)
+        mh, mw = masks.shape[-2:]
+        crop = torch.round(hw_f * scale * torch.tensor([mh / size, mw / size]))
+        crop = torch.minimum(crop.clamp(min=1), torch.tensor([float(mh), float(mw)])).to(torch.int64)
+        m = masks[0][keep]
+        m = m.index_select(1, torch.arange(crop[0])).index_select(2, torch.arange(crop[1]))
+        return out_boxes, scores[0][keep], labels[0][keep].to(torch.int64), m
 
 
 def _rcnn_graph(model: nn.Module) -> nn.Module:

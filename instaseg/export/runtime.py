@@ -32,7 +32,7 @@ def parse_metadata(props: dict[str, str], path: str | Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in ours]
     if missing:
         raise CheckpointError(
-            f"{path}: not an instaseg export (ONNX metadata lacks {META_PREFIX}{missing[0]}); "
+            f"{path}: not an instaseg export (its metadata lacks {META_PREFIX}{missing[0]}); "
             "export it with `instaseg export`"
         )
     try:

@@ -25,6 +25,7 @@ from instaseg.export.onnx_export import (
     ExportResult,
     build_metadata,
     check_output_path,
+    compare_detections,
     other_size,
 )
 from instaseg.export.postprocess import raw_to_detections
@@ -78,10 +79,7 @@ def _verify(path: Path, graph: nn.Module, size: tuple[int, int]) -> list[dict[st
     ref = graph(image, thr)
     got = loaded.module(image, thr)
     check: dict[str, Any] = {"size": list(size), "torch": len(ref[0]), "torchscript": len(got[0])}
-    if len(ref[0]) == len(got[0]) and len(ref[0]):
-        check["max_box_diff"] = float((ref[0] - got[0]).abs().max())
-        check["max_score_diff"] = float((ref[1] - got[1]).abs().max())
-    check["ok"] = len(ref[0]) == len(got[0]) and check.get("max_box_diff", 0) <= 1.0
+    check.update(compare_detections([t.numpy() for t in ref], [t.numpy() for t in got]))
     return [check]
 
 

@@ -28,8 +28,12 @@ CLASS_NAMES = ["background", "person"]
 EXAMPLE = Path(__file__).with_name("onnx_standalone_example.py")
 
 
-def _image(path: Path) -> torch.Tensor:
-    rgb = np.asarray(Image.open(path).convert("RGB"))
+def _image(path: Path, max_side: int | None = None) -> torch.Tensor:
+    """RGB float [3, H, W] in [0, 1]; optionally shrunk to ``max_side`` (keeps tests quick)."""
+    pil = Image.open(path).convert("RGB")
+    if max_side:
+        pil.thumbnail((max_side, max_side))
+    rgb = np.asarray(pil)
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255
 
 
@@ -54,7 +58,7 @@ def exported(tmp_path_factory):
 def real_images(shared_data):
     peds = sorted((shared_data / "pennfudan" / "PNGImages").glob("*.png"))[:2]
     coco = sorted((shared_data / "coco_tiny" / "val2017").glob("*.jpg"))[:1]
-    return [_image(p) for p in peds + coco]
+    return [_image(p, max_side=256) for p in peds + coco]
 
 
 def _mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
