@@ -277,7 +277,9 @@ def image_to_tensor(image: np.ndarray) -> Tensor:
         raise ValueError(f"expected an (H, W, 3) RGB image, got shape {arr.shape}")
     if arr.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image, got {arr.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(255.0)
+    if not arr.flags.writeable or not arr.flags.c_contiguous:  # e.g. PIL-backed arrays are read-only
+        arr = np.array(arr, order="C")
+    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
 
 
 def _to_cpu_tensor(value: Any) -> Tensor:

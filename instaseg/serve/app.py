@@ -2,8 +2,10 @@
 
 Endpoints: ``POST /segment`` (automatic instances), ``POST /segment_interactive`` (clicks/box ->
 masks), ``GET /health``, ``GET /models``, the browser demo at ``/`` (static files, no CDN), and
-FastAPI's OpenAPI docs at ``/docs``. Model inference runs in a worker thread (``run_in_threadpool``)
-and the predictor serialises forwards with its lock, so the event loop keeps answering ``/health``.
+FastAPI's OpenAPI docs at ``/docs``. Each request's CPU work (decoding, inference, mask encoding) runs
+on one dedicated worker thread, never on the event loop, so ``/health`` stays responsive during long
+requests; one worker (rather than a pool) keeps concurrent requests from fighting over the GIL and the
+cores that the model's forward needs, so the service keeps up with calling the predictor directly.
 
 Limits (:class:`ServiceLimits`): upload bytes (413, checked from Content-Length before the body is
 parsed and again on the bytes read), pixel count (413, read from the image header before decoding),
@@ -12,10 +14,14 @@ non-image or corrupt uploads (400), bad parameters and points outside the image 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
 import warnings
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +30,6 @@ import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
 
 from instaseg.errors import InstasegError
 from instaseg.ops.paste import dense_masks_to_rles
@@ -140,10 +145,21 @@ def create_app(
     ``/segment``; ``interactive`` (an :class:`~instaseg.serve.interactive.InteractiveSegmenter`) serves
     ``/segment_interactive``. Either may be ``None`` (its endpoint then answers 503)."""
     limits = limits or ServiceLimits()
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="instaseg-worker")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        worker.shutdown(wait=False, cancel_futures=True)
+
+    async def on_worker(fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(worker, fn, *args)
+
     app = FastAPI(
         title="instaseg",
         description="Instance segmentation service: automatic instances and click-prompted masks.",
         version="0.1.0",
+        lifespan=lifespan,
     )
     app.state.predictor = predictor
     app.state.interactive = interactive
@@ -163,12 +179,12 @@ def create_app(
     async def _user_error(request: Request, exc: InstasegError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
-    async def _read_image(file: UploadFile) -> np.ndarray:
+    async def _read_upload(file: UploadFile) -> tuple[bytes, str]:
         data = await file.read(limits.max_upload_bytes + 1)
         name = file.filename or "upload"
         if len(data) > limits.max_upload_bytes:
             raise HTTPException(413, f"upload {name!r} is over the {limits.max_upload_bytes} byte limit")
-        return await run_in_threadpool(decode_upload, data, name, limits.max_pixels)
+        return data, name
 
     @app.get("/health", summary="Liveness check")
     async def health() -> dict[str, Any]:
@@ -194,35 +210,39 @@ def create_app(
         max_detections: int | None = Query(None, ge=1, le=limits.max_detections),
         classes: str | None = Query(None, description="comma-separated class names or label ids"),
         format: Literal["rle", "polygon"] = Query("rle", description="mask encoding"),
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         if predictor is None:
             raise HTTPException(503, "no instance-segmentation model is loaded (start with --checkpoint)")
-        image = await _read_image(file)
-        start = time.perf_counter()
-        out = await run_in_threadpool(
-            predictor.predict, image, score_threshold=score_threshold, max_detections=max_detections,
-            classes=classes,
-        )
-        instances = []
-        for k, rle in enumerate(out["rles"]):
-            x1, y1, x2, y2 = (round(float(v), 2) for v in out["boxes"][k])
-            instances.append(
-                {
-                    "id": k,
-                    "label": int(out["labels"][k]),
-                    "class_name": out["class_names"][k],
-                    "score": round(float(out["scores"][k]), 5),
-                    "box": [x1, y1, x2, y2],
-                    **_encode_mask(rle, format),
-                }
+        data, name = await _read_upload(file)
+
+        def work() -> dict[str, Any]:
+            image = decode_upload(data, name, limits.max_pixels)
+            start = time.perf_counter()
+            out = predictor.predict(
+                image, score_threshold=score_threshold, max_detections=max_detections, classes=classes
             )
-        h, w = image.shape[:2]
-        return {
-            "image": {"width": w, "height": h},
-            "instances": instances,
-            "num_instances": len(instances),
-            "time_ms": round((time.perf_counter() - start) * 1000, 1),
-        }
+            instances = []
+            for k, rle in enumerate(out["rles"]):
+                x1, y1, x2, y2 = (round(float(v), 2) for v in out["boxes"][k])
+                instances.append(
+                    {
+                        "id": k,
+                        "label": int(out["labels"][k]),
+                        "class_name": out["class_names"][k],
+                        "score": round(float(out["scores"][k]), 5),
+                        "box": [x1, y1, x2, y2],
+                        **_encode_mask(rle, format),
+                    }
+                )
+            h, w = image.shape[:2]
+            return {
+                "image": {"width": w, "height": h},
+                "instances": instances,
+                "num_instances": len(instances),
+                "time_ms": round((time.perf_counter() - start) * 1000, 1),
+            }
+
+        return JSONResponse(await on_worker(work))
 
     @app.post("/segment_interactive", summary="Segment the object indicated by clicks and/or a box")
     async def segment_interactive(
@@ -232,36 +252,40 @@ def create_app(
         box: str | None = Form(None, description="JSON [x1, y1, x2, y2] box around the object"),
         multimask: bool = Form(False, description="return several candidate masks"),
         format: Literal["rle", "polygon"] = Query("rle", description="mask encoding"),
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         if interactive is None:
             raise HTTPException(503, "interactive segmentation is not enabled on this server")
-        image = await _read_image(file)
-        h, w = image.shape[:2]
-        fg = _parse_points(foreground, "foreground", w, h, limits.max_points)
-        bg = _parse_points(background, "background", w, h, limits.max_points)
-        prompt_box = _parse_box(box, w, h)
-        if len(fg) == 0 and prompt_box is None:
-            raise HTTPException(422, "give at least one foreground point or a box")
-        points = np.concatenate([fg, bg])
-        labels = np.concatenate([np.ones(len(fg), np.int64), np.zeros(len(bg), np.int64)])
-        start = time.perf_counter()
-        results = await run_in_threadpool(interactive.segment, image, points, labels, prompt_box, multimask)
-        masks = []
-        for mask, score in results:
-            rle = dense_masks_to_rles(mask[None])[0]
-            ys, xs = np.nonzero(mask)
-            bbox = [0.0] * 4
-            if len(xs):
-                bbox = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
-            masks.append(
-                {"score": float(score), "area": int(len(xs)), "box": bbox, **_encode_mask(rle, format)}
-            )
-        return {
-            "image": {"width": w, "height": h},
-            "backend": interactive.name,
-            "masks": masks,
-            "time_ms": round((time.perf_counter() - start) * 1000, 1),
-        }
+        data, name = await _read_upload(file)
+
+        def work() -> dict[str, Any]:
+            image = decode_upload(data, name, limits.max_pixels)
+            h, w = image.shape[:2]
+            fg = _parse_points(foreground, "foreground", w, h, limits.max_points)
+            bg = _parse_points(background, "background", w, h, limits.max_points)
+            prompt_box = _parse_box(box, w, h)
+            if len(fg) == 0 and prompt_box is None:
+                raise HTTPException(422, "give at least one foreground point or a box")
+            points = np.concatenate([fg, bg])
+            labels = np.concatenate([np.ones(len(fg), np.int64), np.zeros(len(bg), np.int64)])
+            start = time.perf_counter()
+            masks = []
+            for mask, score in interactive.segment(image, points, labels, prompt_box, multimask):
+                rle = dense_masks_to_rles(mask[None])[0]
+                ys, xs = np.nonzero(mask)
+                bbox = [0.0] * 4
+                if len(xs):
+                    bbox = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+                masks.append(
+                    {"score": float(score), "area": int(len(xs)), "box": bbox, **_encode_mask(rle, format)}
+                )
+            return {
+                "image": {"width": w, "height": h},
+                "backend": interactive.name,
+                "masks": masks,
+                "time_ms": round((time.perf_counter() - start) * 1000, 1),
+            }
+
+        return JSONResponse(await on_worker(work))
 
     @app.get("/", include_in_schema=False)
     async def demo_page() -> FileResponse:

@@ -4,9 +4,9 @@ a glob or a video, writing overlay images (or an overlay video) and a COCO resul
 COCO results (``results.json``): one entry per instance with ``image_id``, ``category_id`` (the
 dataset's original id), ``segmentation`` (compressed RLE), ``bbox`` (XYWH), ``score``, plus
 ``file_name``; video entries also carry ``frame`` and ``track_id`` (stable across frames, from
-:class:`~instaseg.ops.tracker.MaskIoUTracker`). ``image_id`` is the file name's number when the stem is
-all digits (COCO's ``000000139.jpg`` -> 139), otherwise the image's index in the sorted input; for a
-video it is the frame index.
+:class:`~instaseg.ops.tracker.MaskIoUTracker`). ``image_id`` is the file name's number when every
+input's stem is a distinct number (COCO's ``000000000139.jpg`` -> 139), otherwise the image's index
+in the sorted input; for a video it is the frame index.
 """
 
 from __future__ import annotations
@@ -65,8 +65,13 @@ def list_sources(source: str) -> list[Path]:
     return [path]
 
 
-def _image_id(path: Path, index: int) -> int:
-    return int(path.stem) if path.stem.isdigit() else index
+def image_ids(paths: list[Path]) -> list[int]:
+    """COCO image ids: the numbers in the file names when every stem is a distinct number (COCO's
+    ``000000000139.jpg`` -> 139), else the positions in the sorted input."""
+    stems = [p.stem for p in paths]
+    if all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
+        return [int(s) for s in stems]
+    return list(range(len(paths)))
 
 
 def _draw(image: np.ndarray, out: dict[str, Any], track_ids: list[int] | None = None) -> np.ndarray:
@@ -178,6 +183,7 @@ def run_predict(
     summary = PredictSummary(results_path=results_path)
     results: list[dict[str, Any]] = []
     used: set[Path] = set()
+    ids = image_ids(sources)
     for index, path in enumerate(sources):
         if is_video(path):
             try:
@@ -193,7 +199,7 @@ def run_predict(
             log(f"instaseg: skipped {exc}")
             continue
         out = predictor.predict(image, return_masks=save_overlays)
-        results.extend(_results(out, predictor, _image_id(path, index), path.name))
+        results.extend(_results(out, predictor, ids[index], path.name))
         summary.images += 1
         summary.instances += len(out["rles"])
         if save_overlays:

@@ -11,7 +11,7 @@ import pytest
 from instaseg.cli import main
 from instaseg.engine.predictor import Predictor
 from instaseg.errors import ConfigError, DataError
-from instaseg.serve.runner import list_sources, run_predict
+from instaseg.serve.runner import image_ids, list_sources, run_predict
 from instaseg.structures.masks import rle_decode
 from tests.serve.fakes import CLASS_NAMES, BlobModel, blob_image
 
@@ -39,7 +39,7 @@ def test_cli_predicts_a_folder_with_a_real_checkpoint(tmp_path, capsys) -> None:
     results = json.loads((out / "results.json").read_text())
     assert {r["file_name"] for r in results} <= {"000000000007.png", "street.png"}
     assert len(results) <= 6 and all(r["category_id"] in (1, 3) for r in results)
-    assert any(r["image_id"] == 7 for r in results) or not results
+    assert {r["image_id"] for r in results} <= {0, 2}  # positions of the readable images (broken.jpg is 1)
     assert (out / "000000000007.jpg").is_file() and (out / "street.jpg").is_file()
     # Never overwrite silently.
     assert main(argv) == 2
@@ -72,6 +72,12 @@ def test_missing_checkpoint_and_source(tmp_path, capsys) -> None:
         list_sources(str(tmp_path / "*.jpg"))
     with pytest.raises(DataError, match="no image files"):
         list_sources(str(tmp_path))
+
+
+def test_image_ids_use_coco_numbers_only_when_unambiguous(tmp_path) -> None:
+    assert image_ids([tmp_path / "000000000139.jpg", tmp_path / "7.png"]) == [139, 7]
+    assert image_ids([tmp_path / "a" / "1.png", tmp_path / "b" / "1.png"]) == [0, 1]
+    assert image_ids([tmp_path / "12.png", tmp_path / "cat.png"]) == [0, 1]
 
 
 def test_glob_source_and_overwrite(tmp_path) -> None:
