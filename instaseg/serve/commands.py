@@ -75,8 +75,12 @@ def predict(
     )
     seconds = time.perf_counter() - start
     skipped = f", {summary.skipped} skipped" if summary.skipped else ""
+    stills = summary.images - summary.frames
+    parts = ([f"{stills} images"] if stills or not summary.frames else []) + (
+        [f"{summary.frames} video frames"] if summary.frames else []
+    )
     typer.echo(
-        f"{summary.images} images, {summary.instances} instances{skipped} in {seconds:.1f} s -> "
+        f"{', '.join(parts)}, {summary.instances} instances{skipped} in {seconds:.1f} s -> "
         f"{summary.results_path}"
     )
 

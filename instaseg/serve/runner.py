@@ -34,7 +34,8 @@ RESULTS_NAME = "results.json"
 class PredictSummary:
     """What a predict run did (printed by the CLI)."""
 
-    images: int = 0
+    images: int = 0  # images and video frames processed
+    frames: int = 0  # of which video frames
     instances: int = 0
     skipped: int = 0
     results_path: Path | None = None
@@ -236,6 +237,7 @@ def _predict_video(
             extra = [{"frame": frame_index, "track_id": t} for t in ids]
             results.extend(_results(out, predictor, frame_index, path.name, extra))
             summary.images += 1
+            summary.frames += 1
             summary.instances += len(ids)
             if save_overlays:
                 if writer is None:

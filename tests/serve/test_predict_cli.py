@@ -111,7 +111,7 @@ def test_video_frames_in_order_with_stable_track_ids(tmp_path) -> None:
     _write_video(video)
     pred = Predictor(BlobModel(), CLASS_NAMES, score_threshold=0.0)
     summary = run_predict(pred, str(video), tmp_path / "out")
-    assert summary.images == 6
+    assert summary.images == 6 and summary.frames == 6
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert sorted({r["frame"] for r in results}) == list(range(6))
     big = {r["frame"]: r for r in results if r["score"] > 0.8}  # the largest blob scores 0.9
