@@ -100,8 +100,8 @@ def _serve(
     if max_upload_mb <= 0 or max_megapixels <= 0:
         raise ConfigError("--max-upload-mb and --max-megapixels must be > 0")
     _set_threads(threads)
-    predictor = _predictor(checkpoint, backend, model, device, score_threshold, max_detections, None)
     interactive = build_interactive(sam_checkpoint, sam_model_type=sam_model_type, device=device)
+    predictor = _predictor(checkpoint, backend, model, device, score_threshold, max_detections, None)
     limits = ServiceLimits(
         max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=int(max_megapixels * 1_000_000)
     )

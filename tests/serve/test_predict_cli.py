@@ -138,3 +138,17 @@ def test_unreadable_video_is_reported(tmp_path) -> None:
     with pytest.raises(DataError, match="no image could be read"):
         run_predict(pred, str(bad), tmp_path / "out", log=messages.append)
     assert len(messages) == 1 and "bad.mp4" in messages[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [(["serve", "--port", "70000"], "--port must be in 1..65535"),
+     (["demo", "--max-upload-mb", "0"], "--max-upload-mb and --max-megapixels must be > 0"),
+     (["serve", "--sam-checkpoint", "missing_sam_vit_b.pth"], "SAM checkpoint file does not exist"),
+     (["serve", "--threads", "0"], "--threads must be >= 1"),
+     (["serve"], "--checkpoint is required")],
+)
+def test_serve_and_demo_bad_arguments(capsys, argv, fragment) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("instaseg: error:") and fragment in err and len(err.splitlines()) == 1
