@@ -60,9 +60,14 @@ function redraw() {
     state.instances.forEach((inst, i) => {
       fillPolygons(inst.polygons, color(i, 0.4), color(i, 1));
       const [x1, y1] = inst.box;
-      ctx.fillStyle = color(i, 1);
-      ctx.font = "13px sans-serif";
-      ctx.fillText(`${inst.class_name} ${inst.score.toFixed(2)}`, x1 * state.scale + 2, y1 * state.scale + 13);
+      const text = `${inst.class_name} ${inst.score.toFixed(2)}`;
+      const tx = x1 * state.scale + 2, ty = y1 * state.scale + 13;
+      ctx.font = "bold 13px sans-serif";
+      ctx.lineWidth = 3;
+      ctx.strokeStyle = "rgba(0, 0, 0, 0.8)";  // dark outline keeps labels readable on any colour
+      ctx.strokeText(text, tx, ty);
+      ctx.fillStyle = "white";
+      ctx.fillText(text, tx, ty);
     });
   }
   if (state.clickMask) {
