@@ -143,6 +143,7 @@ class Predictor:
         needs ``model`` (an ``.onnx`` file)."""
         if backend not in BACKENDS:
             raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        _check_device(device)
         if backend == "onnxruntime" or (model is not None and checkpoint is None):
             if model is None:
                 raise ConfigError("--backend onnxruntime needs --model FILE.onnx")
@@ -280,6 +281,19 @@ def image_to_tensor(image: np.ndarray) -> Tensor:
     if not arr.flags.writeable or not arr.flags.c_contiguous:  # e.g. PIL-backed arrays are read-only
         arr = np.array(arr, order="C")
     return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
+
+
+def _check_device(device: str) -> None:
+    """ConfigError for a device string torch does not know or that this machine does not have."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device: unknown device {device!r} (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
 
 
 def _to_cpu_tensor(value: Any) -> Tensor:

@@ -148,3 +148,11 @@ def test_onnx_backend_plugs_in_through_load_onnx_model(tmp_path, monkeypatch) ->
     onnx.write_bytes(b"x")
     pred = Predictor.load(backend="onnxruntime", model=onnx)
     assert pred.name == "blob-onnx" and len(pred.predict(blob_image())["rles"]) == 2
+
+
+def test_bad_device_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown device 'gpu0'"):
+        Predictor.load(checkpoint="x.pt", device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            Predictor.load(checkpoint="x.pt", device="cuda")
