@@ -120,7 +120,14 @@ class RCNNExportGraph(nn.Module):
 
         m = self.model
         height, width = image.shape[-2:]
-        image_list, _ = m.transform([image])
+        if m.transform.fixed_size is None:
+            # torchvision's traced resize computes the output size in float32, eager PyTorch in
+            # double: e.g. 479 px -> 128 vs 127, a different image. Resize as eager does instead.
+            m.transform.resize = self._resize
+        try:
+            image_list, _ = m.transform([image])
+        finally:
+            m.transform.__dict__.pop("resize", None)
         features = m.backbone(image_list.tensors)
         if isinstance(features, Tensor):
             features = OrderedDict([("0", features)])
@@ -135,6 +142,21 @@ class RCNNExportGraph(nn.Module):
         det = detections[0]
         boxes = resize_boxes(det["boxes"], list(image_list.image_sizes[0]), [height, width])
         return boxes, det["scores"], det["labels"], det["masks"][:, 0]
+
+    def _resize(self, image: Tensor, target: Any = None) -> tuple[Tensor, Any]:
+        """GeneralizedRCNNTransform.resize in eval mode with eager PyTorch's sizes:
+        ``floor(side * min(min_size / short, max_size / long))`` in double precision, as tensor ops
+        so the size stays dynamic in a trace."""
+        import torch.nn.functional as F
+
+        t = self.model.transform
+        hw = torch._shape_as_tensor(image)[-2:].to(torch.float64)
+        # double like eager; the ONNX exporter casts to float32 around Python or 0-d constants
+        limits = torch.tensor([float(t.min_size[-1]), float(t.max_size)], dtype=torch.float64)
+        scale = (limits / torch.stack([hw.min(), hw.max()])).min()  # [2] / [2]: no scalar promotion
+        size = torch.floor(hw * scale).to(torch.int64)
+        resized = F.interpolate(image[None], size=(size[0], size[1]), mode="bilinear", align_corners=False)
+        return resized[0], target
 
 
 class LetterboxExportGraph(nn.Module):
@@ -169,8 +191,10 @@ class LetterboxExportGraph(nn.Module):
         size = self.size
         hw = torch._shape_as_tensor(image)[-2:]
         hw_f = hw.to(torch.float32)
-        scale = size / hw_f.max()
-        new_hw = torch.round(hw_f * scale).clamp(min=1).to(torch.int64)
+        hw_d = hw.to(torch.float64)  # sizes in double like the eager Python code; [1]-shaped constants
+        scale_d = torch.tensor([float(size)], dtype=torch.float64) / hw_d.max().reshape(1)
+        new_hw = torch.round(hw_d * scale_d).clamp(min=1).to(torch.int64)
+        scale = scale_d.to(torch.float32)[0]  # letterbox's float32 ``scales``
         resized = F.interpolate(image[None], size=(new_hw[0], new_hw[1]), mode="bilinear",
                                 align_corners=False)
         pad = size - new_hw
@@ -180,8 +204,10 @@ class LetterboxExportGraph(nn.Module):
         limits = hw_f.flip(0).repeat(2)  # (w, h, w, h)
         out_boxes = torch.minimum((boxes[0][keep] / scale).clamp(min=0), limits)
         mh, mw = masks.shape[-2:]
-        crop = torch.round(hw_f * scale * torch.tensor([mh / size, mw / size]))
-        crop = torch.minimum(crop.clamp(min=1), torch.tensor([float(mh), float(mw)])).to(torch.int64)
+        cells = torch.tensor([mh / size, mw / size], dtype=torch.float64)
+        crop = torch.round(hw_d * scale.to(torch.float64) * cells)
+        crop = torch.minimum(crop.clamp(min=1), torch.tensor([float(mh), float(mw)], dtype=torch.float64))
+        crop = crop.to(torch.int64)
         m = masks[0][keep]
         m = m.index_select(1, torch.arange(crop[0])).index_select(2, torch.arange(crop[1]))
         return out_boxes, scores[0][keep], labels[0][keep].to(torch.int64), m

@@ -137,6 +137,21 @@ def test_partial_threshold_and_batch_of_mixed_sizes(exported, real_images):
     _assert_parity(_torch_run(model, real_images[1], threshold), outs[1])
 
 
+def test_sizes_where_float32_resize_sizes_would_round_differently(exported):
+    # 479 px -> 127.99999999999999 in double (eager: 127) but 128.00000283 in float32
+    from instaseg.export.onnx_export import compare_detections
+
+    model, onnx_model, _, _, _ = exported
+    onnx_model.score_threshold = 0.05
+    for size in [(445, 479), (300, 479), (200, 215), (77, 513)]:
+        image = torch.rand(3, *size, generator=torch.Generator().manual_seed(0))
+        ref = _torch_run(model, image, 0.05)
+        got = onnx_model.run_raw(image)
+        assert len(ref["boxes"]) > 0
+        check = compare_detections([ref["boxes"], ref["scores"], ref["labels"]], got)
+        assert check["ok"], (size, check)
+
+
 @pytest.mark.parametrize("case", ["high_threshold", "blank_image"])
 def test_no_detections_is_empty_and_well_formed(exported, case):
     model, onnx_model, _, _, _ = exported
