@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from instaseg.models import get_model, list_models
-from tests.models.helpers import empty_target, make_sample
+from tests.models.helpers import (
+    empty_target,
+    make_sample,
+    one_thread,  # noqa: F401  (fixture, used by pytestmark)
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_r18_slim_registered_and_forward() -> None:

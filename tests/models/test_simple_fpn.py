@@ -8,7 +8,12 @@ from torchvision.ops import box_iou
 
 from instaseg.models import get_model
 from instaseg.models.simple_fpn import SimpleFPN
-from tests.models.helpers import make_sample
+from tests.models.helpers import (
+    make_sample,
+    one_thread,  # noqa: F401  (fixture, used by pytestmark)
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_assignment_gives_every_object_a_location_and_prefers_smaller() -> None:

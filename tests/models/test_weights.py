@@ -16,6 +16,9 @@ from instaseg.models.backbones import (
     efficientnet_lite0_fpn,
     efficientnet_lite0_weights_file,
 )
+from tests.models.helpers import one_thread  # noqa: F401  (fixture, used by pytestmark)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

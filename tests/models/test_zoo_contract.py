@@ -13,7 +13,13 @@ import pytest
 import torch
 
 from instaseg.models import get_model, get_model_builder, list_models
-from tests.models.helpers import empty_target, make_sample
+from tests.models.helpers import (
+    empty_target,
+    make_sample,
+    one_thread,  # noqa: F401  (fixture, used by pytestmark)
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 NUM_CLASSES = 3
 _CACHE: dict[str, torch.nn.Module] = {}
