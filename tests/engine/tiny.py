@@ -80,6 +80,7 @@ def ensure_registered() -> str:
         def engine_test_tiny(
             *, num_classes: int = 2, nan_after: int = 0, sleep_s: float = 0.0, **_: object
         ) -> nn.Module:
+            """Test-only per-pixel model for the engine tests (not a real detector)."""
             return TinySeg(num_classes, nan_after, sleep_s)
 
     return NAME
