@@ -83,6 +83,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--kw", default="{}", help="extra model kwargs as JSON")
+    p.add_argument("--tag", default="", help="suffix of the result file name")
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -144,7 +145,7 @@ def main() -> None:
               "s_per_iter": round(train_s / max(it, 1), 3), "infer_s_per_image": round(infer_s, 4),
               "metrics": metrics, "log": log, "threads": args.threads}
     print(json.dumps({k: v for k, v in result.items() if k != "log"}, indent=1))
-    out = Path(__file__).parent / "results" / f"model_learning_{args.model}.json"
+    out = Path(__file__).parent / "results" / f"model_learning_{args.model}{args.tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
 
