@@ -46,8 +46,8 @@ class ModelConfig:
 class DataConfig:
     """Datasets (``build_dataset`` specs), input size, augmentation and loading."""
 
-    train: str = "shapes:640:128"
-    val: str = "shapes:640:128"  # its val split: 128 other images
+    train: str = "shapes:800:128"
+    val: str = "shapes:800:128"  # its val split: 160 other images
     train_split: str | None = "train"
     val_split: str | None = "val"
     image_size: int = 128
@@ -66,9 +66,9 @@ class TrainConfig:
 
     seed: int = 0
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
-    epochs: int = 5
+    epochs: int = 8
     max_iters: int | None = None  # if set, stop after this many optimizer steps (overrides epochs)
-    batch_size: int = 8  # per process
+    batch_size: int = 4  # per process
     accumulate: int = 1  # gradient accumulation: batches per optimizer step
     optimizer: str = "sgd"  # "sgd" or "adamw"
     lr: float = 0.02
@@ -87,7 +87,7 @@ class TrainConfig:
     loss_weights: dict[str, float] = field(default_factory=dict)  # per loss key, default 1.0
     amp: bool = True  # mixed precision (CUDA only; ignored on CPU)
     channels_last: bool = True  # CUDA only
-    checkpoint_period: int = 50  # also save last.pt every N iterations (0: at epoch ends only)
+    checkpoint_period: int = 100  # also save last.pt every N iterations (0: at epoch ends only)
     log_period: int = 10  # iterations between scalar logs
     max_time_min: float | None = None  # safety net: stop (then evaluate) after this many minutes
     num_threads: int | None = None  # torch CPU threads (None: torch's default)
