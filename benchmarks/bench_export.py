@@ -6,8 +6,10 @@ the model resizes them to its default size inside):
 
 - ``graph``: the network up to fixed-size outputs (boxes, scores, labels, low-res masks): the eager
   export graph (what ``instaseg predict`` runs on the torch backend) vs ``InferenceSession.run``;
-- ``end_to_end``: ``model(images)`` with full-size masks: eager model vs ``OnnxDetector`` (the same
-  torchvision paste after the graph).
+- ``end_to_end``: ``model(images)`` with full-size float masks: eager model vs ``OnnxDetector`` (the
+  same torchvision ``paste_masks_in_image`` after the graph, so this dilutes the gap);
+- ``predictor``: what ``instaseg predict`` runs: ``Predictor.predict`` on a uint8 image with RLE masks
+  (low-resolution masks pasted per box by ``instaseg.ops.paste``), torch backend vs onnxruntime backend.
 
 Both sides use the same score threshold and ``threads`` CPU threads (torch.set_num_threads, ORT
 intra-op threads). Median of ``--repeat`` passes over the images after one warm-up pass.
@@ -35,7 +37,10 @@ from instaseg.export.onnx_export import export_onnx
 from instaseg.export.runtime import load_onnx_model
 from instaseg.models import get_model
 
-DEFAULT_MODELS = ["maskrcnn_r18_slim", "maskrcnn_mobilenet_v3", "maskrcnn_effnet_lite0", "maskrcnn_r50_fpn"]
+DEFAULT_MODELS = [
+    "maskrcnn_r18_slim", "maskrcnn_mobilenet_v3", "maskrcnn_effnet_lite0", "yolact_lite", "solov2_lite",
+    "maskrcnn_r50_fpn",
+]
 
 
 def load_images(n: int) -> list[torch.Tensor]:
@@ -73,6 +78,8 @@ def bench_model(name: str, images: list[torch.Tensor], repeat: int, threshold: f
     thr = torch.tensor(threshold)
     if hasattr(model, "roi_heads"):
         model.roi_heads.score_thresh = threshold
+    elif hasattr(model, "score_threshold"):
+        model.score_threshold = threshold
     detections = [len(onnx_model.run_raw(img)[0]) for img in images]
     row = {
         "model": name,
@@ -86,6 +93,21 @@ def bench_model(name: str, images: list[torch.Tensor], repeat: int, threshold: f
     graph_ort = timed(onnx_model.run_raw, images, repeat)
     e2e_torch = timed(lambda img: model([img]), images, repeat)
     e2e_ort = timed(lambda img: onnx_model([img]), images, repeat)
+    predictor = None
+    try:
+        from instaseg.engine.predictor import Predictor
+
+        rgb = [(img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for img in images]
+        by_index = {id(img): arr for img, arr in zip(images, rgb, strict=True)}
+        p_torch = Predictor(model, meta["class_names"], score_threshold=threshold)
+        p_onnx = Predictor(onnx_model, meta["class_names"], score_threshold=threshold)
+        pred_torch = timed(lambda img: p_torch.predict(by_index[id(img)]), images, repeat)
+        pred_ort = timed(lambda img: p_onnx.predict(by_index[id(img)]), images, repeat)
+        predictor = {"torch": round(pred_torch * 1e3, 1), "onnxruntime": round(pred_ort * 1e3, 1),
+                     "speedup": round(pred_torch / pred_ort, 2)}
+    except ImportError:  # the predictor is optional here
+        pass
+    row["predictor_ms"] = predictor
     row.update({
         "graph_ms": {"torch": round(graph_torch * 1e3, 1), "onnxruntime": round(graph_ort * 1e3, 1),
                      "speedup": round(graph_torch / graph_ort, 2)},
@@ -107,15 +129,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     images = load_images(args.images)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models:
-            rows.append(bench_model(name, images, args.repeat, args.threshold, args.threads, Path(tmp)))
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     report = {"threads": args.threads, "threshold": args.threshold, "images": args.images,
-              "repeat": args.repeat, "torch": torch.__version__, "results": rows}
-    out.write_text(json.dumps(report, indent=2))
+              "repeat": args.repeat, "torch": torch.__version__, "results": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            report["results"].append(bench_model(name, images, args.repeat, args.threshold, args.threads,
+                                                 Path(tmp)))
+            out.write_text(json.dumps(report, indent=2))  # after each model: partial runs keep results
     print(f"wrote {out}")
 
 

@@ -61,7 +61,8 @@ def export_command(
     name = result.metadata.get("instaseg.model_name", "?")
     n_classes = len(meta.get("class_names") or []) - 1
     what = f"opset {result.opset}" if fmt == "onnx" else "torchscript"
-    typer.echo(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, {what}, {name}, {n_classes} classes)")
+    classes = f"{n_classes} class{'' if n_classes == 1 else 'es'}"
+    typer.echo(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, {what}, {name}, {classes})")
     failed = False
     for check in result.checks:
         h, w = check["size"]
