@@ -125,16 +125,20 @@ class ProtoNet(nn.Module):
 class PredictionHead(nn.Module):
     """Shared over FPN levels: class logits, box deltas and tanh mask coefficients per anchor."""
 
-    def __init__(self, channels: int, num_anchors: int, num_classes: int, num_protos: int, num_convs: int):
+    def __init__(
+        self, channels: int, num_anchors: int, num_classes: int, num_protos: int, num_convs: int,
+        kernel: int = 3,
+    ):
         super().__init__()
         tower: list[nn.Module] = []
         for _ in range(num_convs):
             tower += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
         self.tower = nn.Sequential(*tower)
         self.num_classes, self.num_protos = num_classes, num_protos
-        self.cls = nn.Conv2d(channels, num_anchors * num_classes, 3, padding=1)
-        self.box = nn.Conv2d(channels, num_anchors * 4, 3, padding=1)
-        self.coef = nn.Conv2d(channels, num_anchors * num_protos, 3, padding=1)
+        pad = kernel // 2
+        self.cls = nn.Conv2d(channels, num_anchors * num_classes, kernel, padding=pad)
+        self.box = nn.Conv2d(channels, num_anchors * 4, kernel, padding=pad)
+        self.coef = nn.Conv2d(channels, num_anchors * num_protos, kernel, padding=pad)
         for conv in (self.cls, self.box, self.coef):
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)
@@ -164,6 +168,8 @@ class MaskIoUNet(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, masks: Tensor) -> Tensor:
+        # A fixed 32x32 input keeps its cost independent of the canvas size (x25 cheaper at 640).
+        masks = F.interpolate(masks, size=(32, 32), mode="bilinear", align_corners=False)
         return torch.sigmoid(self.net(masks).amax(dim=(2, 3)))
 
 
@@ -184,6 +190,7 @@ class YOLACT(nn.Module):
         input_size: int = 544,
         num_protos: int = 32,
         head_convs: int = 1,
+        head_kernel: int = 3,
         proto_convs: int = 3,
         proto_conv_after_up: bool = True,
         aspect_ratios: tuple[float, ...] = (1.0, 0.5, 2.0),
@@ -204,7 +211,7 @@ class YOLACT(nn.Module):
         self.pixel_std = tuple(getattr(backbone, "pixel_std", IMAGENET_STD))
         ch = fpn.out_channels
         self.num_classes, self.input_size = num_classes, input_size
-        self.head = PredictionHead(ch, len(aspect_ratios), num_classes, num_protos, head_convs)
+        self.head = PredictionHead(ch, len(aspect_ratios), num_classes, num_protos, head_convs, head_kernel)
         self.protonet = ProtoNet(ch, num_protos, proto_convs, proto_conv_after_up)
         self.semantic = nn.Conv2d(ch, num_classes - 1, 1)  # training-only auxiliary head
         self.maskiou = MaskIoUNet(num_classes - 1) if use_maskiou else None
@@ -239,15 +246,21 @@ class YOLACT(nn.Module):
         labels = torch.gather(label, 1, idx) + 1
         keep = fast_nms_keep(boxes, scores, labels, self.nms_threshold)
         scores = scores * keep.to(scores.dtype)
-        logits = torch.einsum("bkc,bchw->bkhw", _gather(coef, idx), protos)
+        # Masks (and their re-scoring) only for the survivors: the expensive part scales with K.
+        n = min(self.max_detections, k)
+        scores, order = scores.topk(n, dim=1)
+        boxes, labels = _gather(boxes, order), torch.gather(labels, 1, order)
+        coefs = _gather(_gather(coef, idx), order)
+        logits = torch.einsum("bkc,bchw->bkhw", coefs, protos)
         masks = crop_masks(torch.sigmoid(logits), boxes, self._proto_stride(protos))
         if self.maskiou is not None:
             b, kk, h, w = masks.shape
             iou = self.maskiou(masks.reshape(b * kk, 1, h, w)).reshape(b, kk, -1)
             scores = scores * torch.gather(iou, 2, (labels - 1)[..., None])[..., 0]
-        n = min(self.max_detections, k)
-        scores, order = scores.topk(n, dim=1)
-        return _gather(boxes, order), scores, torch.gather(labels, 1, order), _gather(masks, order)
+            scores, order = scores.sort(dim=1, descending=True)
+            boxes, labels = _gather(boxes, order), torch.gather(labels, 1, order)
+            masks = _gather(masks, order)
+        return boxes, scores, labels, masks
 
     def preprocess(self, images: list[Tensor]) -> tuple[Tensor, list[tuple[int, int]], Tensor]:
         return letterbox(images, self.input_size)
@@ -414,12 +427,14 @@ def yolact_lite(
     num_protos: int = 16,
     proto_convs: int = 1,
     proto_conv_after_up: bool = False,
+    head_kernel: int = 1,
     backbone_weights: str | None = None,
     **kwargs: Any,
 ) -> YOLACT:
-    """Fastest YOLACT: MobileNetV3 FPN (64 ch), 16 prototypes, light protonet."""
+    """Fastest YOLACT: MobileNetV3 FPN (64 ch), 16 prototypes, light protonet, 1x1 predictors."""
     return build_yolact(
         num_classes=num_classes, backbone=backbone, fpn_channels=fpn_channels, input_size=input_size,
         num_protos=num_protos, proto_convs=proto_convs, proto_conv_after_up=proto_conv_after_up,
+        head_kernel=head_kernel,
         backbone_weights=backbone_weights, **kwargs,
     )
