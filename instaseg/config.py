@@ -66,7 +66,7 @@ class TrainConfig:
 
     seed: int = 0
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
-    epochs: int = 8
+    epochs: int = 7
     max_iters: int | None = None  # if set, stop after this many optimizer steps (overrides epochs)
     batch_size: int = 4  # per process
     accumulate: int = 1  # gradient accumulation: batches per optimizer step
