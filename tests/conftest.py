@@ -13,7 +13,8 @@ def data_root() -> Path | None:
     root = os.environ.get("INSTASEG_DATA")
     if not root:
         return None
-    path = Path(root)
+    # absolute, so tests that run a subprocess in another working directory still find it
+    path = Path(root).resolve()
     return path if path.is_dir() else None
 
 
