@@ -3,7 +3,8 @@
 Each FPN level's feature map is resized to an ``G x G`` grid. For every grid cell a category branch
 predicts class scores (an object "is" at the cell holding its centre) and a kernel branch predicts a
 dynamic 1x1 convolution kernel of ``E`` weights. A mask-feature branch fuses P3-P5 into one ``E``-channel
-map at stride 4; the mask of cell ``c`` is ``sigmoid(kernel_c . mask_features)`` (dynamic convolution).
+map at stride 4 (or 2/8: ``mask_stride``); the mask of cell ``c`` is ``sigmoid(kernel_c . mask_features)``
+(dynamic convolution).
 Training: focal loss on categories, Dice loss on the masks of positive cells. Inference: point-NMS on
 category maps, top-k cells, mask scoring by "maskness", then Matrix NMS (parallel soft score decay).
 """
@@ -54,10 +55,11 @@ def conv_gn(cin: int, cout: int) -> nn.Sequential:
 
 
 class MaskFeatureBranch(nn.Module):
-    """Fuse P3-P5 (CoordConv on P5) into ``E`` channels at stride 4."""
+    """Fuse P3-P5 (CoordConv on P5) into ``E`` channels at stride ``8 / upsample``."""
 
-    def __init__(self, cin: int, mid: int, out: int) -> None:
+    def __init__(self, cin: int, mid: int, out: int, upsample: int = 2) -> None:
         super().__init__()
+        self.upsample = upsample
         self.lateral = nn.ModuleList([conv_gn(cin, mid), conv_gn(cin, mid), conv_gn(cin + 2, mid)])
         self.out = nn.Sequential(nn.Conv2d(mid, out, 1, bias=False), nn.GroupNorm(min(32, out // 4), out),
                                  nn.ReLU(inplace=True))
@@ -68,7 +70,8 @@ class MaskFeatureBranch(nn.Module):
         for i in (1, 2):
             f = coord_channels(feats[i]) if i == 2 else feats[i]
             x = x + F.interpolate(self.lateral[i](f), size=size, mode="bilinear", align_corners=False)
-        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        if self.upsample > 1:
+            x = F.interpolate(x, scale_factor=float(self.upsample), mode="bilinear", align_corners=False)
         return self.out(x)
 
 
@@ -128,6 +131,8 @@ class SOLOv2(nn.Module):
         num_classes: including background. input_size: letterbox canvas side (multiple of 32).
         grids: grid side per FPN level. scale_ranges are fractions of ``input_size``: level ``i``
             takes objects with ``sqrt(box area) / input_size`` in ``scale_ranges[i]``.
+        mask_stride: canvas pixels per mask-feature pixel (8, 4 or 2); 2 gives finer masks at 4x the
+            cost of the mask branch output and the dynamic convolution.
     """
 
     def __init__(
@@ -144,6 +149,7 @@ class SOLOv2(nn.Module):
         head_convs: int = 4,
         mask_channels: int = 128,
         kernel_dim: int = 128,
+        mask_stride: int = 4,
         center_sigma: float = 0.2,
         score_threshold: float = 0.1,
         pre_nms_top_k: int = 200,
@@ -166,7 +172,9 @@ class SOLOv2(nn.Module):
         self.grids, self.scale_ranges = tuple(grids), tuple(tuple(r) for r in scale_ranges)
         self.center_sigma = center_sigma
         self.head = SOLOv2Head(ch, head_channels, head_convs, num_classes - 1, kernel_dim)
-        self.mask_branch = MaskFeatureBranch(ch, mask_channels, kernel_dim)
+        if mask_stride not in (2, 4, 8):
+            raise ConfigError(f"mask_stride must be 2, 4 or 8 canvas pixels, got {mask_stride}")
+        self.mask_branch = MaskFeatureBranch(ch, mask_channels, kernel_dim, 8 // mask_stride)
         self.score_threshold, self.pre_nms_top_k = score_threshold, pre_nms_top_k
         self.max_detections, self.nms_sigma, self.final_threshold = max_detections, nms_sigma, final_threshold
         self.loss_weights = {"cate": 1.0, "mask": 3.0}
@@ -187,7 +195,8 @@ class SOLOv2(nn.Module):
     # ---- inference graph (fixed shapes, exportable) -------------------------------------------
     def forward_tensor(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """[B, 3, S, S] letterboxed RGB in [0, 1] -> (boxes [B, K, 4] XYXY canvas px (mask-derived,
-        coarse), scores [B, K] (0 where dropped), labels [B, K], masks [B, K, S/4, S/4] probabilities)."""
+        coarse), scores [B, K] (0 where dropped), labels [B, K], masks [B, K, S/m, S/m] probabilities at
+        the mask stride ``m``)."""
         cates, kernels, mask_feat = self._features(batch)
         b = batch.shape[0]
         probs = []

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pycocotools.mask as mask_utils
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from instaseg.data.base import make_target
+from instaseg.evaluation.coco import COCOEvaluator
+from instaseg.structures.masks import rle_encode
 
 
 def synthetic_samples(n: int, seed: int = 0) -> list[tuple[torch.Tensor, dict]]:
@@ -85,31 +84,28 @@ def recompute_bn_stats(model: torch.nn.Module, images: list, targets: list, pass
 
 
 def mask_ap(model: torch.nn.Module, samples: list) -> dict[str, float]:
-    """COCO segm AP / AP50 of ``model`` (eval mode) on ``samples`` via pycocotools."""
+    """COCO segm metrics (AP, AP50, ...) of ``model`` (eval mode) on ``samples``, computed by
+    instaseg's :class:`COCOEvaluator` against the samples' own ground truth."""
     model.eval()
     with torch.no_grad():
         outputs = model([s[0] for s in samples])
-    images, anns, dets = [], [], []
-    for (image, target), out in zip(samples, outputs, strict=True):
+    images, anns = [], []
+    for image, target in samples:
         h, w = image.shape[1:]
         iid = int(target["image_id"])
         images.append({"id": iid, "height": h, "width": w})
         for m, lab in zip(target["masks"], target["labels"], strict=True):
-            rle = mask_utils.encode(np.asfortranarray(m.numpy().astype(np.uint8)))
+            rle = rle_encode(m.numpy())
             anns.append({"id": len(anns) + 1, "image_id": iid, "category_id": int(lab), "iscrowd": 0,
-                         "segmentation": rle, "area": float(m.sum()),
-                         "bbox": list(mask_utils.toBbox(rle))})
-        for m, lab, sc in zip(out["masks"][:, 0], out["labels"], out["scores"], strict=True):
-            rle = mask_utils.encode(np.asfortranarray((m >= 0.5).numpy().astype(np.uint8)))
-            dets.append({"image_id": iid, "category_id": int(lab), "segmentation": rle, "score": float(sc)})
-    gt = COCO()
-    gt.dataset = {"images": images, "annotations": anns,
-                  "categories": [{"id": 1, "name": "rect"}, {"id": 2, "name": "disc"}]}
-    gt.createIndex()
-    if not dets:
-        return {"AP": 0.0, "AP50": 0.0}
-    ev = COCOeval(gt, gt.loadRes(dets), "segm")
-    ev.evaluate()
-    ev.accumulate()
-    ev.summarize()
-    return {"AP": float(ev.stats[0]), "AP50": float(ev.stats[1])}
+                         "segmentation": rle, "area": float(m.sum()), "bbox": box_xywh(m)})
+    gt = {"images": images, "annotations": anns,
+          "categories": [{"id": 1, "name": "rect"}, {"id": 2, "name": "disc"}]}
+    evaluator = COCOEvaluator(gt, category_ids=[0, 1, 2], iou_types=("segm",))
+    evaluator.process([s[1] for s in samples], outputs)
+    return evaluator.evaluate()["segm"]
+
+
+def box_xywh(mask: torch.Tensor) -> list[float]:
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    x0, y0 = float(xs.min()), float(ys.min())
+    return [x0, y0, float(xs.max()) + 1 - x0, float(ys.max()) + 1 - y0]

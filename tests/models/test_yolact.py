@@ -133,13 +133,25 @@ def assert_parity(got, want):
     assert torch.allclose(got[3][0][clear], want[3][0][clear], atol=1e-3)
 
 
+def test_mask_stride_option_sets_mask_resolution_and_is_validated():
+    with pytest.raises(ConfigError, match="stride must be 2, 4 or 8"):
+        tiny(proto_stride=3)
+    for stride in (2, 4):
+        model = tiny(proto_stride=stride).eval()
+        with torch.no_grad():
+            masks = model.forward_tensor(torch.rand(1, 3, 64, 64))[3]
+        assert masks.shape[-2:] == (64 // stride, 64 // stride)
+
+
 @pytest.mark.slow
 def test_overfits_a_handful_of_images():
+    # Issue #7: mask AP >= 0.9 on a handful of images. Masks at stride 2 on a 128 px canvas (64x64) are
+    # fine enough for AP at IoU 0.95; at stride 4 on 96 px the ceiling was ~0.85 (see BENCHMARKS.md).
     torch.manual_seed(0)
     samples = synthetic_samples(4)
-    model = get_model("yolact_lite", num_classes=3, input_size=96)
+    model = get_model("yolact_lite", num_classes=3, input_size=128, proto_stride=2)
     history = overfit(model, samples, steps=60, lr=3e-3)
     assert history[-1] < 0.2 * history[0]
     ap = mask_ap(model, samples)
     assert ap["AP50"] >= 0.9, ap
-    assert ap["AP"] >= 0.75, ap
+    assert ap["AP"] >= 0.9, ap
