@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
 from instaseg.errors import ConfigError
+from instaseg.models.common import validate_images, validate_targets
 from instaseg.models.registry import register_model
 from instaseg.models.rt_common import (
     FPN,
@@ -239,10 +240,11 @@ class SOLOv2(nn.Module):
         return postprocess(*outputs, image_sizes, scales, self.input_size, 0.0, boxes_from_masks=True)
 
     def forward(self, images: list[Tensor], targets: list[dict[str, Any]] | None = None) -> Any:
+        validate_images(images)
+        if self.training:
+            validate_targets(images, targets, self.num_classes)
         batch, sizes, scales = self.preprocess(images)
         if self.training:
-            if targets is None:
-                raise ValueError("SOLOv2 in training mode needs targets")
             return self.compute_losses(batch, letterbox_targets(targets, sizes, scales, self.input_size))
         return self.postprocess(self.forward_tensor(batch), sizes, scales)
 

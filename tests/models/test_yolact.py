@@ -1,8 +1,10 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+from instaseg.config import load_config
 from instaseg.errors import ConfigError
 from instaseg.models.registry import get_model, list_models
 from instaseg.models.rt_common import TensorForward
@@ -17,6 +19,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def tiny(**kw):
@@ -34,7 +39,27 @@ def empty_target(h, w):
 
 
 def test_registered():
-    assert {"yolact", "yolact_lite"} <= set(list_models())
+    assert {"yolact", "yolact_lite", "yolact_nano"} <= set(list_models())
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("yolact*.yaml")) + sorted(CONFIGS.glob("solov2*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_configs_build_their_model(path, monkeypatch):
+    monkeypatch.setenv("INSTASEG_DATA", "/data/root")
+    cfg = load_config(path)
+    assert "${" not in cfg.data.train and "${" not in cfg.data.val
+    model = get_model(cfg.model.name, num_classes=2, **cfg.model.kwargs)
+    assert model.input_size == cfg.model.kwargs["input_size"]
+
+
+def test_nano_is_yolact_lite_on_mobilenet_v3_small():
+    nano = get_model("yolact_nano", num_classes=3, input_size=64)
+    small = get_model("yolact_lite", num_classes=3, input_size=64, backbone="mobilenet_v3_small")
+    assert [tuple(p.shape) for p in nano.state_dict().values()] == [
+        tuple(p.shape) for p in small.state_dict().values()
+    ]
+    lite = get_model("yolact_lite", num_classes=3, input_size=64)
+    assert sum(p.numel() for p in nano.parameters()) < sum(p.numel() for p in lite.parameters())
 
 
 def test_bad_config_raises():
