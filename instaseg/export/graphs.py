@@ -144,19 +144,23 @@ class RCNNExportGraph(nn.Module):
         return boxes, det["scores"], det["labels"], det["masks"][:, 0]
 
     def _resize(self, image: Tensor, target: Any = None) -> tuple[Tensor, Any]:
-        """GeneralizedRCNNTransform.resize in eval mode with eager PyTorch's sizes:
-        ``floor(side * min(min_size / short, max_size / long))`` in double precision, as tensor ops
-        so the size stays dynamic in a trace."""
-        import torch.nn.functional as F
-
         t = self.model.transform
-        hw = torch._shape_as_tensor(image)[-2:].to(torch.float64)
-        # double like eager; the ONNX exporter casts to float32 around Python or 0-d constants
-        limits = torch.tensor([float(t.min_size[-1]), float(t.max_size)], dtype=torch.float64)
-        scale = (limits / torch.stack([hw.min(), hw.max()])).min()  # [2] / [2]: no scalar promotion
-        size = torch.floor(hw * scale).to(torch.int64)
-        resized = F.interpolate(image[None], size=(size[0], size[1]), mode="bilinear", align_corners=False)
-        return resized[0], target
+        return resize_like_eager(image, int(t.min_size[-1]), int(t.max_size)), target
+
+
+def resize_like_eager(image: Tensor, min_size: int, max_size: int) -> Tensor:
+    """GeneralizedRCNNTransform.resize of a [3, H, W] image in eval mode with eager PyTorch's sizes:
+    ``floor(side * min(min_size / short, max_size / long))`` in double precision, as tensor ops so the
+    size stays dynamic in a trace. (torchvision's traced resize computes the size in float32: e.g.
+    479 px -> 128 vs eager's 127, a different image.)"""
+    import torch.nn.functional as F
+
+    hw = torch._shape_as_tensor(image)[-2:].to(torch.float64)
+    # double like eager; the ONNX exporter casts to float32 around Python or 0-d constants
+    limits = torch.tensor([float(min_size), float(max_size)], dtype=torch.float64)
+    scale = (limits / torch.stack([hw.min(), hw.max()])).min()  # [2] / [2]: no scalar promotion
+    size = torch.floor(hw * scale).to(torch.int64)
+    return F.interpolate(image[None], size=(size[0], size[1]), mode="bilinear", align_corners=False)[0]
 
 
 class LetterboxExportGraph(nn.Module):

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.models.detection._utils import _topk_min
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import batched_nms, generalized_box_iou_loss, sigmoid_focal_loss
 
@@ -111,20 +112,31 @@ class SimpleFPN(TolerantBatchNormLoading, nn.Module):
         feat = self.backbone(batch.tensors)["0"]
         if feat.shape[-1] * self.stride != batch.tensors.shape[-1]:
             raise ConfigError(f"backbone level '0' must have stride {self.stride}")
-        cls_feat, reg_feat = self.cls_tower(feat), self.reg_tower(feat)
-        logits = self.cls_logits(cls_feat)  # (B, C-1, h, w)
-        box_raw = self.box_pred(reg_feat).clamp(max=8.0)  # log-distances in strides; clamp: no overflow
-        params = self.controller(reg_feat)  # (B, P, h, w)
-        mask_feat = self.mask_branch(feat)  # (B, 8, h, w)
-        points = self._points(feat)  # (h*w, 2) xy pixel centres of the locations
+        logits, box_raw, params, mask_feat, points = self._heads(feat)
         if self.training:
             return self._losses(logits, box_raw, params, mask_feat, points, targets, batch.tensors.shape[-2:])
         return self._inference(logits, box_raw, params, mask_feat, points, batch.image_sizes, original_sizes)
 
+    def _heads(self, feat: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Head outputs on the stride-``stride`` features (B, c, h, w): class logits (B, C-1, h, w),
+        raw box log-distances (B, 4, h, w), dynamic mask parameters (B, P, h, w), mask features
+        (B, 8, h, w) and the locations' xy pixel centres (h*w, 2)."""
+        cls_feat, reg_feat = self.cls_tower(feat), self.reg_tower(feat)
+        logits = self.cls_logits(cls_feat)
+        box_raw = self.box_pred(reg_feat).clamp(max=8.0)  # log-distances in strides; clamp: no overflow
+        params = self.controller(reg_feat)
+        mask_feat = self.mask_branch(feat)
+        return logits, box_raw, params, mask_feat, self._points(feat)
+
+    def export_graph(self) -> nn.Module:
+        """The export graph (:mod:`instaseg.export.graphs`): one image in, detections out, running
+        :meth:`_detect` like eager inference."""
+        return SimpleFPNExportGraph(self)
+
     def _points(self, feat: Tensor) -> Tensor:
-        h, w = feat.shape[-2:]
-        ys = (torch.arange(h, device=feat.device, dtype=torch.float32) + 0.5) * self.stride
-        xs = (torch.arange(w, device=feat.device, dtype=torch.float32) + 0.5) * self.stride
+        hw = torch._shape_as_tensor(feat)[-2:]  # a tensor: stays dynamic when traced
+        ys = (torch.arange(hw[0], device=feat.device, dtype=torch.float32) + 0.5) * self.stride
+        xs = (torch.arange(hw[1], device=feat.device, dtype=torch.float32) + 0.5) * self.stride
         yy, xx = torch.meshgrid(ys, xs, indexing="ij")
         return torch.stack([xx.reshape(-1), yy.reshape(-1)], 1)
 
@@ -143,17 +155,19 @@ class SimpleFPN(TolerantBatchNormLoading, nn.Module):
         rel_x = (xs.view(1, 1, 1, w) - centers[:, 0].view(k, 1, 1, 1)) / self.coord_scale
         rel_y = (ys.view(1, 1, h, 1) - centers[:, 1].view(k, 1, 1, 1)) / self.coord_scale
         x = torch.cat([mask_feat[None].expand(k, -1, -1, -1),
-                       rel_x.expand(k, 1, h, w), rel_y.expand(k, 1, h, w)], 1)  # (K, 10, h, w)
+                       rel_x.expand(k, 1, h, w), rel_y.expand(k, 1, h, w)], 1)
+        x = x.reshape(k, MASK_CHANNELS + 2, h * w)  # explicit sizes: a -1 fails in ORT when K = 0
         offset = 0
         for i, (o, c) in enumerate(DYN_SHAPES):
             weight = params[:, offset: offset + o * c].reshape(k, o, c)
             offset += o * c
             bias = params[:, offset: offset + o]
             offset += o
-            x = torch.einsum("kchw,koc->kohw", x, weight) + bias[:, :, None, None]
+            # batched matmul, not einsum: ONNX Runtime's Einsum dies (SIGFPE) on K = 0 instances
+            x = torch.matmul(weight, x) + bias[:, :, None]
             if i < len(DYN_SHAPES) - 1:
                 x = F.relu(x)
-        return x[:, 0]
+        return x[:, 0].reshape(k, h, w)
 
     # --- training --------------------------------------------------------------------------------
     def _assign(self, points: Tensor, boxes: Tensor) -> Tensor:
@@ -229,33 +243,92 @@ class SimpleFPN(TolerantBatchNormLoading, nn.Module):
         flat_params = params.permute(0, 2, 3, 1).reshape(b, -1, NUM_DYN_PARAMS)
         results = []
         for i in range(b):
-            scores = scores_all[i].reshape(-1)
-            keep = torch.nonzero(scores > self.score_thresh).squeeze(1)
-            if keep.numel() > self.pre_nms_top_k:
-                keep = keep[scores[keep].topk(self.pre_nms_top_k).indices]
-            loc, cls = keep // nc, keep % nc
-            scores = scores[keep]
             h, w = image_sizes[i]
-            boxes = self._decode(points[loc], flat_box[i, loc])
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-            order = batched_nms(boxes, scores, cls, self.nms_thresh)[: self.detections_per_img]
-            loc, cls, scores, boxes = loc[order], cls[order], scores[order], boxes[order]
+            boxes, scores, labels, probs = self._detect(
+                scores_all[i], flat_box[i], flat_params[i], mask_feat[i], points,
+                torch.tensor([h, w], device=points.device), self.score_thresh)
             oh, ow = original_sizes[i]
-            if loc.numel():
-                m = self._mask_logits(mask_feat[i], flat_params[i, loc], points[loc])
-                m = F.interpolate(m[:, None], scale_factor=self.stride, mode="bilinear", align_corners=False)
-                m = F.interpolate(m[:, :, :h, :w], size=(oh, ow), mode="bilinear", align_corners=False)
-                masks = m.sigmoid()
-            else:
-                masks = mask_feat.new_zeros((0, 1, oh, ow))
-            results.append({
-                "boxes": resize_boxes(boxes, (h, w), (oh, ow)),
-                "labels": cls + 1,
-                "scores": scores,
-                "masks": masks,
-            })
+            masks = F.interpolate(probs[:, None], size=(oh, ow), mode="bilinear", align_corners=False)
+            results.append({"boxes": resize_boxes(boxes, (h, w), (oh, ow)), "labels": labels,
+                            "scores": scores, "masks": masks})
         return results
+
+    def _detect(self, scores: Tensor, box_raw: Tensor, params: Tensor, mask_feat: Tensor, points: Tensor,
+                size: Tensor, score_thresh: float | Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One image's detections: score threshold, top-k, class-wise NMS, masks of the survivors.
+
+        Tensor-only (no Python branching on data or sizes), so the export graph traces this very code
+        with dynamic sizes. Inputs: ``scores`` (N, C-1) probabilities, ``box_raw`` (N, 4), ``params``
+        (N, P) per location, ``mask_feat`` (8, h', w') at stride ``stride`` over the padded batch,
+        ``points`` (N, 2), ``size`` int64 (2,) (h, w) of the resized image before padding; locations
+        scoring at or below ``score_thresh`` are dropped.
+
+        Returns boxes (K, 4) XYXY resized-image pixels, scores (K,) decreasing, labels (K,) int64
+        1..C-1 and mask probabilities (K, h, w) covering the resized image.
+        """
+        nc = self.num_classes - 1
+        flat = scores.reshape(-1)
+        keep = torch.nonzero(flat > score_thresh).squeeze(1)
+        top = flat[keep].topk(_topk_min(flat[keep], self.pre_nms_top_k, 0)).indices
+        keep = keep[top.sort().values]  # location order, as when all fit (ties reach NMS alike)
+        loc, cls = keep // nc, keep % nc
+        scores = flat[keep]
+        limits = size.flip(0).repeat(2).to(box_raw.dtype)  # (w, h, w, h)
+        boxes = torch.minimum(self._decode(points[loc], box_raw[loc]).clamp(min=0), limits)
+        order = batched_nms(boxes, scores, cls, self.nms_thresh)[: self.detections_per_img]
+        loc, cls, scores, boxes = loc[order], cls[order], scores[order], boxes[order]
+        m = self._mask_logits(mask_feat, params[loc], points[loc])
+        m = F.interpolate(m[:, None], scale_factor=self.stride, mode="bilinear", align_corners=False)[:, 0]
+        # crop the padding: index_select keeps (h, w) dynamic where slicing would freeze it in a trace
+        m = m.index_select(1, torch.arange(size[0], device=m.device))
+        m = m.index_select(2, torch.arange(size[1], device=m.device))
+        return boxes, scores, cls + 1, m.sigmoid()
+
+
+class SimpleFPNExportGraph(nn.Module):
+    """Export graph of :class:`SimpleFPN` (protocol: :mod:`instaseg.export.graphs`).
+
+    Normalises, resizes (eager sizes, :func:`instaseg.export.graphs.resize_like_eager`) and pads one
+    image as the model's ``transform`` does, then runs the model's own :meth:`SimpleFPN._heads` and
+    :meth:`SimpleFPN._detect`; boxes are mapped back as ``resize_boxes`` does. Masks (``mask_kind``
+    "image") are the probabilities over the resized image, which eager inference also resizes
+    bilinearly to the input size."""
+
+    mask_kind = "image"
+
+    def __init__(self, model: SimpleFPN) -> None:
+        super().__init__()
+        self.model = model
+        t = model.transform
+        self.min_size, self.max_size = int(t.min_size[-1]), int(t.max_size)
+        self.size_divisible = int(t.size_divisible)
+        self.default_score_threshold = float(model.score_thresh)
+        self.preprocessing = {
+            "normalize_mean": [float(v) for v in t.image_mean],
+            "normalize_std": [float(v) for v in t.image_std],
+            "resize": f"shorter side to {self.min_size}, longer side at most {self.max_size}",
+            "pad_to_multiple": self.size_divisible,
+            "default_size": [self.min_size, self.max_size],
+        }
+
+    def forward(self, image: Tensor, score_threshold: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        from instaseg.export.graphs import resize_like_eager
+
+        m = self.model
+        x = resize_like_eager(m.transform.normalize(image), self.min_size, self.max_size)
+        size = torch._shape_as_tensor(x)[-2:]
+        d = self.size_divisible
+        pad = (size + (d - 1)) // d * d - size  # zeros bottom/right, as batch_images
+        x = F.pad(x[None], (0, pad[1], 0, pad[0]))
+        logits, box_raw, params, mask_feat, points = m._heads(m.backbone(x)["0"])
+        nc = m.num_classes - 1
+        boxes, scores, labels, probs = m._detect(
+            logits[0].sigmoid().permute(1, 2, 0).reshape(-1, nc),
+            box_raw[0].permute(1, 2, 0).reshape(-1, 4),
+            params[0].permute(1, 2, 0).reshape(-1, NUM_DYN_PARAMS),
+            mask_feat[0], points, size, score_threshold)
+        ratio = torch._shape_as_tensor(image)[-2:].to(torch.float32) / size.to(torch.float32)
+        return boxes * ratio.flip(0).repeat(2), scores, labels, probs
 
 
 @register_model()

@@ -63,3 +63,33 @@ def test_overfits_a_few_images() -> None:
             pred = out["masks"][top][best, 0] > 0.5
             gt = target["masks"][g]
             assert float((pred & gt).sum() / (pred | gt).sum()) > 0.6
+
+
+def test_inference_caps_candidates_at_top_k_and_handles_no_detections() -> None:
+    torch.manual_seed(0)
+    model = get_model("simple_fpn", num_classes=3, fpn_channels=32, min_size=64, max_size=96,
+                      pre_nms_top_k=5).eval()
+    with torch.no_grad():
+        model.cls_logits.bias.zero_()
+        model.cls_logits.weight.normal_(std=0.05)  # scores spread over 0..1
+    images = [torch.rand(3, 64, 80), torch.rand(3, 90, 60)]
+    model.score_thresh = 0.0
+    with torch.no_grad():
+        outs = model(images)  # a batch of two sizes
+        first = model(images[:1])[0]  # alone: padded as in the candidates below
+        batch, _ = model.transform(images[:1])
+        logits = model._heads(model.backbone(batch.tensors)["0"])[0]
+    all_scores = logits.sigmoid().flatten().sort(descending=True).values
+    assert len(all_scores) > 5
+    assert 0 < len(first["scores"]) <= 5  # NMS ran on the 5 best candidates only
+    assert float(first["scores"].min()) >= float(all_scores[4]) - 1e-6
+    for image, out in zip(images, outs, strict=True):
+        assert out["masks"].shape == (len(out["boxes"]), 1, *image.shape[-2:])
+        assert float(out["masks"].min()) >= 0 and float(out["masks"].max()) <= 1
+        assert bool((out["boxes"][:, 2:] <= torch.tensor([image.shape[2], image.shape[1]]) + 1e-4).all())
+    model.score_thresh = 1.0
+    with torch.no_grad():
+        empty = model(images[:1])[0]
+    assert empty["boxes"].shape == (0, 4) and empty["scores"].shape == (0,)
+    assert empty["labels"].shape == (0,) and empty["labels"].dtype == torch.int64
+    assert empty["masks"].shape == (0, 1, 64, 80)
