@@ -12,10 +12,14 @@ the model resizes them to its default size inside):
   (low-resolution masks pasted per box by ``instaseg.ops.paste``), torch backend vs onnxruntime backend.
 
 Both sides use the same score threshold and ``threads`` CPU threads (torch.set_num_threads, ORT
-intra-op threads). Median of ``--repeat`` passes over the images after one warm-up pass.
+intra-op threads). Median of ``--repeat`` passes over the images after one warm-up pass. Random
+weights may score nothing above ``--threshold`` (then the mask head never runs); ``--target-detections
+N`` instead sets each model's threshold between its N-th and (N+1)-th best eager score on the first
+image, so the timings include N masks.
 
     INSTASEG_DATA=/work/shared/data .venv/bin/python benchmarks/bench_export.py \
         --models maskrcnn_r18_slim maskrcnn_mobilenet_v3 --images 5
+    ... --models simple_fpn --target-detections 10 --output benchmarks/results/export_simple_fpn.json
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from instaseg.models import get_model
 
 DEFAULT_MODELS = [
     "maskrcnn_r18_slim", "maskrcnn_mobilenet_v3", "maskrcnn_effnet_lite0", "yolact_lite", "solov2_lite",
-    "maskrcnn_r50_fpn",
+    "maskrcnn_r50_fpn", "simple_fpn",
 ]
 
 
@@ -65,27 +69,47 @@ def timed(fn, images: list[torch.Tensor], repeat: int) -> float:
     return statistics.median(passes)
 
 
+def set_score_threshold(model: torch.nn.Module, threshold: float) -> None:
+    """The eager model's own score threshold (each family names it differently)."""
+    if hasattr(model, "roi_heads"):
+        model.roi_heads.score_thresh = threshold
+    elif hasattr(model, "score_thresh"):  # simple_fpn
+        model.score_thresh = threshold
+    elif hasattr(model, "score_threshold"):  # yolact, solov2
+        model.score_threshold = threshold
+
+
+def threshold_for(model: torch.nn.Module, image: torch.Tensor, target: int) -> float:
+    """A score threshold leaving about ``target`` eager detections on ``image``: halfway between the
+    target-th and the next best score (below the lowest one when there are fewer)."""
+    set_score_threshold(model, 0.0)
+    scores = model([image])[0]["scores"].sort(descending=True).values.tolist()
+    if len(scores) <= target:
+        return max(0.0, scores[-1] - 1e-4) if scores else 0.0
+    return (scores[target - 1] + scores[target]) / 2
+
+
 @torch.no_grad()
 def bench_model(name: str, images: list[torch.Tensor], repeat: int, threshold: float, threads: int,
-                workdir: Path) -> dict:
+                workdir: Path, target_detections: int | None = None) -> dict:
     torch.manual_seed(0)
     model = get_model(name, num_classes=2).eval()
+    if target_detections:
+        threshold = threshold_for(model, images[0], target_detections)
     t0 = time.perf_counter()
     result = export_onnx(model, workdir / f"{name}.onnx", meta={"model_spec": {"name": name}}, overwrite=True)
     export_s = time.perf_counter() - t0
     graph = export_graph(model)
     onnx_model, meta = load_onnx_model(result.path, threads=threads, score_threshold=threshold)
     thr = torch.tensor(threshold)
-    if hasattr(model, "roi_heads"):
-        model.roi_heads.score_thresh = threshold
-    elif hasattr(model, "score_threshold"):
-        model.score_threshold = threshold
+    set_score_threshold(model, threshold)
     detections = [len(onnx_model.run_raw(img)[0]) for img in images]
     row = {
         "model": name,
         "file_mb": round(result.size_bytes / 1e6, 2),
         "export_s": round(export_s, 1),
         "verify": result.checks,
+        "threshold": round(threshold, 6),
         "mean_detections": round(float(np.mean(detections)), 1),
         "default_size": meta["preprocessing"].get("default_size"),
     }
@@ -124,6 +148,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threshold", type=float, default=0.5, help="score threshold on both sides")
+    parser.add_argument("--target-detections", type=int, default=None,
+                        help="per model, the threshold leaving about N detections on the first image")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", default="benchmarks/results/export.json")
     args = parser.parse_args()
@@ -131,12 +157,13 @@ def main() -> None:
     images = load_images(args.images)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"threads": args.threads, "threshold": args.threshold, "images": args.images,
-              "repeat": args.repeat, "torch": torch.__version__, "results": []}
+    report = {"threads": args.threads, "threshold": args.threshold,
+              "target_detections": args.target_detections, "images": args.images, "repeat": args.repeat,
+              "torch": torch.__version__, "results": []}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             report["results"].append(bench_model(name, images, args.repeat, args.threshold, args.threads,
-                                                 Path(tmp)))
+                                                 Path(tmp), args.target_detections))
             out.write_text(json.dumps(report, indent=2))  # after each model: partial runs keep results
     print(f"wrote {out}")
 
