@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ class TrainResult:
     iterations: int
     stop_reason: str | None
     skipped: int
+    timing: dict[str, float]  # seconds: setup, train (iteration loop), final (validation + saving)
 
 
 def _log(msg: str) -> None:
@@ -214,6 +216,7 @@ def run_training(
     from instaseg.engine.solver import WarmupScheduler, build_optimizer
     from instaseg.engine.trainer import StepOptions, Trainer
 
+    started = time.perf_counter()
     state = None
     if resume is not None:
         cfg, run_dir, state = load_resume(resume, output, overrides or [])
@@ -350,6 +353,7 @@ def run_training(
             )
         )
     trainer.register_hooks(hooks + extra)
+    setup = time.perf_counter() - started
     try:
         trainer.train()
     finally:
@@ -358,4 +362,17 @@ def run_training(
     final = hooks[[type(h) for h in hooks].index(H.EvalHook)].final
     if trainer.skipped:
         _log(f"warning: {len(trainer.skipped)} bad sample(s) were skipped (see the warnings above)")
-    return TrainResult(run_dir, module, final, trainer.iter, trainer.stop_reason, len(trainer.skipped))
+    timing = {
+        "setup": setup,
+        "train": trainer.loop_seconds,
+        "iterations": trainer.loop_iters,
+        "final": time.perf_counter() - started - setup - trainer.loop_seconds,
+    }
+    per_it = timing["train"] / max(trainer.loop_iters, 1)
+    _log(
+        f"time: set-up {setup:.1f} s, training {timing['train']:.1f} s ({trainer.loop_iters} iterations, "
+        f"{per_it:.3f} s/it), final validation and saving {timing['final']:.1f} s"
+    )
+    return TrainResult(
+        run_dir, module, final, trainer.iter, trainer.stop_reason, len(trainer.skipped), timing
+    )

@@ -116,6 +116,8 @@ class Trainer:
         self.best_metric: float | None = None  # best validation mask AP so far
         self.resume_rng: dict[str, Any] | None = None  # RNG states restored once hooks are ready
         self.start_time = 0.0
+        self.loop_seconds = 0.0  # wall time of the iteration loop (hooks included), this process
+        self.loop_iters = 0  # optimizer steps this process ran (fewer than ``iter`` after a resume)
         self._data: Iterator[Batch] | None = None
 
     @property
@@ -149,6 +151,7 @@ class Trainer:
 
                 restore_rng_state(self.resume_rng)
                 self.resume_rng = None
+            loop_start, first_iter = time.perf_counter(), self.iter
             while self.iter < self.max_iter and self.stop_reason is None:
                 self._call("before_epoch")
                 self._data = iter(self.make_loader(self.epoch, self.batch_in_epoch))
@@ -163,6 +166,8 @@ class Trainer:
                     self.epoch += 1
                     self.batch_in_epoch = 0
                     self._call("after_epoch")
+            self.loop_seconds = time.perf_counter() - loop_start
+            self.loop_iters = self.iter - first_iter
             self._call("after_train")
         except BaseException as exc:
             for h in self.hooks:

@@ -14,7 +14,8 @@ read from torch.hub's cache only -- or a local checkpoint path; class-specific p
 re-initialised when the number of classes differs), ``backbone_weights`` (None, "imagenet" or a
 local file), ``trainable_backbone_layers``, and the training recipe knobs
 ``rpn_batch_size_per_image``, ``rpn_positive_fraction``, ``box_batch_size_per_image``,
-``box_positive_fraction``, ``bbox_reg_weights``, ``box_detections_per_img``, ``box_score_thresh``.
+``box_positive_fraction``, ``bbox_reg_weights``, ``box_detections_per_img``, ``box_score_thresh``,
+``roi_sampling_ratio``.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ def _maskrcnn(
     bbox_reg_weights: Sequence[float],
     box_detections_per_img: int,
     box_score_thresh: float,
+    roi_sampling_ratio: int,
     **extra: Any,
 ) -> InstanceMaskRCNN:
     """Assemble the parts; anchors get 3 aspect ratios at every level."""
@@ -141,7 +143,7 @@ def _maskrcnn(
         rpn_head=rpn_head,
         rpn_batch_size_per_image=rpn_batch_size_per_image,
         rpn_positive_fraction=rpn_positive_fraction,
-        box_roi_pool=MultiScaleRoIAlign(list(featmaps), 7, 2),
+        box_roi_pool=MultiScaleRoIAlign(list(featmaps), 7, roi_sampling_ratio),
         box_head=box_head,
         box_predictor=FastRCNNPredictor(box_dim, num_classes),
         box_batch_size_per_image=box_batch_size_per_image,
@@ -149,7 +151,7 @@ def _maskrcnn(
         bbox_reg_weights=tuple(float(w) for w in bbox_reg_weights),
         box_detections_per_img=box_detections_per_img,
         box_score_thresh=box_score_thresh,
-        mask_roi_pool=MultiScaleRoIAlign(list(featmaps), 14, 2),
+        mask_roi_pool=MultiScaleRoIAlign(list(featmaps), 14, roi_sampling_ratio),
         mask_head=mask_head,
         mask_predictor=MaskRCNNPredictor(mask_dim, mask_dim, num_classes),
         **extra,
@@ -164,6 +166,7 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "bbox_reg_weights": (10.0, 10.0, 5.0, 5.0),
     "box_detections_per_img": 100,
     "box_score_thresh": 0.05,
+    "roi_sampling_ratio": 2,  # bilinear samples per RoIAlign bin side (torchvision's 2)
 }
 
 

@@ -67,6 +67,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
 
     resumed = run_training(resume=killed)
     assert resumed.iterations == 18 and resumed.run_dir == killed
+    assert resumed.timing["iterations"] == 18 - state["iteration"]  # only the steps this process ran
 
     cfg = load_config(None, OVERRIDES + ["model.kwargs={sleep_s: 0.0}"])
     straight = run_training(cfg, output=tmp_path / "straight")

@@ -29,6 +29,7 @@ def test_cli_train_writes_run_dir(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(_cli(run, "eval.period=1", "output.tensorboard=true", "output.mlflow=true")) == 0
     out = capsys.readouterr().out
     assert "held-out mask AP" in out and "box AP" in out and str(run) in out
+    assert "time: set-up" in out and "(12 iterations," in out
     metrics = json.loads((run / "metrics.json").read_text())
     for kind in ("segm", "bbox"):
         assert len(metrics[kind]) == 12 and all(0.0 <= v <= 1.0 or v == -1.0 for v in metrics[kind].values())
@@ -130,6 +131,7 @@ def test_bad_sample_is_skipped_named_and_counted(tmp_path: Path) -> None:
     result = run_training(cfg, output=tmp_path / "run")
     assert result.skipped == 1 and result.metrics is not None
     assert result.iterations == 2  # 8 train images / batch 4, the bad one skipped inside its batch
+    assert result.timing["iterations"] == 2 and result.timing["train"] > 0 and result.timing["final"] > 0
     cfg.data.on_error = "raise"
     with pytest.raises(Exception, match="im1.png"):
         run_training(cfg, output=tmp_path / "run2")
