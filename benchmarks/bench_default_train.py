@@ -46,6 +46,7 @@ def main() -> None:
         "mask_AP": round(metrics["segm"]["AP"], 4),
         "box_AP": round(metrics["bbox"]["AP"], 4),
         "mask_AP50": round(metrics["segm"]["AP50"], 4),
+        "time_breakdown": next((ln for ln in proc.stdout.splitlines() if ln.startswith("time: ")), None),
         "loadavg_1min_before": round(load_before[0], 2),
         "loadavg_1min_after": round(load_after[0], 2),
         "cpus": os.cpu_count(),

@@ -286,18 +286,21 @@ def maskrcnn_r18_slim(
     backbone_weights: str | Path | None = None,
     trainable_backbone_layers: int | None = None,
     box_batch_size_per_image: int = 64,
+    roi_sampling_ratio: int = 1,
     anchor_sizes: Sequence[int] = (8, 16, 32, 64),
     **recipe: Any,
 ) -> InstanceMaskRCNN:
     """The CPU default: Mask R-CNN with a ResNet-18 (to layer3) 64-channel FPN, learns in minutes.
 
     ResNet-18 up to layer3 (layer4 dropped: strides 4, 8, 16 + a max-pool level), a 64-channel FPN,
-    a 256-d two-layer box head, a 2-conv 64-channel mask head, 64 sampled RoIs per image, anchors
-    8..64 px for ~128 px images (the synthetic shapes data), fewer RPN proposals. Measured recipe:
-    batch 8, lr 0.02, about 9 minutes to mask AP 0.7 on shapes at 128 px.
+    a 256-d two-layer box head, a 2-conv 64-channel mask head, 64 sampled RoIs per image, one
+    RoIAlign sample per bin (torchvision's 2x2 costs ~10% more CPU per step for the same AP on
+    shapes, see BENCHMARKS.md), anchors 8..64 px for ~128 px images (the synthetic shapes data),
+    fewer RPN proposals. The default config trains it with batch 4, lr 0.02, 1400 iterations.
     """
     fetched = fetch_model_weights(weights, None, "maskrcnn_r18_slim")
-    knobs = _recipe(recipe, box_batch_size_per_image=box_batch_size_per_image)
+    knobs = _recipe(recipe, box_batch_size_per_image=box_batch_size_per_image,
+                    roi_sampling_ratio=roi_sampling_ratio)
     if len(tuple(anchor_sizes)) != 4:
         raise ConfigError(f"anchor_sizes needs 4 sizes (one per FPN level), got {list(anchor_sizes)}")
     backbone = resnet_fpn(depth=18, out_channels=64, returned_layers=(1, 2, 3),

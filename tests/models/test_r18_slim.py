@@ -41,6 +41,7 @@ def test_r18_slim_is_the_measured_cpu_recipe() -> None:
     assert model.backbone.out_channels == 64
     assert model.roi_heads.box_head.fc7.out_features == 256
     assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 64
+    assert model.roi_heads.box_roi_pool.sampling_ratio == model.roi_heads.mask_roi_pool.sampling_ratio == 1
     assert model.rpn.fg_bg_sampler.batch_size_per_image == 256
     assert model.roi_heads.box_predictor.cls_score.out_features == 4
     assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 4
