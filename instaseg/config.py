@@ -46,7 +46,7 @@ class ModelConfig:
 class DataConfig:
     """Datasets (``build_dataset`` specs), input size, augmentation and loading."""
 
-    train: str = "shapes:800:128"
+    train: str = "shapes:750:128"  # 188 batches of 4 per epoch
     val: str = "shapes:800:128"  # its val split: 160 other images
     train_split: str | None = "train"
     val_split: str | None = "val"
@@ -66,7 +66,7 @@ class TrainConfig:
 
     seed: int = 0
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
-    epochs: int = 7
+    epochs: int = 8
     max_iters: int | None = None  # if set, stop after this many optimizer steps (overrides epochs)
     batch_size: int = 4  # per process
     accumulate: int = 1  # gradient accumulation: batches per optimizer step

@@ -287,20 +287,25 @@ def maskrcnn_r18_slim(
     trainable_backbone_layers: int | None = None,
     box_batch_size_per_image: int = 64,
     roi_sampling_ratio: int = 1,
+    mask_head_dims: Sequence[int] = (32, 32),
     anchor_sizes: Sequence[int] = (8, 16, 32, 64),
     **recipe: Any,
 ) -> InstanceMaskRCNN:
     """The CPU default: Mask R-CNN with a ResNet-18 (to layer3) 64-channel FPN, learns in minutes.
 
     ResNet-18 up to layer3 (layer4 dropped: strides 4, 8, 16 + a max-pool level), a 64-channel FPN,
-    a 256-d two-layer box head, a 2-conv 64-channel mask head, 64 sampled RoIs per image, one
-    RoIAlign sample per bin (torchvision's 2x2 costs ~10% more CPU per step for the same AP on
-    shapes, see BENCHMARKS.md), anchors 8..64 px for ~128 px images (the synthetic shapes data),
-    fewer RPN proposals. The default config trains it with batch 4, lr 0.02, 1400 iterations.
+    a 256-d two-layer box head, a 2-conv 32-channel mask head (``mask_head_dims``), 64 sampled RoIs
+    per image, one RoIAlign sample per bin, anchors 8..64 px for ~128 px images (the synthetic shapes
+    data), fewer RPN proposals. The 32-channel mask head and single RoIAlign sample cut a training
+    step's CPU by ~15% against 64 channels and torchvision's 2x2 samples at about the same AP on
+    shapes (BENCHMARKS.md). The default config trains it with batch 4, lr 0.02, ~1500 iterations.
     """
     fetched = fetch_model_weights(weights, None, "maskrcnn_r18_slim")
     knobs = _recipe(recipe, box_batch_size_per_image=box_batch_size_per_image,
                     roi_sampling_ratio=roi_sampling_ratio)
+    dims = [int(d) for d in mask_head_dims]
+    if not dims or min(dims) < 1:
+        raise ConfigError(f"mask_head_dims needs one or more positive widths, got {list(mask_head_dims)}")
     if len(tuple(anchor_sizes)) != 4:
         raise ConfigError(f"anchor_sizes needs 4 sizes (one per FPN level), got {list(anchor_sizes)}")
     backbone = resnet_fpn(depth=18, out_channels=64, returned_layers=(1, 2, 3),
@@ -309,7 +314,7 @@ def maskrcnn_r18_slim(
     model = _maskrcnn(
         backbone, num_classes=num_classes, featmaps=_FPN4, anchor_sizes=[(int(s),) for s in anchor_sizes],
         box_head=TwoMLPHead(64 * 7 * 7, 256), box_dim=256,
-        mask_head=MaskRCNNHeads(64, [64, 64], 1), mask_dim=64,
+        mask_head=MaskRCNNHeads(64, dims, 1), mask_dim=dims[-1],
         min_size=min_size, max_size=max_size, image_mean=image_mean, image_std=image_std,
         rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
         rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,

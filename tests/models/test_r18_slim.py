@@ -42,9 +42,23 @@ def test_r18_slim_is_the_measured_cpu_recipe() -> None:
     assert model.roi_heads.box_head.fc7.out_features == 256
     assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 64
     assert model.roi_heads.box_roi_pool.sampling_ratio == model.roi_heads.mask_roi_pool.sampling_ratio == 1
+    convs = [m for m in model.roi_heads.mask_head.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 32]
+    assert model.roi_heads.mask_predictor.conv5_mask.in_channels == 32
     assert model.rpn.fg_bg_sampler.batch_size_per_image == 256
     assert model.roi_heads.box_predictor.cls_score.out_features == 4
     assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 4
     sizes = [s[0] for s in model.rpn.anchor_generator.sizes]
     assert sizes == sorted(sizes) and max(sizes) <= 128  # anchors for ~128 px images
     assert model.transform.min_size == (128,) and model.transform.max_size == 128
+
+
+def test_r18_slim_mask_head_width_is_a_knob_and_is_checked() -> None:
+    from instaseg.errors import ConfigError
+
+    wide = get_model("maskrcnn_r18_slim", num_classes=3, mask_head_dims=[64, 64, 64])
+    convs = [m for m in wide.roi_heads.mask_head.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 64, 64] and convs[0].in_channels == 64  # FPN width
+    assert wide.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 3
+    with pytest.raises(ConfigError, match="mask_head_dims"):
+        get_model("maskrcnn_r18_slim", num_classes=3, mask_head_dims=[])
