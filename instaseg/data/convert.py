@@ -89,6 +89,42 @@ def _instance(parts: list[Any], height: int, width: int) -> tuple[Any, float, li
     return seg, area, bbox
 
 
+
+def _polygon_coco(
+    conv: Conversion,
+    pending: list[tuple[Any, ...]],
+    names: list[str],
+    images: list[dict[str, Any]],
+    description: str,
+) -> dict[str, Any]:
+    """The COCO dict of an annotation-tool import: ``pending`` holds ``(image_id, class name, polygon
+    parts, h, w, where)`` per instance; empty masks are skipped with a warning on ``conv``."""
+    cat_id = {n: k + 1 for k, n in enumerate(names)}
+    annotations = []
+    for image_id, name, parts, h, w, where in pending:
+        inst = _instance(parts, h, w)
+        if inst is None or inst[1] <= 0:
+            conv.warn("instances with an empty mask skipped", where)
+            continue
+        seg, area, bbox = inst
+        annotations.append(
+            {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": cat_id[name],
+                "segmentation": seg,
+                "area": area,
+                "bbox": bbox,
+                "iscrowd": 0,
+            }
+        )
+    return {
+        "info": {"description": description},
+        "images": images,
+        "annotations": annotations,
+        "categories": _categories(names),
+    }
+
 def _categories(names: list[str]) -> list[dict[str, Any]]:
     return [{"id": k + 1, "name": n, "supercategory": ""} for k, n in enumerate(names)]
 
@@ -259,31 +295,7 @@ def labelme_to_coco(
         names = list(labels)
     else:
         names = sorted(seen_labels)
-    cat_id = {n: k + 1 for k, n in enumerate(names)}
-    annotations = []
-    for image_id, label, parts, h, w, where in pending:
-        inst = _instance(parts, h, w)
-        if inst is None or inst[1] <= 0:
-            conv.warn("instances with an empty mask skipped", where)
-            continue
-        seg, area, bbox = inst
-        annotations.append(
-            {
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": cat_id[label],
-                "segmentation": seg,
-                "area": area,
-                "bbox": bbox,
-                "iscrowd": 0,
-            }
-        )
-    conv.coco = {
-        "info": {"description": f"converted from labelme: {src}"},
-        "images": images,
-        "annotations": annotations,
-        "categories": _categories(names),
-    }
+    conv.coco = _polygon_coco(conv, pending, names, images, f"converted from labelme: {src}")
     return conv
 
 
@@ -405,31 +417,7 @@ def via_to_coco(
     unknown = sorted({p[1] for p in pending} - set(names))
     if unknown:
         raise DataError(path, f"classes {unknown} are not in the labels file")
-    cat_id = {n: k + 1 for k, n in enumerate(names)}
-    annotations = []
-    for image_id, name, parts, h, w, where in pending:
-        inst = _instance(parts, h, w)
-        if inst is None or inst[1] <= 0:
-            conv.warn("instances with an empty mask skipped", where)
-            continue
-        seg, area, bbox = inst
-        annotations.append(
-            {
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": cat_id[name],
-                "segmentation": seg,
-                "area": area,
-                "bbox": bbox,
-                "iscrowd": 0,
-            }
-        )
-    conv.coco = {
-        "info": {"description": f"converted from VIA: {path}"},
-        "images": images,
-        "annotations": annotations,
-        "categories": _categories(names),
-    }
+    conv.coco = _polygon_coco(conv, pending, names, images, f"converted from VIA: {path}")
     return conv
 
 
