@@ -12,7 +12,6 @@ import base64
 import io
 import math
 import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from instaseg.errors import DataError
+from instaseg.fileio import atomic_open
 
 LABELME_SPECIAL = ("__ignore__", "_background_")
 CIRCLE_POINTS = 64
@@ -466,16 +466,8 @@ def spec_to_coco(spec: str, *, output_dir: str | Path, split: str | None = None)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        f.write(data)
 
 
 def write_conversion(conv: Conversion, output: str | Path, *, overwrite: bool = False) -> Path:

@@ -14,9 +14,7 @@ A checkpoint is a dict saved with :func:`torch.save` and loaded with ``weights_o
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import torch
 from torch import nn
 
 from instaseg.errors import CheckpointError
+from instaseg.fileio import atomic_open
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -34,16 +33,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     renamed over the target, so a kill at any moment leaves either the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        torch.save(state, f)
     return path
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from torch import nn
 
 from instaseg.errors import ConfigError
 from instaseg.export.graphs import export_graph, trace_inputs
+from instaseg.fileio import atomic_path
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 16
@@ -164,10 +164,7 @@ def export_onnx(
     metadata = build_metadata(graph, dict(meta or {}), opset=int(opset))
     dynamic_axes = {"image": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in OUTPUT_NAMES}}
     dynamic_axes["masks"] = {0: "detections", 1: "mask_height", 2: "mask_width"}
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(output) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings about torchvision's shape arithmetic
             torch.onnx.export(
@@ -188,10 +185,6 @@ def export_onnx(
         checks = verify_onnx(tmp, graph, [size, other_size(size)]) if verify else []
         if output.exists() and not overwrite:  # appeared while we exported
             raise ConfigError(f"{output}: already exists; pass --overwrite to replace it")
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return ExportResult(output, output.stat().st_size, int(opset), metadata, checks)
 
 

@@ -9,8 +9,6 @@ which keep the image height and width dynamic.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from instaseg.export.onnx_export import (
     other_size,
 )
 from instaseg.export.postprocess import raw_to_detections
+from instaseg.fileio import atomic_path
 
 EXTRA_FILE = "instaseg.json"
 
@@ -54,20 +53,13 @@ def export_torchscript(
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(graph, trace_inputs(size), check_trace=False)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     checks = []
-    try:
+    with atomic_path(output) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.jit.save(traced, str(tmp), _extra_files={EXTRA_FILE: json.dumps(metadata)})
         if verify:
             checks = _verify(tmp, graph, other_size(size))
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return ExportResult(output, output.stat().st_size, 0, metadata, checks)
 
 
