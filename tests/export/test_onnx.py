@@ -23,6 +23,7 @@ from instaseg.engine.checkpoint import save_checkpoint
 from instaseg.errors import CheckpointError
 from instaseg.export.runtime import load_onnx_model
 from instaseg.models import get_model
+from tests.export.helpers import assert_empty_detections
 
 CLASS_NAMES = ["background", "person"]
 EXAMPLE = Path(__file__).with_name("onnx_standalone_example.py")
@@ -160,9 +161,7 @@ def test_no_detections_is_empty_and_well_formed(exported, case):
     onnx_model.score_threshold = threshold
     out = onnx_model([image])[0]
     assert len(_torch_run(model, image, threshold)["boxes"]) == 0
-    assert out["boxes"].shape == (0, 4) and out["boxes"].dtype == torch.float32
-    assert out["scores"].shape == (0,) and out["labels"].shape == (0,) and out["labels"].dtype == torch.int64
-    assert out["masks"].shape == (0, 1, 150, 210)
+    assert_empty_detections(out, 150, 210)
     assert onnx_model.forward_lowres([image])[0]["mask_lowres"].shape[0] == 0
 
 

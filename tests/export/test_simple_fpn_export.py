@@ -20,6 +20,7 @@ from instaseg.cli import main
 from instaseg.engine.checkpoint import save_checkpoint
 from instaseg.export.runtime import load_onnx_model
 from instaseg.models import get_model
+from tests.export.helpers import assert_empty_detections
 
 CLASS_NAMES = ["background", "person"]
 SPEC = {"name": "simple_fpn", "kwargs": {"num_classes": 2, "pre_nms_top_k": 100}}
@@ -145,9 +146,7 @@ def test_onnx_no_detections_is_empty_and_well_formed(model_and_ckpt, exported, c
     onnx_model.score_threshold = threshold
     out = onnx_model([image])[0]
     assert len(_torch_run(model, image, threshold)["boxes"]) == 0
-    assert out["boxes"].shape == (0, 4) and out["boxes"].dtype == torch.float32
-    assert out["scores"].shape == (0,) and out["labels"].shape == (0,) and out["labels"].dtype == torch.int64
-    assert out["masks"].shape == (0, 1, 150, 210)
+    assert_empty_detections(out, 150, 210)
     raw_masks = onnx_model.run_raw(image)[3]
     assert raw_masks.ndim == 3 and raw_masks.shape[0] == 0
 
