@@ -1,12 +1,16 @@
 PY ?= python3.11
 VENV ?= .venv
 BIN = $(VENV)/bin
+LATEST ?= .venv-latest
+LOCK = requirements/lock.txt
 
-.PHONY: setup test lint train
+.PHONY: setup test lint train lock test-latest
+# Installs exactly what CI tested: every package pinned with its hash in $(LOCK).
 setup:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
 
 test:
 	$(BIN)/ruff check instaseg tests benchmarks
@@ -14,3 +18,17 @@ test:
 
 train:
 	$(BIN)/instaseg train
+
+# Refreshes the lock from pyproject.toml's ranges (runtime + dev extras).
+lock:
+	$(BIN)/pip install -q pip-tools
+	$(BIN)/pip-compile -q --extra dev --generate-hashes --strip-extras --allow-unsafe -U -o $(LOCK) pyproject.toml
+
+# The newest versions the ranges allow, in a separate venv: shows drift without touching main's set-up.
+test-latest:
+	rm -rf $(LATEST)
+	$(PY) -m venv $(LATEST)
+	$(LATEST)/bin/pip install -q -U pip
+	$(LATEST)/bin/pip install -q -U -e ".[dev]"
+	$(LATEST)/bin/ruff check instaseg tests benchmarks
+	$(LATEST)/bin/pytest
