@@ -7,6 +7,7 @@ import torch
 
 from instaseg.data.base import make_target
 from instaseg.evaluation.coco import COCOEvaluator
+from instaseg.models import get_model
 from instaseg.structures.masks import rle_encode
 
 
@@ -46,9 +47,11 @@ def synthetic_samples(n: int, seed: int = 0) -> list[tuple[torch.Tensor, dict]]:
     return samples
 
 
-def overfit(model: torch.nn.Module, samples: list, steps: int, lr: float = 2e-3) -> list[float]:
+def overfit(
+    model: torch.nn.Module, samples: list, steps: int, lr: float = 2e-3, seed: int = 0
+) -> list[float]:
     """Full-batch AdamW on ``samples``; returns the total loss per step."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     images = [s[0] for s in samples]
@@ -109,3 +112,30 @@ def box_xywh(mask: torch.Tensor) -> list[float]:
     ys, xs = torch.nonzero(mask, as_tuple=True)
     x0, y0 = float(xs.min()), float(ys.min())
     return [x0, y0, float(xs.max()) + 1 - x0, float(ys.max()) + 1 - y0]
+
+
+# The measured overfit recipe of each real-time model (Issue #7): stride-2 masks on a 128 px canvas.
+OVERFIT_RECIPES: dict[str, dict] = {
+    "yolact_lite": {"input_size": 128, "proto_stride": 2},
+    "solov2_lite": {"input_size": 128, "mask_stride": 2},
+}
+
+
+def overfit_case(name: str, seed: int = 0, steps: int = 60) -> tuple[torch.nn.Module, list, list[float]]:
+    """Builds ``name`` with its overfit recipe, trains it on 4 synthetic images drawn with ``seed``;
+    returns (model, samples, loss history). Shared by the tests and
+    ``benchmarks/bench_learning_margin.py``."""
+    torch.manual_seed(seed)
+    samples = synthetic_samples(4, seed=seed)
+    model = get_model(name, num_classes=3, **OVERFIT_RECIPES[name])
+    history = overfit(model, samples, steps=steps, lr=3e-3, seed=seed)
+    return model, samples, history
+
+
+def zero_mask_head(model: torch.nn.Module) -> None:
+    """Zeros the mask branch (YOLACT's protonet, SOLOv2's / simple_fpn's mask features): a model that
+    still finds boxes but has no mask signal. A learning test must fail on such a model."""
+    branch = getattr(model, "protonet", None) or model.mask_branch
+    with torch.no_grad():
+        for p in branch.parameters():
+            p.zero_()

@@ -12,6 +12,7 @@ from tests.models.helpers import (
     make_sample,
     one_thread,  # noqa: F401  (fixture, used by pytestmark)
 )
+from tests.models.rt_synth import zero_mask_head
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,40 +30,66 @@ def test_assignment_gives_every_object_a_location_and_prefers_smaller() -> None:
     assert bool((model._assign(points, torch.zeros(0, 4)) == -1).all())
 
 
-@pytest.mark.slow
-def test_overfits_a_few_images() -> None:
-    torch.manual_seed(0)
+def overfit_simple_fpn(seed: int = 0, steps: int = 40) -> tuple[SimpleFPN, list, list, list[dict]]:
+    """Adam on two synthetic 64 px images drawn with ``seed``; returns (model, images, targets, losses).
+    Shared with ``benchmarks/bench_learning_margin.py``, which records its spread over seeds."""
+    torch.manual_seed(seed)
     model = get_model("simple_fpn", num_classes=3, min_size=64, max_size=64, fpn_channels=64)
-    images, targets = zip(*[make_sample(64, 64, seed=s) for s in range(2)], strict=True)
+    images, targets = zip(*[make_sample(64, 64, seed=2 * seed + s) for s in range(2)], strict=True)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
     history = []
-    for _ in range(40):
+    for _ in range(steps):
         losses = model(list(images), list(targets))
         loss = sum(losses.values())
         opt.zero_grad()
         loss.backward()
         opt.step()
         history.append({k: v.item() for k, v in losses.items()})
-    first, last = sum(history[0].values()), sum(history[-1].values())
-    assert last < 0.35 * first, (history[0], history[-1])
-    assert history[-1]["loss_mask"] < 0.5 * history[0]["loss_mask"]
-    model.eval()
+    return model.eval(), list(images), list(targets), history
+
+
+def found_objects(model: SimpleFPN, images: list, targets: list) -> dict[str, float]:
+    """For each image's top-n detections (n = its object count): the lowest score, the lowest best box
+    IoU with an object, whether every object's best box has its class, and the lowest mask IoU."""
     with torch.no_grad():
-        outputs = model(list(images))
+        outputs = model(images)
+    worst = {"score": 1.0, "box_iou": 1.0, "labels_ok": 1.0, "mask_iou": 1.0}
     for out, target in zip(outputs, targets, strict=True):
         n = len(target["labels"])
         top = out["scores"].argsort(descending=True)[:n]
-        assert len(top) == n and float(out["scores"][top].min()) > 0.3
+        if len(top) < n:
+            return {k: 0.0 for k in worst}
+        worst["score"] = min(worst["score"], float(out["scores"][top].min()))
         iou = box_iou(out["boxes"][top], target["boxes"])
-        assert float(iou.max(1).values.min()) > 0.5  # every confident box sits on an object
-        # Each ground-truth object is found with its class and a mask that overlaps it well.
+        worst["box_iou"] = min(worst["box_iou"], float(iou.max(1).values.min()))
         for g in range(n):
             best = int(iou[:, g].argmax())
-            assert int(out["labels"][top][best]) == int(target["labels"][g])
+            if int(out["labels"][top][best]) != int(target["labels"][g]):
+                worst["labels_ok"] = 0.0
             pred = out["masks"][top][best, 0] > 0.5
             gt = target["masks"][g]
-            assert float((pred & gt).sum() / (pred | gt).sum()) > 0.6
+            worst["mask_iou"] = min(worst["mask_iou"], float((pred & gt).sum() / (pred | gt).sum()))
+    return worst
+
+
+# Thresholds sit below the worst of 5 seeds (benchmarks/results/learning_margin.json, BENCHMARKS.md).
+SIMPLE_FPN_BARS = {"loss": 0.35, "loss_mask": 0.5, "score": 0.3, "box_iou": 0.5, "mask_iou": 0.6}
+
+
+@pytest.mark.slow
+def test_overfits_a_few_images() -> None:
+    model, images, targets, history = overfit_simple_fpn(seed=0)
+    first, last = sum(history[0].values()), sum(history[-1].values())
+    assert last < SIMPLE_FPN_BARS["loss"] * first, (history[0], history[-1])
+    assert history[-1]["loss_mask"] < SIMPLE_FPN_BARS["loss_mask"] * history[0]["loss_mask"]
+    found = found_objects(model, images, targets)
+    # Each object is found with its class, a confident box on it and a mask that overlaps it well.
+    assert found["labels_ok"] == 1.0, found
+    for key in ("score", "box_iou", "mask_iou"):
+        assert found[key] > SIMPLE_FPN_BARS[key], found
+    zero_mask_head(model)  # the same test on a model without mask signal must fail
+    assert found_objects(model, images, targets)["mask_iou"] <= SIMPLE_FPN_BARS["mask_iou"]
 
 
 def test_inference_caps_candidates_at_top_k_and_handles_no_detections() -> None:
