@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from tests.models.rt_synth import mask_ap, overfit_case, zero_mask_head
-from tests.models.test_simple_fpn import found_objects, overfit_simple_fpn
+from tests.models.rt_synth import RT_STEPS, mask_ap, overfit_case, zero_mask_head
+from tests.models.test_simple_fpn import FPN_STEPS, found_objects, overfit_simple_fpn
 
 
-def rt_case(name: str, seed: int) -> dict:
-    model, samples, history = overfit_case(name, seed)
+def rt_case(name: str, seed: int, steps: int) -> dict:
+    model, samples, history = overfit_case(name, seed, steps=steps)
     ap = mask_ap(model, samples)
     zero_mask_head(model)
     zeroed = mask_ap(model, samples)
@@ -32,8 +32,8 @@ def rt_case(name: str, seed: int) -> dict:
             "zeroed_AP": zeroed["AP"], "zeroed_AP50": zeroed["AP50"]}
 
 
-def simple_fpn_case(seed: int) -> dict:
-    model, images, targets, history = overfit_simple_fpn(seed)
+def simple_fpn_case(seed: int, steps: int) -> dict:
+    model, images, targets, history = overfit_simple_fpn(seed, steps=steps)
     first, last = sum(history[0].values()), sum(history[-1].values())
     found = found_objects(model, images, targets)
     zero_mask_head(model)
@@ -46,6 +46,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=["yolact_lite", "solov2_lite", "simple_fpn"])
+    parser.add_argument("--rt-steps", type=int, default=RT_STEPS, help="yolact_lite / solov2_lite steps")
+    parser.add_argument("--fpn-steps", type=int, default=FPN_STEPS, help="simple_fpn steps")
     parser.add_argument("--out", default="benchmarks/results/learning_margin.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -54,13 +56,17 @@ def main() -> None:
         runs = []
         for seed in range(args.seeds):
             t0 = time.perf_counter()
-            row = simple_fpn_case(seed) if name == "simple_fpn" else rt_case(name, seed)
+            if name == "simple_fpn":
+                row = simple_fpn_case(seed, args.fpn_steps)
+            else:
+                row = rt_case(name, seed, args.rt_steps)
             row = {"seed": seed, **{k: round(v, 4) for k, v in row.items()},
                    "seconds": round(time.perf_counter() - t0, 1)}
             print(name, json.dumps(row), flush=True)
             runs.append(row)
         keys = [k for k in runs[0] if k not in ("seed", "seconds")]
-        results[name] = {"runs": runs, "min": {k: min(r[k] for r in runs) for k in keys},
+        steps = args.fpn_steps if name == "simple_fpn" else args.rt_steps
+        results[name] = {"steps": steps, "runs": runs, "min": {k: min(r[k] for r in runs) for k in keys},
                          "max": {k: max(r[k] for r in runs) for k in keys}}
     out = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread",
            "cpu": _cpu_name(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),

@@ -121,7 +121,12 @@ OVERFIT_RECIPES: dict[str, dict] = {
 }
 
 
-def overfit_case(name: str, seed: int = 0, steps: int = 60) -> tuple[torch.nn.Module, list, list[float]]:
+RT_STEPS = 100
+
+
+def overfit_case(
+    name: str, seed: int = 0, steps: int = RT_STEPS
+) -> tuple[torch.nn.Module, list, list[float]]:
     """Builds ``name`` with its overfit recipe, trains it on 4 synthetic images drawn with ``seed``;
     returns (model, samples, loss history). Shared by the tests and
     ``benchmarks/bench_learning_margin.py``."""

@@ -9,10 +9,9 @@ from torchvision.ops import box_iou
 from instaseg.models import get_model
 from instaseg.models.simple_fpn import SimpleFPN
 from tests.models.helpers import (
-    make_sample,
     one_thread,  # noqa: F401  (fixture, used by pytestmark)
 )
-from tests.models.rt_synth import zero_mask_head
+from tests.models.rt_synth import synthetic_samples, zero_mask_head
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,12 +29,17 @@ def test_assignment_gives_every_object_a_location_and_prefers_smaller() -> None:
     assert bool((model._assign(points, torch.zeros(0, 4)) == -1).all())
 
 
-def overfit_simple_fpn(seed: int = 0, steps: int = 40) -> tuple[SimpleFPN, list, list, list[dict]]:
-    """Adam on two synthetic 64 px images drawn with ``seed``; returns (model, images, targets, losses).
+FPN_STEPS = 80
+
+
+def overfit_simple_fpn(seed: int = 0, steps: int = FPN_STEPS) -> tuple[SimpleFPN, list, list, list[dict]]:
+    """Adam on two synthetic 64-96 px images drawn with ``seed``; returns (model, images, targets, losses).
     Shared with ``benchmarks/bench_learning_margin.py``, which records its spread over seeds."""
     torch.manual_seed(seed)
     model = get_model("simple_fpn", num_classes=3, min_size=64, max_size=64, fpn_channels=64)
-    images, targets = zip(*[make_sample(64, 64, seed=2 * seed + s) for s in range(2)], strict=True)
+    # Separate objects: nested ones (one occluding most of another) share a centre and a box, which a
+    # centre-assigned one-stage model cannot tell apart; that is a limit of the design, not of learning.
+    images, targets = zip(*synthetic_samples(2, seed=seed), strict=True)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
     history = []
@@ -74,7 +78,9 @@ def found_objects(model: SimpleFPN, images: list, targets: list) -> dict[str, fl
 
 
 # Thresholds sit below the worst of 5 seeds (benchmarks/results/learning_margin.json, BENCHMARKS.md).
-SIMPLE_FPN_BARS = {"loss": 0.35, "loss_mask": 0.5, "score": 0.3, "box_iou": 0.5, "mask_iou": 0.6}
+# Worst of seeds 0-4 at 80 steps: loss x0.027, mask loss x0.015, score 0.88, box IoU 0.89, mask IoU 0.73;
+# with the mask head zeroed the best mask IoU was 0.06.
+SIMPLE_FPN_BARS = {"loss": 0.1, "loss_mask": 0.1, "score": 0.5, "box_iou": 0.7, "mask_iou": 0.6}
 
 
 @pytest.mark.slow
