@@ -70,7 +70,13 @@ def decode_rles(rles: Sequence[RLE], height: int, width: int) -> np.ndarray:
     """
     if not rles:
         return np.zeros((0, height, width), dtype=bool)
-    decoded = _fast_mask.decode([_compressed(r) for r in rles])  # (H, W, N) uint8, Fortran order
+    for r in rles:
+        if [int(v) for v in r["size"]] != [height, width]:
+            raise ValueError(f"RLE of size {list(r['size'])} among masks of size [{height}, {width}]")
+    try:
+        decoded = _fast_mask.decode([_compressed(r) for r in rles])  # (H, W, N) uint8, Fortran order
+    except RuntimeError as exc:  # a malformed counts string
+        raise ValueError(str(exc)) from None
     return np.moveaxis(decoded, 2, 0).astype(bool)
 
 
