@@ -237,3 +237,38 @@ def test_mask_only_results_get_boxes_for_bbox_eval(backend):
     ev = run_coco_eval(gt, mask_only + box_only, "bbox", backend=backend)
     assert ev.stats["AP"] == pytest.approx(1.0)  # the duplicate box ranks last
     assert run_coco_eval(gt, mask_only + box_only, "segm", backend=backend).stats["AP"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+@pytest.mark.parametrize("with_bbox", [True, False])
+def test_ignore_flags_crowd_ties_and_max_dets_equal_pycocotools(backend, with_bbox):
+    """GT ``ignore`` flags (COCO replaces them by ``iscrowd``), a crowd region, tied scores, more than
+    100 detections on one image (maxDets), a category without GT and objects in every size range."""
+    rng = np.random.default_rng(5)
+    h, w = 240, 320
+    objs = [(box_mask(h, w, 10, 10, 20, 22), 1), (box_mask(h, w, 40, 30, 100, 90), 1),
+            (box_mask(h, w, 120, 20, 300, 200), 2), (box_mask(h, w, 5, 150, 60, 230), 2),
+            (box_mask(h, w, 200, 210, 215, 225), 1)]
+    gt = tiny_gt([objs, objs[:2]], cat_ids=[1, 2, 3])
+    gt["annotations"][1]["ignore"] = 1  # not crowd: COCO still counts it
+    gt["annotations"][3]["iscrowd"] = 1
+    gt["annotations"][3]["ignore"] = 0  # crowd: COCO ignores it anyway
+    results = []
+    for image_id, n in ((1, 160), (2, 30)):
+        for _ in range(n):
+            mask, cat = objs[int(rng.integers(len(objs)))]
+            m = np.roll(mask, tuple(int(v) for v in rng.integers(-6, 7, size=2)), axis=(0, 1))
+            if rng.random() < 0.3:
+                m = m & (rng.random(m.shape) > 0.3)
+            score = float(rng.choice([0.3, 0.5, 0.9]))  # many ties
+            det = det_from_mask(m, image_id, int(rng.choice([cat, cat, 3])), score)
+            if not with_bbox:
+                del det["bbox"]
+            results.append(det)
+    for iou_type in ("segm", "bbox"):
+        ref = pycocotools_eval(gt, results, iou_type)
+        assert 0.05 < ref.stats[0] < 0.95
+        ours = run_coco_eval(gt, results, iou_type, backend=backend)
+        for name, expected in zip(STAT_NAMES, ref.stats, strict=True):
+            assert ours.stats[name] == pytest.approx(float(expected), abs=1e-9), (iou_type, name)
+        np.testing.assert_allclose(ours.precision, ref.eval["precision"], atol=1e-9, rtol=0)
