@@ -8,9 +8,15 @@ Metric values are on a 0-1 scale, in pycocotools' ``stats`` order (:data:`STAT_N
 pycocotools, a stat is ``-1.0`` when it is undefined because no ground truth falls in its category/area
 range; with ground truth but no detections at all, it is ``0.0``.
 
+Semantics are pycocotools' exactly: results are completed as ``COCO.loadRes`` completes them
+(:func:`load_detections`; notably a detection's area, which puts it in the small/medium/large range, is
+its ``bbox`` ``w * h`` whenever the results carry boxes, for "segm" too), the ground truth is used as
+given (its ``area`` fields, ``iscrowd`` as the ignore flag), with COCO's default parameters.
+
 Backends: ``"faster"`` (faster-coco-eval, C++ matching and accumulation) and ``"pycocotools"``
-(the reference). Their stats agree to float rounding (~1e-16; tests/evaluation/test_coco.py asserts
-1e-9 on real COCO ground truth); ``"auto"`` uses faster-coco-eval, measured faster in
+(the reference's ``COCOeval``), both fed the same completed detections. Their stats equal pycocotools'
+``loadRes`` + ``COCOeval`` to float rounding (~1e-16; tests/evaluation/test_coco.py asserts 1e-9 on real
+COCO ground truth, with and without result boxes); ``"auto"`` uses faster-coco-eval, measured faster in
 benchmarks/bench_eval.py.
 """
 
