@@ -21,7 +21,7 @@ from instaseg.structures.masks import rle_areas, rle_iou, to_rle, xywh_iou
 
 @dataclass
 class ImageGroup:
-    """One image's GT and detections. ``gt_geoms`` / ``dt_geoms``: RLE dicts (bytes counts) for segm, or
+    """One image's GT and detections. ``gt_geoms`` / ``dt_geoms``: compressed RLE dicts for segm, or
     (N, 4) XYWH arrays for bbox; ``gt_cats`` (N,), ``gt_crowd`` (N,) bool, ``gt_area`` (N,);
     ``dt_cats`` (K,), ``dt_scores`` (K,) sorted descending, ``dt_area`` (K,)."""
 
@@ -42,12 +42,15 @@ def group_by_image(
     gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str = "segm", max_dets: int = 100
 ) -> Iterator[ImageGroup]:
     """Yield an :class:`ImageGroup` per GT image (images without results get empty detections); at
-    most ``max_dets`` highest-scoring detections per image are kept, as COCO does."""
+    most ``max_dets`` highest-scoring detections per image are kept, as COCO does. Results on images
+    that are not in ``gt`` are left out."""
     if iou_type not in ("segm", "bbox"):
         raise ValueError(f"iou_type must be 'segm' or 'bbox', got {iou_type!r}")
     gts: dict[int, list] = defaultdict(list)
     for ann in gt["annotations"]:
         gts[int(ann["image_id"])].append(ann)
+    known = {int(im["id"]) for im in gt["images"]}
+    results = [r for r in results if int(r["image_id"]) in known]
     dts: dict[int, list] = defaultdict(list)
     for det in load_detections(gt, results, with_masks=iou_type == "segm"):
         dts[int(det["image_id"])].append(det)
