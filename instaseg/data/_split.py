@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from instaseg.data.base import InstanceDataset, Record
+from instaseg.structures.masks import encode_masks
 
 
 def load_annotations(dataset: Any, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -29,8 +30,6 @@ def load_rles(dataset: Any, index: int) -> RleAnnotations:
     Uses the dataset's own ``load_rles`` when it has one (COCO: straight from the JSON, no full masks),
     else encodes the masks of :func:`load_annotations`.
     """
-    from pycocotools import mask as mask_utils
-
     fn = getattr(dataset, "load_rles", None)
     if fn is not None:
         return fn(index)
@@ -40,7 +39,7 @@ def load_rles(dataset: Any, index: int) -> RleAnnotations:
     else:
         info = dataset.image_info(index)
         size = (int(info["height"]), int(info["width"]))
-    rles = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
+    rles = [encode_masks(m[None])[0] for m in masks]
     return rles, labels, iscrowd, size
 
 

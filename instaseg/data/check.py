@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from instaseg.errors import DataError
+from instaseg.structures.masks import counts_to_rle, polygons_to_rle, rle_areas
 
 # kind -> one-line description (the report's vocabulary, in report order)
 PROBLEMS: dict[str, str] = {
@@ -142,8 +143,6 @@ def _check_images(images: list, image_dir: Path, report: CheckReport) -> dict[An
 
 def _segmentation_area(seg: Any, size: tuple[int, int], where: str, report: CheckReport) -> float | None:
     """Mask area of a segmentation, after reporting empty/degenerate/size problems (None: skip)."""
-    from pycocotools import mask as mask_utils
-
     h, w = size
     if isinstance(seg, list):
         if not seg:
@@ -161,7 +160,7 @@ def _segmentation_area(seg: Any, size: tuple[int, int], where: str, report: Chec
                 good.append([float(v) for v in poly])
         if not good:
             return None
-        return float(mask_utils.area(mask_utils.merge(mask_utils.frPyObjects(good, h, w))))
+        return float(rle_areas([polygons_to_rle(good, h, w)])[0])
     if isinstance(seg, dict) and "counts" in seg and "size" in seg:
         if list(seg["size"]) != [h, w]:
             report.add("segmentation_size_mismatch", f"{where}: RLE size {seg['size']}, image is {[h, w]}")
@@ -169,11 +168,11 @@ def _segmentation_area(seg: Any, size: tuple[int, int], where: str, report: Chec
         try:
             rle = seg
             if isinstance(seg["counts"], list):
-                rle = mask_utils.frPyObjects(seg, h, w)
+                rle = counts_to_rle(seg["counts"], h, w)
             elif isinstance(seg["counts"], str):
                 rle = {"size": [h, w], "counts": seg["counts"].encode("ascii")}
-            return float(mask_utils.area(rle))
-        except Exception as exc:  # pycocotools raises assorted errors on corrupt counts
+            return float(rle_areas([rle])[0])
+        except Exception as exc:  # COCO's RLE code raises assorted errors on corrupt counts
             report.add("malformed_annotation", f"{where}: RLE cannot be decoded ({exc})")
             return None
     report.add("malformed_annotation", f"{where}: segmentation is neither polygons nor RLE")

@@ -15,13 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from instaseg.data._skip import SkipCounter, check_on_error
 from instaseg.data._split import RleAnnotations, load_rles
 from instaseg.data.base import InstanceDataset, Record
 from instaseg.data.io import image_size, read_image, read_json
 from instaseg.errors import DataError
+from instaseg.structures.masks import (
+    counts_to_rle,
+    decode_rles,
+    empty_rle,
+    polygons_to_rle,
+    rle_areas,
+    rle_boxes,
+)
 
 BACKGROUND_NAMES = {"background", "_background_", "__background__", "bg"}
 
@@ -60,8 +67,8 @@ def segmentation_to_rle(seg: Any, height: int, width: int, where: str, path: Pat
             raise DataError(path, f"{where}: segmentation polygons must be lists of numbers")
         polys = [[float(v) for v in p] for p in seg if len(p) >= 6]
         if not polys:
-            return mask_utils.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
-        return mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
+            return empty_rle(height, width)
+        return polygons_to_rle(polys, height, width)
     if isinstance(seg, dict):
         size = _require(seg, "size", f"{where} segmentation", path)
         counts = _require(seg, "counts", f"{where} segmentation", path)
@@ -69,10 +76,10 @@ def segmentation_to_rle(seg: Any, height: int, width: int, where: str, path: Pat
             raise DataError(path, f"{where}: RLE size {list(size)} != image size [{height}, {width}]")
         try:
             if isinstance(counts, list):
-                return mask_utils.frPyObjects(seg, height, width)
+                return counts_to_rle(counts, height, width)
             code = counts.encode("ascii") if isinstance(counts, str) else counts
             rle = {"size": [height, width], "counts": code}
-            mask_utils.area(rle)  # validates the counts string
+            rle_areas([rle])  # validates the counts string
             return rle
         except (ValueError, TypeError, UnicodeEncodeError) as exc:
             raise DataError(path, f"{where}: undecodable RLE ({exc})") from None
@@ -178,7 +185,11 @@ class CocoDataset(InstanceDataset):
         rles, labels, iscrowd, (h, w) = self.load_rles(index)
         if not rles:
             return np.zeros((0, h, w), dtype=bool), labels, iscrowd
-        masks = np.moveaxis(mask_utils.decode(rles), 2, 0).astype(bool)  # (H, W, N) -> (N, H, W)
+        try:
+            masks = decode_rles(rles, h, w)
+        except ValueError as exc:
+            image_id = self.images[index]["id"]
+            raise DataError(self.ann_file, f"image id {image_id}: undecodable RLE ({exc})") from None
         return masks, labels, iscrowd
 
     def load_rles(self, index: int) -> RleAnnotations:
@@ -234,9 +245,7 @@ def dataset_to_coco(dataset: Any, *, description: str = "") -> dict[str, Any]:
         rles, labels, iscrowd, (h, w) = load_rles(dataset, i)
         images.append({"id": int(info["id"]), "file_name": str(info["file_name"]),
                        "height": int(h), "width": int(w)})
-        # pycocotools indexes lists of RLEs with a uint8 on some numpy versions: go in chunks
-        areas = [a for k in range(0, len(rles), 200) for a in mask_utils.area(rles[k : k + 200])]
-        boxes = [b for k in range(0, len(rles), 200) for b in mask_utils.toBbox(rles[k : k + 200])]
+        areas, boxes = rle_areas(rles).tolist(), rle_boxes(rles).tolist()
         for rle, area, box, label, crowd in zip(rles, areas, boxes, labels, iscrowd, strict=True):
             counts = rle["counts"]
             annotations.append({

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from instaseg.errors import DataError
 from instaseg.fileio import atomic_open
+from instaseg.structures.masks import encode_masks, merge_rles, polygons_to_rles, rle_areas, rle_boxes
 
 LABELME_SPECIAL = ("__ignore__", "_background_")
 CIRCLE_POINTS = 64
@@ -75,13 +75,13 @@ def _instance(parts: list[Any], height: int, width: int) -> tuple[Any, float, li
     full-size bool masks; polygons stay polygons, any mask part makes the result an RLE."""
     polys = [p for p in parts if isinstance(p, list)]
     masks = [p for p in parts if isinstance(p, np.ndarray)]
-    rles = mask_utils.frPyObjects(polys, height, width) if polys else []
-    rles += [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
+    rles = polygons_to_rles(polys, height, width)
+    rles += [encode_masks(m[None])[0] for m in masks]
     if not rles:
         return None
-    rle = mask_utils.merge(rles) if len(rles) > 1 else rles[0]
-    area = float(mask_utils.area(rle))
-    bbox = [float(v) for v in mask_utils.toBbox(rle)]
+    rle = merge_rles(rles) if len(rles) > 1 else rles[0]
+    area = float(rle_areas([rle])[0])
+    bbox = [float(v) for v in rle_boxes([rle])[0]]
     if masks:
         seg: Any = {"size": [height, width], "counts": rle["counts"].decode("ascii")}
     else:

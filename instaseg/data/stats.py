@@ -13,19 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from instaseg.structures.masks import rle_areas
+
 SMALL_AREA = 32**2
 LARGE_AREA = 96**2
-
-
-def _rle_areas(rles: list) -> list[float]:
-    """Pixel areas of compressed RLEs. Chunked: pycocotools 2.0.11's ``area`` overflows on more than
-    255 RLEs in one call (a nuclei image has 313 instances)."""
-    from pycocotools import mask as mask_utils
-
-    out: list[float] = []
-    for k in range(0, len(rles), 255):
-        out.extend(float(a) for a in mask_utils.area(rles[k : k + 255]))
-    return out
 
 
 def compute_stats(dataset: Any, *, source: str = "") -> dict[str, Any]:
@@ -52,7 +43,7 @@ def compute_stats(dataset: Any, *, source: str = "") -> dict[str, Any]:
         crowd += int(np.asarray(iscrowd).sum())
         for label in np.asarray(labels).tolist():
             per_class[names[label] if 0 <= label < len(names) else str(label)] += 1
-        for area in _rle_areas(rles):
+        for area in rle_areas(rles).tolist():
             key = "small" if area < SMALL_AREA else "medium" if area < LARGE_AREA else "large"
             sizes[key] += 1
     n = len(counts)

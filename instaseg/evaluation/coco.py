@@ -8,9 +8,15 @@ Metric values are on a 0-1 scale, in pycocotools' ``stats`` order (:data:`STAT_N
 pycocotools, a stat is ``-1.0`` when it is undefined because no ground truth falls in its category/area
 range; with ground truth but no detections at all, it is ``0.0``.
 
+Semantics are pycocotools' exactly: results are completed as ``COCO.loadRes`` completes them
+(:func:`load_detections`; notably a detection's area, which puts it in the small/medium/large range, is
+its ``bbox`` ``w * h`` whenever the results carry boxes, for "segm" too), the ground truth is used as
+given (its ``area`` fields, ``iscrowd`` as the ignore flag), with COCO's default parameters.
+
 Backends: ``"faster"`` (faster-coco-eval, C++ matching and accumulation) and ``"pycocotools"``
-(the reference). Their stats agree to float rounding (~1e-16; tests/evaluation/test_coco.py asserts
-1e-9 on real COCO ground truth); ``"auto"`` uses faster-coco-eval, measured faster in
+(the reference's ``COCOeval``), both fed the same completed detections. Their stats equal pycocotools'
+``loadRes`` + ``COCOeval`` to float rounding (~1e-16; tests/evaluation/test_coco.py asserts 1e-9 on real
+COCO ground truth, with and without result boxes); ``"auto"`` uses faster-coco-eval, measured faster in
 benchmarks/bench_eval.py.
 """
 
@@ -26,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from instaseg.errors import DataError
+from instaseg.structures.masks import encode_masks, rle_areas, rle_boxes, to_rle, xywh_to_polygon
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 IOU_TYPES = ("segm", "bbox")
@@ -69,8 +76,6 @@ def outputs_to_results(
     arrays. ``category_ids[label]`` is the original COCO category id. Returns one dict per kept detection:
     ``{"image_id", "category_id", "bbox" [x, y, w, h], "score", "segmentation" (RLE, str counts)}``.
     """
-    from pycocotools import mask as mask_utils
-
     if len(outputs) != len(image_ids):
         raise ValueError(f"{len(outputs)} outputs but {len(image_ids)} image ids")
     results: list[dict[str, Any]] = []
@@ -84,8 +89,7 @@ def outputs_to_results(
         rles: list[dict[str, Any]] | None = None
         if out.get("masks") is not None:
             masks = _binary_masks(out["masks"], keep)
-            encoded = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
-            rles = [{"size": r["size"], "counts": r["counts"].decode("ascii")} for r in encoded]
+            rles = [{"size": r["size"], "counts": r["counts"].decode("ascii")} for r in encode_masks(masks)]
         for j in range(keep.size):
             label = int(labels[j])
             if not 0 < label < len(category_ids):
@@ -150,35 +154,24 @@ def run_coco_eval(
     backend: str = "auto",
 ) -> CocoEval:
     """Evaluate ``results`` (COCO results entries) against COCO ground-truth dict ``gt`` for
-    ``iou_type`` ("segm" or "bbox"). Neither argument is modified.
+    ``iou_type`` ("segm" or "bbox"), with pycocotools' semantics exactly. Neither argument is modified.
 
-    For "segm", result ``bbox`` fields are dropped first so a detection's area (for the small/medium/
-    large ranges) is its mask area, as Detectron2 does; otherwise pycocotools would use the box area.
+    The results are completed as pycocotools' ``COCO.loadRes`` completes them (see
+    :func:`load_detections`): in particular a detection's ``area``, which decides its small/medium/large
+    range, is its box's ``w * h`` when the results carry ``bbox`` (also for "segm"), and its mask's
+    pixel count only when they do not. Both backends evaluate the same completed detections.
     """
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     coco_cls, eval_cls = _backend_classes(backend)
+    dets = load_detections(gt, results, with_masks=iou_type == "segm")
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = _make_coco(coco_cls, _fresh(gt))
-        dets = _detections(gt, results, iou_type)
-        if backend == "pycocotools" and dets:
-            # the reference path: pycocotools' own loadRes on the results as given
-            if iou_type == "segm":
-                given = [{k: v for k, v in r.items() if k != "bbox"}
-                         for r in results if r.get("segmentation") is not None]
-            else:  # boxes as given; mask-only results get the box _detections derived
-                kept = [r for r in results if r.get("bbox") is not None or r.get("segmentation") is not None]
-                given = [{k: v for k, v in r.items() if k != "segmentation"} | {"bbox": d["bbox"]}
-                         for r, d in zip(kept, dets, strict=True)]
-            coco_dt = coco_gt.loadRes(given)
-        else:
-            # What loadRes builds, with areas and boxes computed in one C call instead of one per
-            # result (loadRes' Python loop dominated large evaluations); empty results are fine too.
-            cats = [dict(c) for c in gt["categories"]]
-            coco_dt = _make_coco(coco_cls, {"images": list(gt["images"]), "categories": cats,
-                                            "annotations": dets})
+        cats = [dict(c) for c in gt["categories"]]
+        dt_data = {"images": list(gt["images"]), "categories": cats, "annotations": dets}
+        coco_dt = _make_coco(coco_cls, dt_data)
         evaluator = eval_cls(coco_gt, coco_dt, iou_type)
         evaluator.evaluate()
         evaluator.accumulate()
@@ -194,59 +187,63 @@ def run_coco_eval(
     )
 
 
-def _detections(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str) -> list[dict[str, Any]]:
-    """New result dicts as loadRes would complete them (``id``, ``area``, ``iscrowd``): for "segm"
-    the mask area and no ``bbox`` input (Detectron2's choice: box areas would shift the size ranges);
-    for "bbox" the box area, boxes derived from masks where a result has none."""
+def load_detections(
+    gt: dict[str, Any], results: list[dict[str, Any]], *, with_masks: bool = True
+) -> list[dict[str, Any]]:
+    """New detection annotations, completed from ``results`` as pycocotools' ``COCO.loadRes`` does it
+    (one pass, with areas and boxes computed in a few C calls instead of one call per result).
 
-    from instaseg.evaluation.matching import to_rle
+    Like ``loadRes``, the first result decides for all of them: when it has a (non-empty) ``bbox``,
+    every detection's ``area`` is its box ``w * h`` and a result without ``segmentation`` gets the box's
+    corner polygon as its mask; otherwise every ``area`` is the mask's pixel count and a result without
+    ``bbox`` gets the mask's tight box. Each gets ``id`` 1.. (in order) and ``iscrowd`` 0; ``score``,
+    ``image_id`` and ``category_id`` are kept as they are. Where ``loadRes`` would fail on a result
+    (the first has a ``bbox`` and this one has none, or the first has none and this one has no
+    ``segmentation``) the missing part is derived from the other one, as above.
 
+    Returns dicts with ``image_id``, ``category_id``, ``score``, ``bbox`` [x, y, w, h], ``area``, ``id``,
+    ``iscrowd`` and, with ``with_masks``, ``segmentation`` as a compressed RLE. Raises ValueError for a
+    result with neither ``bbox`` nor ``segmentation`` or an image id that is not in ``gt``.
+    """
+    if not results:
+        return []
     sizes = {int(im["id"]): (int(im["height"]), int(im["width"])) for im in gt["images"]}
     unknown = {r["image_id"] for r in results} - set(sizes)
     if unknown:
         raise ValueError(f"results refer to image ids not in the ground truth: {sorted(unknown)[:5]}")
-    if iou_type == "segm":
-        chosen = [r for r in results if r.get("segmentation") is not None]
-        rles = [to_rle(r["segmentation"], *sizes[r["image_id"]]) for r in chosen]
-        areas, boxes = rle_areas(rles).tolist(), rle_boxes(rles).tolist()
-        return [
-            {"image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"],
-             "segmentation": rle, "area": a, "bbox": b, "id": i + 1, "iscrowd": 0}
-            for i, (r, rle, a, b) in enumerate(zip(chosen, rles, areas, boxes, strict=True))
-        ]
-    missing = [r for r in results if r.get("bbox") is None and r.get("segmentation") is not None]
-    derived = {}
-    if missing:
-        rles = [to_rle(r["segmentation"], *sizes[r["image_id"]]) for r in missing]
-        derived = {id(r): b for r, b in zip(missing, rle_boxes(rles).tolist(), strict=True)}
+    boxes = [_box_of(r) for r in results]
+    by_box = boxes[0] is not None
+    segs = [r.get("segmentation") for r in results]
+    for i, (box, seg) in enumerate(zip(boxes, segs, strict=True)):
+        if box is None and seg is None:
+            raise ValueError(f"result {i} has neither 'bbox' nor 'segmentation'")
+    # masks are needed for segm, for the areas when the first result has no box, and for missing boxes
+    rles: list[Any] = [None] * len(results)
+    for i, r in enumerate(results):
+        if with_masks or not by_box or boxes[i] is None:
+            geometry = segs[i] if segs[i] is not None else xywh_to_polygon(boxes[i])
+            rles[i] = to_rle(geometry, *sizes[r["image_id"]])
+    missing_box = [i for i, b in enumerate(boxes) if b is None]
+    for i, b in zip(missing_box, rle_boxes([rles[i] for i in missing_box]).tolist(), strict=True):
+        boxes[i] = b
+    areas = [b[2] * b[3] for b in boxes] if by_box else rle_areas(rles).tolist()
     out = []
-    for r in results:
-        box = r.get("bbox") if r.get("bbox") is not None else derived.get(id(r))
-        if box is None:
-            continue
-        out.append({"image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"],
-                    "bbox": list(box), "area": box[2] * box[3], "id": len(out) + 1, "iscrowd": 0})
+    for i, r in enumerate(results):
+        det = {"image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"],
+               "bbox": boxes[i], "area": areas[i], "id": i + 1, "iscrowd": 0}
+        if with_masks:
+            det["segmentation"] = rles[i]
+        out.append(det)
     return out
 
 
-# pycocotools 2.0.x with NumPy 2 overflows on lists of 256+ RLEs (a uint8 count), so batch by 255.
-_CHUNK = 255
-
-
-def rle_areas(rles: list[dict[str, Any]]) -> np.ndarray:
-    """Pixel areas (N,) float64 of N COCO RLEs, computed in a few C calls."""
-    from pycocotools import mask as mask_utils
-
-    parts = [mask_utils.area(rles[i : i + _CHUNK]) for i in range(0, len(rles), _CHUNK)]
-    return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
-
-
-def rle_boxes(rles: list[dict[str, Any]]) -> np.ndarray:
-    """XYWH boxes (N, 4) float64 of N COCO RLEs, computed in a few C calls."""
-    from pycocotools import mask as mask_utils
-
-    parts = [mask_utils.toBbox(rles[i : i + _CHUNK]) for i in range(0, len(rles), _CHUNK)]
-    return np.concatenate(parts).astype(np.float64).reshape(-1, 4) if parts else np.zeros((0, 4))
+def _box_of(result: dict[str, Any]) -> list[float] | None:
+    """A result's ``bbox`` as a list, or None when it has none (missing, None or ``[]``, which
+    ``loadRes`` also treats as no box)."""
+    box = result.get("bbox")
+    if box is None or len(box) == 0:
+        return None
+    return list(box)
 
 
 def _backend_classes(backend: str) -> tuple[type, type]:

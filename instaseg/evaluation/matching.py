@@ -1,8 +1,9 @@
 """Per-image grouping of COCO ground truth and results, and greedy detection-to-GT matching on RLE.
 
 Shared by the matched-IoU metrics, the confusion matrix and the TIDE-style error analysis. Geometry is
-kept as COCO RLE (segm) or XYWH boxes (bbox) so pycocotools' ``mask.iou`` computes IoU without
-decoding masks.
+kept as COCO RLE (segm) or XYWH boxes (bbox), so IoU is computed without decoding masks. Detections are
+completed exactly as for the COCO metrics (:func:`instaseg.evaluation.coco.load_detections`): a
+mask-only result gets its mask's box, a box-only result its box's polygon as mask.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
-from instaseg.evaluation.coco import rle_areas
+from instaseg.evaluation.coco import load_detections
+from instaseg.structures.masks import rle_areas, rle_iou, to_rle, xywh_iou
 
 
 @dataclass
 class ImageGroup:
-    """One image's GT and detections. ``gt_geoms`` / ``dt_geoms``: RLE dicts (bytes counts) for segm, or
+    """One image's GT and detections. ``gt_geoms`` / ``dt_geoms``: compressed RLE dicts for segm, or
     (N, 4) XYWH arrays for bbox; ``gt_cats`` (N,), ``gt_crowd`` (N,) bool, ``gt_area`` (N,);
     ``dt_cats`` (K,), ``dt_scores`` (K,) sorted descending, ``dt_area`` (K,)."""
 
@@ -37,29 +38,21 @@ class ImageGroup:
     dt_area: np.ndarray
 
 
-def to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
-    """Any COCO segmentation (polygons, uncompressed or compressed RLE) as a compressed RLE, the form
-    pycocotools' C functions take (str counts are kept as they are: pycocotools accepts both)."""
-    if isinstance(segmentation, list):
-        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    counts = segmentation["counts"]
-    if isinstance(counts, list):
-        return mask_utils.frPyObjects(segmentation, height, width)
-    return segmentation
-
-
 def group_by_image(
     gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str = "segm", max_dets: int = 100
 ) -> Iterator[ImageGroup]:
     """Yield an :class:`ImageGroup` per GT image (images without results get empty detections); at
-    most ``max_dets`` highest-scoring detections per image are kept, as COCO does."""
+    most ``max_dets`` highest-scoring detections per image are kept, as COCO does. Results on images
+    that are not in ``gt`` are left out."""
     if iou_type not in ("segm", "bbox"):
         raise ValueError(f"iou_type must be 'segm' or 'bbox', got {iou_type!r}")
     gts: dict[int, list] = defaultdict(list)
     for ann in gt["annotations"]:
         gts[int(ann["image_id"])].append(ann)
+    known = {int(im["id"]) for im in gt["images"]}
+    results = [r for r in results if int(r["image_id"]) in known]
     dts: dict[int, list] = defaultdict(list)
-    for det in results:
+    for det in load_detections(gt, results, with_masks=iou_type == "segm"):
         dts[int(det["image_id"])].append(det)
     for im in gt["images"]:
         image_id, h, w = int(im["id"]), int(im["height"]), int(im["width"])
@@ -67,7 +60,7 @@ def group_by_image(
         dets = sorted(dts.get(image_id, []), key=lambda d: -d["score"])[:max_dets]
         if iou_type == "segm":
             gt_geoms = [to_rle(a["segmentation"], h, w) for a in anns]
-            dt_geoms = [to_rle(d["segmentation"], h, w) for d in dets]
+            dt_geoms = [d["segmentation"] for d in dets]
             gt_area, dt_area = rle_areas(gt_geoms), rle_areas(dt_geoms)
         else:
             gt_geoms = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
@@ -89,11 +82,9 @@ def group_by_image(
 def iou_matrix(dt_geoms: Any, gt_geoms: Any, gt_crowd: np.ndarray | None = None) -> np.ndarray:
     """IoU (K detections, N GT) as float64; for crowd GT (``gt_crowd``) the value is
     intersection / detection area, as COCO defines it for crowd regions."""
-    k, n = len(dt_geoms), len(gt_geoms)
-    if k == 0 or n == 0:
-        return np.zeros((k, n), dtype=np.float64)
-    crowd = [0] * n if gt_crowd is None else [int(c) for c in gt_crowd]
-    return np.asarray(mask_utils.iou(dt_geoms, gt_geoms, crowd), dtype=np.float64).reshape(k, n)
+    if isinstance(dt_geoms, np.ndarray) or isinstance(gt_geoms, np.ndarray):
+        return xywh_iou(dt_geoms, gt_geoms, gt_crowd)
+    return rle_iou(dt_geoms, gt_geoms, gt_crowd)
 
 
 def greedy_match(

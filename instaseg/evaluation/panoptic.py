@@ -21,6 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from instaseg.evaluation.matching import group_by_image
+from instaseg.structures.masks import decode_rles
+
 
 @dataclass
 class Segment:
@@ -182,24 +185,15 @@ def coco_panoptic_quality(
     so memory holds one image's masks at a time. Returns :meth:`PanopticQuality.compute`'s dict plus
     ``pixel_accuracy``: the fraction of pixels (over all images, crowd pixels left out) whose class
     in the fused prediction map equals the GT class map (0 = background on both sides)."""
-    from pycocotools import mask as mask_utils
-
-    from instaseg.evaluation.matching import group_by_image
-
     pq = PanopticQuality(void_id=-1)
     correct = total = 0
     dets = [r for r in results if r["score"] >= score_threshold and "segmentation" in r]
     for g in group_by_image(gt, dets, "segm", max_dets=len(dets) or 1):
-        shape = (g.height, g.width)
-
-        def decode(rles: list, shape: tuple[int, int] = shape) -> np.ndarray:
-            if not rles:
-                return np.zeros((0, *shape), dtype=bool)
-            return mask_utils.decode(rles).transpose(2, 0, 1).astype(bool)
-
-        gt_ids, gt_segs = instances_to_segments(decode(g.gt_geoms), g.gt_cats, iscrowd=g.gt_crowd)
+        gt_masks = decode_rles(g.gt_geoms, g.height, g.width)
+        gt_ids, gt_segs = instances_to_segments(gt_masks, g.gt_cats, iscrowd=g.gt_crowd)
+        dt_masks = decode_rles(g.dt_geoms, g.height, g.width)
         pred_ids, pred_segs = instances_to_segments(
-            decode(g.dt_geoms), g.dt_cats, scores=g.dt_scores, overlap_threshold=overlap_threshold
+            dt_masks, g.dt_cats, scores=g.dt_scores, overlap_threshold=overlap_threshold
         )
         pq.update(gt_ids, gt_segs, pred_ids, pred_segs)
         gt_sem, crowd = _class_map(gt_ids, gt_segs)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from instaseg.evaluation.coco import STAT_NAMES
+from instaseg.structures.masks import decode_rles, to_rle
 
 
 def _jsonable(obj: Any) -> Any:
@@ -45,15 +46,11 @@ def predictions_by_image(results: list[dict[str, Any]], score_threshold: float) 
 
 def instances_from_results(entries: list[dict[str, Any]], shape: tuple[int, int]) -> Any:
     """:class:`~instaseg.viz.figures.Instances` (labels = category ids) from COCO results entries."""
-    from instaseg.evaluation.matching import to_rle
     from instaseg.viz.figures import Instances
 
     if not entries:
         return Instances(np.zeros((0, *shape), bool), np.zeros(0, np.int64), np.zeros(0))
-    from pycocotools import mask as mask_utils
-
-    rles = [to_rle(e["segmentation"], *shape) for e in entries]
-    masks = mask_utils.decode(rles).transpose(2, 0, 1).astype(bool)
+    masks = decode_rles([to_rle(e["segmentation"], *shape) for e in entries], *shape)
     return Instances(
         masks, np.array([e["category_id"] for e in entries]), np.array([e["score"] for e in entries])
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from instaseg.errors import DataError
+from instaseg.structures.masks import to_rle
 
 _MAX_SHOWN = 3
 
@@ -29,7 +30,9 @@ def load_results(
     """Load COCO results from ``path`` and check them against COCO GT dict ``gt``.
 
     Returns new normalised entries: ``segmentation`` (if any) as compressed RLE with str counts at the
-    image's size, ``bbox`` (derived from the mask when missing), ``score`` float. Raises DataError for
+    image's size, ``bbox`` as given (a missing one stays missing: whether results carry boxes decides
+    how COCO measures detection areas, see :func:`instaseg.evaluation.coco.load_detections`), ``score``
+    float. Raises DataError for
     malformed JSON, a non-list document, entries missing fields, image or category ids that are not in
     ``gt``, masks of the wrong size, or non-finite numbers.
     """
@@ -61,9 +64,6 @@ def validate_results(
     entries are normalised in place (no second copy of a large results file in memory). With
     ``subset`` (``gt`` is a split or the first images of a larger set) results for other images are
     dropped instead of refused."""
-    from instaseg.evaluation.coco import rle_boxes
-    from instaseg.evaluation.matching import to_rle
-
     where = Path(source) if source is not None else None
     sizes = {int(im["id"]): [int(im["height"]), int(im["width"])] for im in gt["images"]}
     cats = {int(c["id"]) for c in gt["categories"]}
@@ -71,7 +71,6 @@ def validate_results(
     unknown_images: list[Any] = []
     unknown_cats: list[Any] = []
     out: list[dict[str, Any]] = []
-    need_box: list[dict[str, Any]] = []
     for i, e in enumerate(entries):
         if not isinstance(e, dict):
             raise DataError(where, f"entry {i} is a {type(e).__name__}, expected an object")
@@ -114,8 +113,6 @@ def validate_results(
             if not ok or not all(math.isfinite(v) for v in box):
                 raise DataError(where, f"entry {i} has bbox {box!r}, expected [x, y, width, height]")
             entry["bbox"] = box
-        else:
-            need_box.append(entry)
         out.append(entry)
     if subset:
         unknown_images = []
@@ -127,10 +124,6 @@ def validate_results(
                 f"{len(bad)} results have {kind} ids not in the dataset (e.g. {shown}; the dataset has "
                 f"{len(known)} {kind}s{_range_hint(known)})",
             )
-    if need_box:  # boxes of mask-only results, in a few C calls
-        boxes = rle_boxes([e["segmentation"] for e in need_box]).tolist()
-        for e, b in zip(need_box, boxes, strict=True):
-            e["bbox"] = b
     return out
 
 

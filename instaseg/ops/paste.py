@@ -20,7 +20,8 @@ import math
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
+
+from instaseg.structures.masks import counts_to_rle, encode_masks
 
 
 def box_window(box: np.ndarray, height: int, width: int) -> tuple[int, int, int, int]:
@@ -141,7 +142,7 @@ def encode_crop(
     """Compressed, JSON-ready COCO RLE (``{"size": [H, W], "counts": str}``) of a full-image mask that
     is ``crop`` at ``window`` and zero elsewhere; identical to ``pycocotools.mask.encode`` of that mask."""
     counts = crop_rle_counts(crop, window, height, width)
-    rle = mask_utils.frPyObjects({"counts": counts, "size": [height, width]}, height, width)
+    rle = counts_to_rle(counts, height, width)
     return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
@@ -199,6 +200,6 @@ def dense_masks_to_rles(masks: np.ndarray, threshold: float = 0.5) -> list[dict[
     out = []
     for m in masks:
         binary = m if m.dtype == bool else m >= threshold
-        rle = mask_utils.encode(np.asfortranarray(binary.astype(np.uint8)))
+        rle = encode_masks(binary[None])[0]
         out.append({"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")})
     return out

@@ -1,7 +1,7 @@
 """Greedy mask-IoU tracking: keep instance ids stable across video frames.
 
-Each frame's detections are matched to the live tracks by mask IoU (computed on COCO RLEs by
-pycocotools, no dense masks), greedily from the highest IoU down; a pair is matched when its IoU is at
+Each frame's detections are matched to the live tracks by mask IoU (computed on COCO RLEs, no dense
+masks), greedily from the highest IoU down; a pair is matched when its IoU is at
 least ``iou_threshold`` and, with ``match_labels``, both have the same class. Unmatched detections start
 new tracks; tracks unseen for more than ``max_age`` frames are dropped. Ids are positive integers,
 never reused.
@@ -14,23 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
+
+from instaseg.structures.masks import rle_iou
 
 
 def rle_iou_matrix(rles_a: Sequence[dict[str, Any]], rles_b: Sequence[dict[str, Any]]) -> np.ndarray:
     """Pairwise mask IoU (float64 ``(len(a), len(b))``) of two lists of COCO RLEs of the same image size."""
-    if not rles_a or not rles_b:
-        return np.zeros((len(rles_a), len(rles_b)), dtype=np.float64)
-
-    def as_bytes(rles: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        out = []
-        for r in rles:
-            counts = r["counts"].encode("ascii") if isinstance(r["counts"], str) else r["counts"]
-            out.append({"size": list(r["size"]), "counts": counts})
-        return out
-
-    iou = mask_utils.iou(as_bytes(rles_a), as_bytes(rles_b), [0] * len(rles_b))
-    return np.asarray(iou, dtype=np.float64).reshape(len(rles_a), len(rles_b))
+    return rle_iou(rles_a, rles_b)
 
 
 def greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:

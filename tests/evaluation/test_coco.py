@@ -15,12 +15,20 @@ from instaseg.evaluation.coco import (
     COCOEvaluator,
     evaluate_results,
     load_coco_gt,
+    load_detections,
     outputs_to_results,
     run_coco_eval,
 )
 from instaseg.structures.masks import rle_decode
 
-from .helpers import box_mask, det_from_mask, perturbed_detections, tiny_gt
+from .helpers import (
+    box_mask,
+    det_from_mask,
+    perturbed_detections,
+    predictor_style_results,
+    pycocotools_eval,
+    tiny_gt,
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +41,68 @@ def coco_tiny_dets(coco_tiny_val):
     return perturbed_detections(coco_tiny_val, seed=1)
 
 
+def _without(results, key):
+    return [{k: v for k, v in r.items() if k != key} for r in results]
+
+
+@pytest.fixture(scope="module")
+def result_sets(coco_tiny_val, coco_tiny_dets):
+    """(a) Detectron2-style results with bbox, (b) the same without bbox, (c) what the predictor writes."""
+    return {
+        "with_bbox": coco_tiny_dets,
+        "without_bbox": _without(coco_tiny_dets, "bbox"),
+        "predictor": predictor_style_results(coco_tiny_val, seed=2),
+    }
+
+
 @pytest.mark.data
+@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
 @pytest.mark.parametrize("iou_type", ["segm", "bbox"])
-def test_default_backend_equals_pycocotools_on_coco_tiny(coco_tiny_val, coco_tiny_dets, iou_type):
-    dets = coco_tiny_dets
-    ours = run_coco_eval(coco_tiny_val, dets, iou_type)  # default backend
-    ref = run_coco_eval(coco_tiny_val, dets, iou_type, backend="pycocotools")
+@pytest.mark.parametrize("case", ["with_bbox", "without_bbox", "predictor"])
+def test_equals_pycocotools_on_coco_tiny(coco_tiny_val, result_sets, case, iou_type, backend):
+    results = result_sets[case]
+    ref = pycocotools_eval(coco_tiny_val, results, iou_type)
+    ours = run_coco_eval(coco_tiny_val, results, iou_type, backend=backend)
     assert list(ours.stats) == list(STAT_NAMES)
-    assert 0.05 < ref.stats["AP"] < 0.95  # a mixed case, not a trivial 0 or 1
-    for name in STAT_NAMES:
-        assert ours.stats[name] == pytest.approx(ref.stats[name], abs=1e-9), name
-    np.testing.assert_allclose(ours.precision, ref.precision, atol=1e-9)
+    assert 0.05 < ref.stats[0] < 0.95  # a mixed case, not a trivial 0 or 1
+    for name, expected in zip(STAT_NAMES, ref.stats, strict=True):
+        assert ours.stats[name] == pytest.approx(float(expected), abs=1e-9), name
+    np.testing.assert_allclose(ours.precision, ref.eval["precision"], atol=1e-9, rtol=0)
+    np.testing.assert_allclose(ours.recall, ref.eval["recall"], atol=1e-9, rtol=0)
+
+
+@pytest.mark.data
+def test_box_areas_decide_size_ranges_when_results_carry_boxes(coco_tiny_val, result_sets):
+    """The same masks, with and without ``bbox``: only the small/medium/large stats move (detection
+    areas are box areas in one case, mask areas in the other), as in pycocotools."""
+    with_box = run_coco_eval(coco_tiny_val, result_sets["with_bbox"], "segm").stats
+    without = run_coco_eval(coco_tiny_val, result_sets["without_bbox"], "segm").stats
+    for name in ("AP", "AP50", "AP75", "AR1", "AR10", "AR100"):
+        assert with_box[name] == pytest.approx(without[name], abs=1e-12), name
+    assert any(abs(with_box[n] - without[n]) > 1e-3 for n in ("APs", "APm", "APl"))
+
+
+def test_load_detections_follows_load_res():
+    a, b = box_mask(40, 50, 2, 2, 20, 20), box_mask(40, 50, 25, 10, 45, 35)
+    gt = tiny_gt([[(a, 1), (b, 1)]], cat_ids=[1])
+    da, db = det_from_mask(a, 1, 1, 0.9), det_from_mask(b, 1, 1, 0.8)
+    da["bbox"] = [1.0, 1.0, 10.0, 5.0]  # deliberately not the mask's box
+    # the first result has a box: every area is w * h; a box-only result gets its corner polygon
+    box_only = {"image_id": 1, "category_id": 1, "score": 0.5, "bbox": [0, 0, 4, 3]}
+    dets = load_detections(gt, [da, db, box_only])
+    assert [d["area"] for d in dets] == [50.0, db["bbox"][2] * db["bbox"][3], 12]
+    assert [d["id"] for d in dets] == [1, 2, 3] and all(d["iscrowd"] == 0 for d in dets)
+    assert dets[0]["bbox"] == [1.0, 1.0, 10.0, 5.0]
+    assert rle_decode(dets[2]["segmentation"]).sum() == 12  # the 4 x 3 box's polygon
+    # the first result has no box: every area is the mask's pixel count, boxes come from masks
+    dets = load_detections(gt, [{k: v for k, v in da.items() if k != "bbox"}, da])
+    assert [d["area"] for d in dets] == [float(a.sum())] * 2
+    assert dets[0]["bbox"] == [2.0, 2.0, 18.0, 18.0] and dets[1]["bbox"] == [1.0, 1.0, 10.0, 5.0]
+    assert "segmentation" not in load_detections(gt, [da], with_masks=False)[0]
+    with pytest.raises(ValueError, match="result 1 has neither"):
+        load_detections(gt, [da, {"image_id": 1, "category_id": 1, "score": 0.1}])
+    with pytest.raises(ValueError, match="image ids not in the ground truth"):
+        load_detections(gt, [{**da, "image_id": 9}])
 
 
 def _perfect_outputs(masks, labels, score=0.9):
@@ -149,20 +208,23 @@ def test_evaluator_accepts_an_instance_dataset():
 
 
 @pytest.mark.data
-def test_cli_predictions_on_coco_tiny_match_pycocotools(coco_tiny_val, coco_tiny_dets, shared_data, tmp_path):
+@pytest.mark.parametrize("case", ["with_bbox", "without_bbox", "predictor"])
+def test_cli_predictions_on_coco_tiny_match_pycocotools(
+    coco_tiny_val, result_sets, shared_data, tmp_path, case
+):
     from instaseg.cli import main
 
     res = tmp_path / "results.json"
-    res.write_text(json.dumps(coco_tiny_dets))
+    res.write_text(json.dumps(result_sets[case]))
     ann = shared_data / "coco_tiny/annotations/instances_val2017.json"
     code = main(["evaluate", "--predictions", str(res), "--data", str(ann), "--output", str(tmp_path / "o"),
                  "--no-analysis", "--no-figures"])
     assert code == 0
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
     for iou_type in ("segm", "bbox"):
-        ref = run_coco_eval(coco_tiny_val, coco_tiny_dets, iou_type, backend="pycocotools").stats
-        for name in STAT_NAMES:
-            assert metrics[iou_type][name] == pytest.approx(ref[name], abs=1e-9), (iou_type, name)
+        ref = pycocotools_eval(coco_tiny_val, result_sets[case], iou_type).stats
+        for name, expected in zip(STAT_NAMES, ref, strict=True):
+            assert metrics[iou_type][name] == pytest.approx(float(expected), abs=1e-9), (iou_type, name)
 
 
 @pytest.mark.parametrize("backend", ["faster", "pycocotools"])
@@ -175,3 +237,38 @@ def test_mask_only_results_get_boxes_for_bbox_eval(backend):
     ev = run_coco_eval(gt, mask_only + box_only, "bbox", backend=backend)
     assert ev.stats["AP"] == pytest.approx(1.0)  # the duplicate box ranks last
     assert run_coco_eval(gt, mask_only + box_only, "segm", backend=backend).stats["AP"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+@pytest.mark.parametrize("with_bbox", [True, False])
+def test_ignore_flags_crowd_ties_and_max_dets_equal_pycocotools(backend, with_bbox):
+    """GT ``ignore`` flags (COCO replaces them by ``iscrowd``), a crowd region, tied scores, more than
+    100 detections on one image (maxDets), a category without GT and objects in every size range."""
+    rng = np.random.default_rng(5)
+    h, w = 240, 320
+    objs = [(box_mask(h, w, 10, 10, 20, 22), 1), (box_mask(h, w, 40, 30, 100, 90), 1),
+            (box_mask(h, w, 120, 20, 300, 200), 2), (box_mask(h, w, 5, 150, 60, 230), 2),
+            (box_mask(h, w, 200, 210, 215, 225), 1)]
+    gt = tiny_gt([objs, objs[:2]], cat_ids=[1, 2, 3])
+    gt["annotations"][1]["ignore"] = 1  # not crowd: COCO still counts it
+    gt["annotations"][3]["iscrowd"] = 1
+    gt["annotations"][3]["ignore"] = 0  # crowd: COCO ignores it anyway
+    results = []
+    for image_id, n in ((1, 160), (2, 30)):
+        for _ in range(n):
+            mask, cat = objs[int(rng.integers(len(objs)))]
+            m = np.roll(mask, tuple(int(v) for v in rng.integers(-6, 7, size=2)), axis=(0, 1))
+            if rng.random() < 0.3:
+                m = m & (rng.random(m.shape) > 0.3)
+            score = float(rng.choice([0.3, 0.5, 0.9]))  # many ties
+            det = det_from_mask(m, image_id, int(rng.choice([cat, cat, 3])), score)
+            if not with_bbox:
+                del det["bbox"]
+            results.append(det)
+    for iou_type in ("segm", "bbox"):
+        ref = pycocotools_eval(gt, results, iou_type)
+        assert 0.05 < ref.stats[0] < 0.95
+        ours = run_coco_eval(gt, results, iou_type, backend=backend)
+        for name, expected in zip(STAT_NAMES, ref.stats, strict=True):
+            assert ours.stats[name] == pytest.approx(float(expected), abs=1e-9), (iou_type, name)
+        np.testing.assert_allclose(ours.precision, ref.eval["precision"], atol=1e-9, rtol=0)
