@@ -39,7 +39,7 @@ def client() -> TestClient:
 
 
 def test_health_models_and_docs(client: TestClient) -> None:
-    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/health").json() == {"status": "ok", "queued": 0, "max_queue": 8}
     info = client.get("/models").json()
     assert info["model"]["class_names"] == CLASS_NAMES and info["interactive"] == "grabcut"
     assert info["limits"]["max_pixels"] == 90_000
