@@ -83,7 +83,6 @@ class WorkQueue:
         self.limits = limits
         self.active = 0
         self.seconds_per_job = 1.0  # until the first job is measured
-        self.rejected = 0
 
     def full(self) -> bool:
         return self.active >= 1 + self.limits.max_queue
@@ -129,7 +128,6 @@ class AdmissionControl:
             await _send_json(send, 413, detail, {"Connection": "close"})
             return
         if self.queue.full():
-            self.queue.rejected += 1
             waiting = self.queue.active - 1
             headers = {"Retry-After": str(self.queue.retry_after())}
             if not length.isdigit() or int(length) > KEEP_ALIVE_BODY:
