@@ -128,11 +128,12 @@ class AdmissionControl:
             await _send_json(send, 413, detail, {"Connection": "close"})
             return
         if self.queue.full():
-            waiting = self.queue.active - 1
-            headers = {"Retry-After": str(self.queue.retry_after())}
+            waiting, retry = self.queue.active - 1, self.queue.retry_after()
+            headers = {"Retry-After": str(retry)}
             if not length.isdigit() or int(length) > KEEP_ALIVE_BODY:
                 headers["Connection"] = "close"  # don't read a large body just to drop it
-            detail = f"busy: {waiting} requests are already waiting (limit {self.queue.limits.max_queue})"
+            detail = (f"busy: {waiting} requests waiting behind the one in progress (queue limit "
+                      f"{self.queue.limits.max_queue}); retry in {retry} s")
             await _send_json(send, 503, detail, headers)
             return
 
