@@ -8,8 +8,14 @@ requests; one worker (rather than a pool) keeps concurrent requests from fightin
 cores that the model's forward needs, so the service keeps up with calling the predictor directly.
 
 Limits (:class:`ServiceLimits`): upload bytes (413, checked from Content-Length before the body is
-parsed and again on the bytes read), pixel count (413, read from the image header before decoding),
-non-image or corrupt uploads (400), bad parameters and points outside the image (422).
+read and again on the bytes received, so a chunked body without Content-Length is cut off at the limit
+too), pixel count (413, read from the image header before decoding), non-image or corrupt uploads (400),
+bad parameters and points outside the image (422).
+
+Bounded queue: at most ``1 + max_queue`` POST requests are admitted at once (the one on the worker plus
+those uploading or waiting for it). Beyond that the service answers 503 with a ``Retry-After`` header at
+once, before the body is read, so memory stays bounded by ``(1 + max_queue) x max_upload_bytes`` however
+many clients connect. GET endpoints (``/health``, ``/models``, the demo page) are never queued.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import math
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable
@@ -30,22 +37,140 @@ import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from instaseg.errors import InstasegError
+from instaseg.errors import ConfigError, InstasegError
 from instaseg.ops.paste import dense_masks_to_rles
 from instaseg.structures.masks import rle_decode
 
 STATIC_DIR = Path(__file__).parent / "static"
 
 
+# Multipart framing around the file (boundaries, part headers, form fields) allowed on top of the
+# upload limit when counting the bytes of a whole request body.
+MULTIPART_SLACK = 64 * 1024
+# A refused request with a body up to this size keeps its connection (the server drops the few bytes);
+# a larger body, or one of unknown length, is refused with ``Connection: close`` instead of being read.
+KEEP_ALIVE_BODY = 64 * 1024
+
+
 @dataclass
 class ServiceLimits:
-    """Request limits: upload size in bytes, decoded pixel count, clicks per request, detections."""
+    """Request limits: upload size in bytes, decoded pixel count, clicks per request, detections, and
+    ``max_queue``: how many POST requests may wait (uploading or queued) behind the one being processed
+    before new ones are answered 503 with ``Retry-After``."""
 
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
     max_points: int = 64
     max_detections: int = 300
+    max_queue: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("max_upload_bytes", "max_pixels", "max_points", "max_detections"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"ServiceLimits.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_queue < 0:
+            raise ConfigError(f"ServiceLimits.max_queue must be >= 0, got {self.max_queue}")
+
+
+class WorkQueue:
+    """Admission state shared by :class:`AdmissionControl` and the worker: how many POST requests are
+    admitted (``active``, event-loop thread only) and a running mean of the worker's seconds per job,
+    from which ``Retry-After`` is estimated."""
+
+    def __init__(self, limits: ServiceLimits) -> None:
+        self.limits = limits
+        self.active = 0
+        self.seconds_per_job = 1.0  # until the first job is measured
+
+    def full(self) -> bool:
+        return self.active >= 1 + self.limits.max_queue
+
+    def record(self, seconds: float) -> None:
+        """Fold one worker job's duration into the running mean (exponential, weight 0.2)."""
+        self.seconds_per_job = 0.8 * self.seconds_per_job + 0.2 * seconds
+
+    def retry_after(self) -> int:
+        """Whole seconds until the queue has likely drained (1..120)."""
+        return min(120, max(1, math.ceil(self.active * self.seconds_per_job)))
+
+
+async def _send_json(send: Send, status: int, detail: str, headers: dict[str, str]) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class AdmissionControl:
+    """ASGI middleware in front of every POST: refuses an over-long Content-Length (413), refuses new
+    work when the queue is full (503 + ``Retry-After``), both before any of the body is read, and cuts
+    off a body (chunked or mis-declared) as soon as it passes the upload limit (413), dropping the rest.
+
+    Refusals of bodies whose size is unknown or over ``KEEP_ALIVE_BODY`` carry ``Connection: close``
+    so the server does not go on reading them."""
+
+    def __init__(self, app: ASGIApp, queue: WorkQueue) -> None:
+        self.app = app
+        self.queue = queue
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        limit = self.queue.limits.max_upload_bytes
+        cap = limit + MULTIPART_SLACK
+        length = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
+        if length.isdigit() and int(length) > cap:
+            detail = f"upload of {int(length)} bytes is over the {limit} byte limit"
+            await _send_json(send, 413, detail, {"Connection": "close"})
+            return
+        if self.queue.full():
+            waiting, retry = self.queue.active - 1, self.queue.retry_after()
+            headers = {"Retry-After": str(retry)}
+            if not length.isdigit() or int(length) > KEEP_ALIVE_BODY:
+                headers["Connection"] = "close"  # don't read a large body just to drop it
+            detail = (f"busy: {waiting} requests waiting behind the one in progress (queue limit "
+                      f"{self.queue.limits.max_queue}); retry in {retry} s")
+            await _send_json(send, 503, detail, headers)
+            return
+
+        received = 0
+        too_large = False
+        started = False
+
+        async def guarded_receive() -> Message:
+            nonlocal received, too_large
+            if too_large:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > cap:
+                    too_large = True  # stop here: the app sees a disconnect, the client gets 413
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if too_large and not started:
+                return  # the app's answer to the cut-off body is replaced by the 413 below
+            started = True
+            await send(message)
+
+        self.queue.active += 1
+        try:
+            await self.app(scope, guarded_receive, guarded_send)
+        except Exception:
+            if not too_large or started:
+                raise
+        finally:
+            self.queue.active -= 1
+        if too_large and not started:
+            detail = f"upload body passed {cap} bytes, over the {limit} byte limit; the rest was not read"
+            await _send_json(send, 413, detail, {"Connection": "close"})
 
 
 def decode_upload(data: bytes, filename: str, max_pixels: int) -> np.ndarray:
@@ -146,14 +271,22 @@ def create_app(
     ``/segment_interactive``. Either may be ``None`` (its endpoint then answers 503)."""
     limits = limits or ServiceLimits()
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="instaseg-worker")
+    queue = WorkQueue(limits)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         worker.shutdown(wait=False, cancel_futures=True)
 
+    def timed(fn: Callable[..., Any], *args: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            queue.record(time.perf_counter() - start)
+
     async def on_worker(fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(worker, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(worker, timed, fn, *args)
 
     app = FastAPI(
         title="instaseg",
@@ -164,16 +297,8 @@ def create_app(
     app.state.predictor = predictor
     app.state.interactive = interactive
     app.state.limits = limits
-
-    @app.middleware("http")
-    async def _limit_upload(request: Request, call_next: Any) -> Any:
-        # Refuse oversized bodies from their declared length, before multipart parsing reads them.
-        length = request.headers.get("content-length")
-        if request.method == "POST" and length and length.isdigit():
-            if int(length) > limits.max_upload_bytes + 64 * 1024:
-                detail = f"upload of {int(length)} bytes is over the {limits.max_upload_bytes} byte limit"
-                return JSONResponse({"detail": detail}, status_code=413)
-        return await call_next(request)
+    app.state.queue = queue
+    app.add_middleware(AdmissionControl, queue=queue)
 
     @app.exception_handler(InstasegError)
     async def _user_error(request: Request, exc: InstasegError) -> JSONResponse:
@@ -188,7 +313,7 @@ def create_app(
 
     @app.get("/health", summary="Liveness check")
     async def health() -> dict[str, Any]:
-        return {"status": "ok"}
+        return {"status": "ok", "queued": max(queue.active - 1, 0), "max_queue": limits.max_queue}
 
     @app.get("/models", summary="The loaded models, their classes and the service limits")
     async def models() -> dict[str, Any]:

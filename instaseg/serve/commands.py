@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ def predict(
 def _serve(
     *, checkpoint: Path | None, backend: str, model: Path | None, device: str, score_threshold: float,
     max_detections: int, sam_checkpoint: Path | None, sam_model_type: str | None, host: str, port: int,
-    max_upload_mb: float, max_megapixels: float, threads: int | None, demo: bool,
+    max_upload_mb: float, max_megapixels: float, max_queue: int, threads: int | None, demo: bool,
 ) -> None:
     import uvicorn
 
@@ -99,11 +100,14 @@ def _serve(
         raise ConfigError(f"--port must be in 1..65535, got {port}")
     if max_upload_mb <= 0 or max_megapixels <= 0:
         raise ConfigError("--max-upload-mb and --max-megapixels must be > 0")
+    if max_queue < 0:
+        raise ConfigError(f"--max-queue must be >= 0, got {max_queue}")
     _set_threads(threads)
     interactive = build_interactive(sam_checkpoint, sam_model_type=sam_model_type, device=device)
     predictor = _predictor(checkpoint, backend, model, device, score_threshold, max_detections, None)
     limits = ServiceLimits(
-        max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=int(max_megapixels * 1_000_000)
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=int(max_megapixels * 1_000_000),
+        max_queue=max_queue,
     )
     app = create_app(predictor, interactive, limits)
     shown = f"[{host}]" if ":" in host else host
@@ -115,44 +119,50 @@ def _serve(
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
-def serve(
-    checkpoint: Path | None = _CHECKPOINT,
-    backend: str = _BACKEND,
-    model: Path | None = _MODEL,
-    device: str = _DEVICE,
-    score_threshold: float = _SCORE,
-    max_detections: int = _MAXDET,
-    sam_checkpoint: Path | None = typer.Option(
-        None, "--sam-checkpoint", help="SAM checkpoint for click prompts (needs segment-anything)."
-    ),
-    sam_model_type: str | None = typer.Option(None, "--sam-model-type", help="vit_b | vit_l | vit_h."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only)."),
-    port: int = typer.Option(8000, "--port"),
-    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", help="Largest accepted upload."),
-    max_megapixels: float = typer.Option(40.0, "--max-megapixels", help="Largest accepted image."),
-    threads: int | None = _THREADS,
-) -> None:
-    """HTTP service: POST /segment, POST /segment_interactive, GET /health, GET /models, /docs."""
-    _serve(**locals(), demo=False)
+def _service_command(*, demo: bool, doc: str) -> Callable[..., None]:
+    """One command function with the options shared by ``serve`` and ``demo`` (they differ only in
+    what they print and in their help text)."""
+
+    def command(
+        checkpoint: Path | None = _CHECKPOINT,
+        backend: str = _BACKEND,
+        model: Path | None = _MODEL,
+        device: str = _DEVICE,
+        score_threshold: float = _SCORE,
+        max_detections: int = _MAXDET,
+        sam_checkpoint: Path | None = typer.Option(
+            None, "--sam-checkpoint", help="SAM checkpoint for click prompts (needs segment-anything)."
+        ),
+        sam_model_type: str | None = typer.Option(None, "--sam-model-type", help="vit_b | vit_l | vit_h."),
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only)."),
+        port: int = typer.Option(8000, "--port"),
+        max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", help="Largest accepted upload."),
+        max_megapixels: float = typer.Option(40.0, "--max-megapixels", help="Largest accepted image."),
+        max_queue: int = typer.Option(
+            8, "--max-queue",
+            help="Requests that may wait behind the one being processed; more get 503 with Retry-After.",
+        ),
+        threads: int | None = _THREADS,
+    ) -> None:
+        _serve(
+            checkpoint=checkpoint, backend=backend, model=model, device=device,
+            score_threshold=score_threshold, max_detections=max_detections, sam_checkpoint=sam_checkpoint,
+            sam_model_type=sam_model_type, host=host, port=port, max_upload_mb=max_upload_mb,
+            max_megapixels=max_megapixels, max_queue=max_queue, threads=threads, demo=demo,
+        )
+
+    command.__doc__ = doc
+    command.__name__ = "demo" if demo else "serve"
+    return command
 
 
-def demo(
-    checkpoint: Path | None = _CHECKPOINT,
-    backend: str = _BACKEND,
-    model: Path | None = _MODEL,
-    device: str = _DEVICE,
-    score_threshold: float = _SCORE,
-    max_detections: int = _MAXDET,
-    sam_checkpoint: Path | None = typer.Option(None, "--sam-checkpoint", help="SAM checkpoint for clicks."),
-    sam_model_type: str | None = typer.Option(None, "--sam-model-type", help="vit_b | vit_l | vit_h."),
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8000, "--port"),
-    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb"),
-    max_megapixels: float = typer.Option(40.0, "--max-megapixels"),
-    threads: int | None = _THREADS,
-) -> None:
-    """Browser demo: upload an image, see its instances, click to segment an object (open the URL)."""
-    _serve(**locals(), demo=True)
+serve = _service_command(
+    demo=False, doc="HTTP service: POST /segment, POST /segment_interactive, GET /health, GET /models, /docs."
+)
+demo = _service_command(
+    demo=True,
+    doc="Browser demo: upload an image, see its instances, click to segment an object (open the URL).",
+)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,7 @@ import io
 import json
 import threading
 import time
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from instaseg.engine.predictor import Predictor
+from instaseg.errors import ConfigError
 from instaseg.serve.app import ServiceLimits, create_app
 from instaseg.serve.interactive import ClickSegmenter
 from instaseg.structures.masks import polygons_to_mask, rle_decode
@@ -39,7 +41,7 @@ def client() -> TestClient:
 
 
 def test_health_models_and_docs(client: TestClient) -> None:
-    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/health").json() == {"status": "ok", "queued": 0, "max_queue": 8}
     info = client.get("/models").json()
     assert info["model"]["class_names"] == CLASS_NAMES and info["interactive"] == "grabcut"
     assert info["limits"]["max_pixels"] == 90_000
@@ -175,3 +177,56 @@ def test_jpeg_with_exif_rotation_is_upright(client: TestClient) -> None:
     im.save(buf, format="JPEG", exif=exif, quality=95)
     body = client.post("/segment", files={"file": ("r.jpg", buf.getvalue(), "image/jpeg")}).json()
     assert body["image"] == {"width": 160, "height": 120}
+
+
+def test_full_queue_answers_503_with_retry_after_without_reading_the_body() -> None:
+    model = BlobModel(delay=1.0)
+    app = create_app(Predictor(model, CLASS_NAMES), None, ServiceLimits(max_queue=0))
+    png = _png(blob_image())
+    consumed: list[int] = []
+
+    def body() -> Iterator[bytes]:
+        consumed.append(1)
+        yield b"--xx\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.png\"\r\n\r\n"
+        yield png + b"\r\n--xx--\r\n"
+
+    with TestClient(app) as c:
+        first: list[int] = []
+        files = {"file": ("b.png", png, "image/png")}
+        busy = threading.Thread(target=lambda: first.append(c.post("/segment", files=files).status_code))
+        busy.start()
+        assert model.started.wait(10), "the first request never reached the model"
+        r = c.post("/segment", content=body(), headers={"content-type": "multipart/form-data; boundary=xx"})
+        retry = r.headers["retry-after"]
+        assert r.status_code == 503
+        expected = f"busy: 0 requests waiting behind the one in progress (queue limit 0); retry in {retry} s"
+        assert r.json()["detail"] == expected
+        assert int(retry) >= 1 and r.headers["connection"] == "close"
+        assert consumed == [], "the refused request's body was read"
+        assert c.get("/health").json() == {"status": "ok", "queued": 0, "max_queue": 0}
+        busy.join(10)
+        assert first == [200]
+        # The slot is free again: the same chunked request is now admitted and served.
+        r = c.post("/segment", content=body(), headers={"content-type": "multipart/form-data; boundary=xx"})
+        assert r.status_code == 200 and r.json()["num_instances"] == 2 and consumed == [1]
+
+
+def test_chunked_body_over_the_upload_limit_is_413(client: TestClient) -> None:
+    def body() -> Iterator[bytes]:
+        yield b"--xx\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.png\"\r\n\r\n"
+        for _ in range(5):
+            yield b"\0" * 65536  # 320 kB > 200 kB + multipart slack
+
+    r = client.post("/segment", content=body(), headers={"content-type": "multipart/form-data; boundary=xx"})
+    assert "content-length" not in r.request.headers
+    assert r.status_code == 413 and "over the 200000 byte limit" in r.json()["detail"]
+    assert r.headers["connection"] == "close"
+    assert client.get("/health").json()["queued"] == 0
+    files = {"file": ("blobs.png", _png(blob_image()), "image/png")}
+    assert client.post("/segment", files=files).status_code == 200  # the admission slot was released
+
+
+@pytest.mark.parametrize("field", ["max_queue", "max_upload_bytes", "max_pixels"])
+def test_service_limits_reject_bad_values(field: str) -> None:
+    with pytest.raises(ConfigError, match=f"ServiceLimits.{field} must be >= "):
+        ServiceLimits(**{field: -1})
