@@ -65,9 +65,9 @@ def _direct(checkpoint: Path, image_path: Path, seconds: float, score: float) ->
     from concurrent.futures import ThreadPoolExecutor
 
     from instaseg.data.io import read_image
-    from instaseg.engine.predictor import Predictor
+    from instaseg.predict.predictor import Predictor
 
-    pred = Predictor.from_checkpoint(checkpoint, score_threshold=score)
+    pred = Predictor.from_checkpoint(checkpoint, score_thresh=score)
     image = read_image(image_path)
     main = _direct_loop(pred, image, seconds / 2)
     with ThreadPoolExecutor(1) as pool:
@@ -82,7 +82,7 @@ def _direct_loop(pred, image: np.ndarray, seconds: float) -> dict:
     n, start = 0, time.perf_counter()
     instances = 0
     while time.perf_counter() - start < seconds:
-        instances += len(pred.predict(image)["rles"])
+        instances += len(pred.predict(image))
         n += 1
     elapsed = time.perf_counter() - start
     return {"requests": n, "seconds": round(elapsed, 2), "throughput_rps": round(n / elapsed, 3),
@@ -103,7 +103,7 @@ def _load(url: str, payload: bytes, name: str, clients: int, seconds: float, sco
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
                 try:
-                    r = http.post(f"{url}/segment", params={"score_threshold": score},
+                    r = http.post(f"{url}/segment", params={"score_thresh": score},
                                   files={"file": (name, payload, "image/jpeg")})
                     code = r.status_code
                 except httpx.HTTPError as exc:
@@ -180,7 +180,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         exe = Path(sys.executable).with_name("instaseg")
         cmd = [str(exe), "serve", "--checkpoint", str(ckpt), "--host", "127.0.0.1", "--port", str(port),
-               "--score-threshold", str(args.score_threshold)]
+               "--score-thresh", str(args.score_threshold)]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -203,7 +203,7 @@ def write_report(
     notes: list[str] | None = None,
     figures: bool = True,
 ) -> dict[str, Path]:
-    """Write the whole report folder for an :class:`~instaseg.evaluation.runner.EvalReport`; returns
+    """Write the whole report folder for an :class:`~instaseg.evaluation.summary.EvalReport`; returns
     name -> path of what was written. Without ``figures`` only the JSON files and a picture-less HTML
     page are written."""
     from instaseg.viz.dashboard import read_training_history, save_dashboard

@@ -12,8 +12,8 @@ import yaml
 
 from instaseg.cli import main
 from instaseg.config import load_config
-from instaseg.engine.checkpoint import load_checkpoint, load_model
 from instaseg.engine.launch import numbered_dir, run_training
+from instaseg.models.checkpoint import load_checkpoint, load_model
 from tests.engine.helpers import tiny_overrides
 
 

@@ -7,11 +7,11 @@ import json
 import cv2
 import numpy as np
 import pytest
+from instaseg.predict.predictor import Predictor
+from instaseg.predict.files import image_ids, list_sources, run_predict
 
 from instaseg.cli import main
-from instaseg.engine.predictor import Predictor
 from instaseg.errors import ConfigError, DataError
-from instaseg.serve.runner import image_ids, list_sources, run_predict
 from instaseg.structures.masks import rle_decode
 from tests.serve.fakes import CLASS_NAMES, BlobModel, blob_image
 

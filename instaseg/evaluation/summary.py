@@ -1,41 +1,18 @@
-"""The ``instaseg evaluate`` pipeline: predictions from a checkpoint or a results file, then every
-metric (COCO segm/bbox, per class, PQ, TIDE-style errors, confusion, matched IoU statistics)."""
+"""Every metric of a set of COCO results against a ground truth (COCO segm/bbox, per class, PQ,
+TIDE-style errors, confusion, matched IoU statistics), the terminal table, and the ground truth of a
+dataset spec. Where the results come from (a checkpoint, a file) is :mod:`instaseg.predict.evaluate`."""
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from instaseg.errors import CheckpointError
-from instaseg.evaluation.coco import STAT_NAMES, CocoEval, evaluate_results
-
-
-class FirstImages:
-    """The first ``n`` images of an InstanceDataset, keeping its class metadata and record access."""
-
-    def __init__(self, base: Any, n: int) -> None:
-        self.base, self.n = base, min(n, len(base))
-        self.class_names, self.category_ids = base.class_names, base.category_ids
-
-    def __len__(self) -> int:
-        return self.n
-
-    def _check(self, i: int) -> int:
-        if not 0 <= i < self.n:
-            raise IndexError(i)
-        return i
-
-    def __getitem__(self, i: int) -> Any:
-        return self.base[self._check(i)]
-
-    def load_record(self, i: int) -> Any:
-        return self.base.load_record(self._check(i))
-
-    def image_info(self, i: int) -> dict[str, Any]:
-        return self.base.image_info(self._check(i))
+from instaseg.data.build import build_dataset, parse_spec
+from instaseg.data.coco import dataset_to_coco
+from instaseg.errors import InstasegError
+from instaseg.evaluation.coco import STAT_NAMES, CocoEval, evaluate_results, load_coco_gt
 
 
 @dataclass
@@ -52,58 +29,18 @@ class EvalReport:
     class_names: dict[int, str] = field(default_factory=dict)
 
 
-def predict_dataset(
-    model: Any,
-    dataset: Any,
-    *,
-    label_to_category: list[int],
-    gt: dict[str, Any],
-    batch_size: int = 2,
-    device: str = "cpu",
-    score_threshold: float = 0.0,
-    progress: bool = False,
-) -> list[dict[str, Any]]:
-    """Run ``model`` (eval mode) over ``dataset`` batch by batch; each batch's outputs become COCO
-    results (RLE) at once, so only one batch of full-size masks is alive at a time."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from instaseg.data.base import collate
-    from instaseg.evaluation.coco import COCOEvaluator
-
-    evaluator = COCOEvaluator(gt, category_ids=label_to_category, score_threshold=score_threshold)
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=0)
-    model.eval()
-    it: Any = loader
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(loader, desc="predict", unit="batch", file=sys.stderr, leave=False)
-    with torch.inference_mode():
-        for images, targets in it:
-            outputs = model([im.to(device) for im in images])
-            evaluator.process(targets, outputs)
-    return evaluator.results
-
-
-def map_labels(meta: dict[str, Any], dataset: Any, where: str) -> list[int]:
-    """``result[label]`` = the dataset's category id for the checkpoint's class ``label``: by id when
-    the class names agree, else by class name (labels with no same-named category map to -1 and
-    their detections are dropped). Raises CheckpointError when no class name is shared."""
-    names = list(meta.get("class_names") or [])
-    ds_names, ds_ids = list(dataset.class_names), list(dataset.category_ids)
-    if not names:
-        raise CheckpointError(f"{where}: checkpoint has no class_names; cannot map its labels")
-    if names == ds_names:
-        return ds_ids
-    by_name = dict(zip(ds_names[1:], ds_ids[1:], strict=True))
-    mapping = [0] + [by_name.get(n, -1) for n in names[1:]]
-    if all(m < 0 for m in mapping[1:]):
-        raise CheckpointError(
-            f"{where}: the checkpoint's classes ({', '.join(names[1:6])}...) share no name with the "
-            f"dataset's ({', '.join(ds_names[1:6])}...)"
-        )
-    return mapping
+def coco_metrics(
+    gt: dict[str, Any], results: list[dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, CocoEval]]:
+    """``({"segm", "bbox", "per_class"}, evals)`` of ``results``: the numbers metrics.json holds, for
+    training's validation and ``instaseg evaluate`` alike. Results without any segmentation give segm
+    stats of -1 (undefined)."""
+    has_segm = any("segmentation" in r for r in results) or not results
+    iou_types = ("segm", "bbox") if has_segm else ("bbox",)
+    metrics, evals = evaluate_results(gt, results, iou_types=iou_types, return_evals=True)
+    if not has_segm:
+        metrics["segm"] = {name: -1.0 for name in STAT_NAMES}
+    return {k: metrics[k] for k in ("segm", "bbox", "per_class")}, evals
 
 
 def full_report(
@@ -122,11 +59,8 @@ def full_report(
     from instaseg.evaluation.metrics import confusion_matrix, match_statistics
     from instaseg.evaluation.panoptic import coco_panoptic_quality
 
-    has_segm = any("segmentation" in r for r in results) or not results
-    iou_types = ("segm", "bbox") if has_segm else ("bbox",)
-    metrics, evals = evaluate_results(gt, results, iou_types=iou_types, return_evals=True)
-    if not has_segm:
-        metrics["segm"] = {name: -1.0 for name in STAT_NAMES}
+    metrics, evals = coco_metrics(gt, results)
+    has_segm = "segm" in evals
     names = {int(c["id"]): str(c.get("name", c["id"])) for c in gt["categories"]}
     pq: dict[str, Any] = {"PQ": -1.0, "SQ": -1.0, "RQ": -1.0, "n": 0, "per_class": {}}
     if has_segm:
@@ -174,3 +108,37 @@ def format_table(metrics: dict[str, Any], *, max_classes: int = 30) -> str:
 
 def _cell(v: float, width: int = 7) -> str:
     return f"{v:>{width}.3f}" if v >= 0 else f"{'-':>{width}}"
+
+
+def resolve_ground_truth(
+    spec: str, split: str | None, *, need_images: bool = True
+) -> tuple[dict[str, Any], Any, list[str]]:
+    """``(COCO GT dict, dataset or None, notes)`` for a dataset spec. A COCO JSON (without a split) is
+    used as is, so the numbers match what pycocotools gives on that file (its ``area`` fields decide
+    small/medium/large); its images are only needed for predictions and sample pictures
+    (``need_images``). Other formats are converted with :func:`instaseg.data.coco.dataset_to_coco`.
+    The dataset has no transform: images at their own size, as a deployed model sees them."""
+    fmt, args = parse_spec(spec)
+    notes: list[str] = []
+    if fmt == "coco" and split in (None, "all"):
+        cut = args.lower().find(".json:")
+        gt = load_coco_gt(args[: cut + 5] if cut >= 0 else args)
+        if not need_images:
+            return gt, None, notes
+        try:
+            dataset = build_dataset(spec)
+        except InstasegError as exc:
+            dataset = None
+            notes.append(f"no pictures: {exc}")
+        return gt, dataset, notes
+    dataset = build_dataset(spec, split=split)
+    return dataset_to_coco(dataset), dataset, notes
+
+
+def subset_gt(gt: dict[str, Any], image_ids: set[int]) -> dict[str, Any]:
+    """``gt`` restricted to the images ``image_ids`` (and their annotations)."""
+    return {
+        **gt,
+        "images": [im for im in gt["images"] if int(im["id"]) in image_ids],
+        "annotations": [a for a in gt["annotations"] if int(a["image_id"]) in image_ids],
+    }

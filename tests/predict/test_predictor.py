@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from instaseg.predict.predictor import Predictor, image_to_tensor, resolve_classes
 
 from instaseg.engine.checkpoint import save_checkpoint
-from instaseg.engine.predictor import Predictor, image_to_tensor, resolve_classes
 from instaseg.errors import CheckpointError, ConfigError
 from instaseg.structures.masks import rle_decode
 from tests.serve.fakes import CLASS_NAMES, BlobModel, blob_image, disk_mask
