@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from instaseg.predict.tracker import MaskIoUTracker, greedy_match, rle_iou_matrix
 
+from instaseg.predict.tracker import MaskIoUTracker, greedy_match, rle_iou_matrix
 from instaseg.structures.masks import rle_encode
 
 

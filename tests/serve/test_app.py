@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from instaseg.predict.predictor import Predictor
 from PIL import Image
 
+from instaseg.predict.predictor import Predictor
 from instaseg.serve.app import ServiceLimits, create_app
 from instaseg.serve.interactive import ClickSegmenter
 from instaseg.structures.masks import polygons_to_mask, rle_decode
