@@ -27,9 +27,9 @@ from instaseg.config import load_config
 from instaseg.data.base import collate
 from instaseg.data.build import build_dataset
 from instaseg.data.transforms import build_transforms
-from instaseg.engine.launch import run_training
 from instaseg.engine.trainer import HookBase
 from instaseg.models import get_model
+from instaseg.predict.validation import train as run_training
 
 
 class StepTimer(HookBase):

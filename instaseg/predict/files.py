@@ -88,7 +88,8 @@ def _draw(image: np.ndarray, inst: Instances, names: list[str]) -> np.ndarray:
         masks = np.zeros((len(inst), *inst.image_size), bool)
     # One name per instance, so labels index into ``names`` directly.
     return draw_instances(
-        image, masks, boxes=inst.boxes.numpy(), labels=np.arange(len(names)), scores=inst.scores.numpy(), class_names=names,
+        image, masks, boxes=inst.boxes.numpy(), labels=np.arange(len(names)), scores=inst.scores.numpy(),
+        class_names=names,
     )
 
 
