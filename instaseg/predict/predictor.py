@@ -62,7 +62,7 @@ def resolve_classes(
 
 
 class Predictor:
-    """Run a detection model on images and return instances with COCO RLE masks.
+    """Run a detection model on images and return one :class:`Instances` per image.
 
     Args:
         model: an eval-mode callable ``list[Tensor[3, H, W]] -> list[dict]`` (torch or ONNX Runtime).

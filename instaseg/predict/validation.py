@@ -18,6 +18,7 @@ from torch import nn
 
 from instaseg.config import Config
 from instaseg.engine.launch import TrainResult, run_training
+from instaseg.errors import DataError
 from instaseg.evaluation.summary import coco_metrics, resolve_ground_truth, subset_gt
 from instaseg.predict.dataset import FirstImages, Samples, predict_dataset
 from instaseg.predict.predictor import Predictor
@@ -43,7 +44,7 @@ class PredictorValidator:
     ) -> None:
         gt, dataset, notes = resolve_ground_truth(spec, split)
         if dataset is None:
-            raise ValueError(f"{spec}: validation needs the dataset's images: " + "; ".join(notes))
+            raise DataError(spec, "validation needs the dataset's images: " + "; ".join(notes))
         if max_images is not None:
             dataset = FirstImages(dataset, max_images)
             gt = subset_gt(gt, {int(dataset.image_info(i)["id"]) for i in range(len(dataset))})
