@@ -15,8 +15,9 @@ from instaseg.evaluation.coco import IOU_TYPES, STAT_NAMES, evaluate_results
 from instaseg.evaluation.report import write_report
 from instaseg.evaluation.results import load_results
 from instaseg.evaluation.summary import EvalReport, full_report, resolve_ground_truth, subset_gt
+from instaseg.models.checkpoint import load_model
 from instaseg.predict.dataset import FirstImages, map_labels, predict_dataset
-from instaseg.predict.predictor import Predictor
+from instaseg.predict.predictor import Predictor, check_device
 
 
 @dataclass
@@ -59,12 +60,11 @@ def checkpoint_results(
     """COCO results of the model in ``checkpoint`` on ``dataset`` (untransformed), through the
     Predictor. ``batch_size`` and ``score_thresh`` default to the run's own ``eval.batch_size`` and
     ``eval.score_thresh``, so a run's metrics.json is reproduced exactly."""
-    predictor = Predictor.load(checkpoint=checkpoint, device=device, score_thresh=0.0)
-    run_eval = (predictor.meta.get("config") or {}).get("eval") or {}
-    thr = run_eval.get("score_thresh", 0.05) if score_thresh is None else score_thresh
-    predictor.score_thresh = float(thr)
-    if not 0.0 <= predictor.score_thresh <= 1.0:
-        raise ConfigError(f"--score-thresh must be in [0, 1], got {predictor.score_thresh}")
+    check_device(device)
+    model, meta = load_model(checkpoint, device=device)
+    run_eval = (meta.get("config") or {}).get("eval") or {}
+    thr = float(run_eval.get("score_thresh", 0.05) if score_thresh is None else score_thresh)
+    predictor = Predictor.from_model(model, meta, device=device, score_thresh=thr)
     mapping = map_labels(predictor.class_names, dataset, str(checkpoint))
     if log is not None:
         log(f"{predictor.meta['path']}: {predictor.name} on {len(dataset)} images ({device}, "

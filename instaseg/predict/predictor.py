@@ -113,10 +113,14 @@ class Predictor:
     def from_checkpoint(cls, path: str | Path, *, device: str = "cpu", **kwargs: Any) -> Predictor:
         """A predictor for the model in checkpoint file or run directory ``path``."""
         model, meta = load_model(path, device=device)
+        return cls.from_model(model, meta, device=device, **kwargs)
+
+    @classmethod
+    def from_model(cls, model: Any, meta: dict[str, Any], **kwargs: Any) -> Predictor:
+        """A predictor for a loaded ``model`` and its checkpoint ``meta`` (class names, category ids;
+        see :func:`instaseg.models.checkpoint.load_model`)."""
         class_names = meta.get("class_names") or _default_class_names(meta)
-        return cls(
-            model, class_names, device=device, category_ids=meta.get("category_ids"), meta=meta, **kwargs
-        )
+        return cls(model, class_names, category_ids=meta.get("category_ids"), meta=meta, **kwargs)
 
     @classmethod
     def from_onnx(cls, path: str | Path, **kwargs: Any) -> Predictor:
@@ -150,7 +154,7 @@ class Predictor:
         needs ``model`` (an ``.onnx`` file)."""
         if backend not in BACKENDS:
             raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        _check_device(device)
+        check_device(device)
         if backend == "onnxruntime" or (model is not None and checkpoint is None):
             if model is None:
                 raise ConfigError("--backend onnxruntime needs --model FILE.onnx")
@@ -266,7 +270,7 @@ def image_to_tensor(image: np.ndarray) -> Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
 
 
-def _check_device(device: str) -> None:
+def check_device(device: str) -> None:
     """ConfigError for a device string torch does not know or that this machine does not have."""
     try:
         dev = torch.device(device)
