@@ -38,7 +38,7 @@ MakeValidator = Callable[[Config], Callable[..., tuple[dict[str, Any], list[Any]
 
 @dataclass
 class TrainResult:
-    """What a finished run produced (``metrics`` is None on ranks other than 0)."""
+    """What a finished run produced (``metrics`` is None on ranks other than 0 and without validation)."""
 
     run_dir: Path
     model: torch.nn.Module  # the trained model (without a DDP wrapper)
