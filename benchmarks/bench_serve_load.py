@@ -145,7 +145,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--direct-seconds", type=float, default=20.0, help="before and after the load")
-    parser.add_argument("--score-threshold", type=float, default=0.5)
+    parser.add_argument("--score-thresh", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (direct and server)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
@@ -173,14 +173,14 @@ def main() -> None:
         payload = jpg.read_bytes()
         # The machine may be shared: measure the direct baseline before and after the load test.
         print(f"direct predictor baseline for {args.direct_seconds:.0f} s ...", flush=True)
-        direct_before = _direct(ckpt, jpg, args.direct_seconds, args.score_threshold)
+        direct_before = _direct(ckpt, jpg, args.direct_seconds, args.score_thresh)
         print(json.dumps(direct_before), flush=True)
 
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
         exe = Path(sys.executable).with_name("instaseg")
         cmd = [str(exe), "serve", "--checkpoint", str(ckpt), "--host", "127.0.0.1", "--port", str(port),
-               "--score-thresh", str(args.score_threshold)]
+               "--score-thresh", str(args.score_thresh)]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -202,7 +202,7 @@ def main() -> None:
             warm = {"file": ("w.jpg", payload, "image/jpeg")}
             httpx.post(f"{url}/segment", files=warm, timeout=60)
             print(f"{args.clients} clients for {args.seconds:.0f} s against {url} ...", flush=True)
-            load = _load(url, payload, jpg.name, args.clients, args.seconds, args.score_threshold)
+            load = _load(url, payload, jpg.name, args.clients, args.seconds, args.score_thresh)
         finally:
             server.send_signal(signal.SIGINT)
             try:
@@ -210,7 +210,7 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
-        direct_after = _direct(ckpt, jpg, args.direct_seconds, args.score_threshold)
+        direct_after = _direct(ckpt, jpg, args.direct_seconds, args.score_thresh)
         print(json.dumps(direct_after), flush=True)
     pooled = {}
     for where in ("main_thread", "worker_thread"):
