@@ -2,7 +2,8 @@
 results: the one loop behind training's validation and ``instaseg evaluate --checkpoint``.
 
 COCO results: ``{"image_id", "category_id", "bbox" [x, y, w, h] (clipped to the image), "score",
-"segmentation" (compressed RLE, str counts)}``; ``category_id`` is the dataset's original id.
+"segmentation" (compressed RLE, str counts)}`` (+ ``track_id`` for tracked video instances);
+``category_id`` is the dataset's original id.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ def instances_to_results(
         }
         if rles is not None:
             entry["segmentation"] = rles[k]
+        if inst.track_ids is not None:
+            entry["track_id"] = int(inst.track_ids[k])
         out.append(entry)
     return out
 

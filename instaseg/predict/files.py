@@ -25,6 +25,7 @@ import numpy as np
 from instaseg.data.io import read_image
 from instaseg.errors import ConfigError, DataError
 from instaseg.fileio import atomic_open
+from instaseg.predict.dataset import instances_to_results
 from instaseg.predict.predictor import Predictor
 from instaseg.predict.tracker import MaskIoUTracker
 from instaseg.structures.instances import Instances
@@ -94,27 +95,13 @@ def _draw(image: np.ndarray, inst: Instances, names: list[str]) -> np.ndarray:
 
 
 def _results(inst: Instances, predictor: Predictor, image_id: int, file_name: str) -> list[dict[str, Any]]:
-    """COCO results rows of one image (boxes clipped to it, rounded for a compact JSON)."""
-    h, w = inst.image_size
-    rles = inst.to_rles(predictor.mask_thresh) if inst.mask_kind is not None else [None] * len(inst)
-    tracks = inst.track_ids.tolist() if inst.track_ids is not None else None
-    rows = []
-    for k in range(len(inst)):
-        x1, y1, x2, y2 = inst.boxes[k].tolist()
-        x1, x2 = min(max(x1, 0.0), w), min(max(x2, 0.0), w)
-        y1, y2 = min(max(y1, 0.0), h), min(max(y2, 0.0), h)
-        row: dict[str, Any] = {
-            "image_id": image_id,
-            "category_id": predictor.category_id(int(inst.labels[k])),
-            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-            "score": round(float(inst.scores[k]), 5),
-            "file_name": file_name,
-        }
-        if rles[k] is not None:
-            row["segmentation"] = rles[k]
-        if tracks is not None:
-            row["track_id"] = int(tracks[k])
-        rows.append(row)
+    """COCO results rows of one image (:func:`~instaseg.predict.dataset.instances_to_results`, rounded
+    for a compact JSON, with the file name)."""
+    rows = instances_to_results(inst, image_id, predictor.category_ids, predictor.mask_thresh)
+    for row in rows:
+        row["bbox"] = [round(v, 2) for v in row["bbox"]]
+        row["score"] = round(row["score"], 5)
+        row["file_name"] = file_name
     return rows
 
 
