@@ -27,9 +27,10 @@ from instaseg.config import load_config
 from instaseg.data.base import collate
 from instaseg.data.build import build_dataset
 from instaseg.data.transforms import build_transforms
-from instaseg.engine.launch import run_training
+from instaseg.engine.launch import resolve_image_size
 from instaseg.engine.trainer import HookBase
 from instaseg.models import get_model
+from instaseg.predict.validation import train as run_training
 
 
 class StepTimer(HookBase):
@@ -69,6 +70,7 @@ def bare_round(cfg_overrides: list[str], steps: int, warmup: int) -> tuple[float
     cfg = load_config(None, cfg_overrides)
     torch.manual_seed(cfg.train.seed)
     d = cfg.data
+    d.image_size = resolve_image_size(cfg)
     ds = build_dataset(
         d.train, split=d.train_split, transform=build_transforms(True, image_size=d.image_size, **d.augment)
     )

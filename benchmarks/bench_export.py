@@ -119,12 +119,12 @@ def bench_model(name: str, images: list[torch.Tensor], repeat: int, threshold: f
     e2e_ort = timed(lambda img: onnx_model([img]), images, repeat)
     predictor = None
     try:
-        from instaseg.engine.predictor import Predictor
+        from instaseg.predict.predictor import Predictor
 
         rgb = [(img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for img in images]
         by_index = {id(img): arr for img, arr in zip(images, rgb, strict=True)}
-        p_torch = Predictor(model, meta["class_names"], score_threshold=threshold)
-        p_onnx = Predictor(onnx_model, meta["class_names"], score_threshold=threshold)
+        p_torch = Predictor(model, meta["class_names"], score_thresh=threshold)
+        p_onnx = Predictor(onnx_model, meta["class_names"], score_thresh=threshold)
         pred_torch = timed(lambda img: p_torch.predict(by_index[id(img)]), images, repeat)
         pred_ort = timed(lambda img: p_onnx.predict(by_index[id(img)]), images, repeat)
         predictor = {"torch": round(pred_torch * 1e3, 1), "onnxruntime": round(pred_ort * 1e3, 1),

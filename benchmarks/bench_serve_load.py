@@ -75,9 +75,9 @@ def _direct(checkpoint: Path, image_path: Path, seconds: float, score: float) ->
     from concurrent.futures import ThreadPoolExecutor
 
     from instaseg.data.io import read_image
-    from instaseg.engine.predictor import Predictor
+    from instaseg.predict.predictor import Predictor
 
-    pred = Predictor.from_checkpoint(checkpoint, score_threshold=score)
+    pred = Predictor.from_checkpoint(checkpoint, score_thresh=score)
     image = read_image(image_path)
     main = _direct_loop(pred, image, seconds / 2)
     with ThreadPoolExecutor(1) as pool:
@@ -92,7 +92,7 @@ def _direct_loop(pred, image: np.ndarray, seconds: float) -> dict:
     n, start = 0, time.perf_counter()
     instances = 0
     while time.perf_counter() - start < seconds:
-        instances += len(pred.predict(image)["rles"])
+        instances += len(pred.predict(image))
         n += 1
     elapsed = time.perf_counter() - start
     return {"requests": n, "seconds": round(elapsed, 2), "throughput_rps": round(n / elapsed, 3),
@@ -125,7 +125,7 @@ def _load(url: str, pid: int, payload: bytes, name: str, args: argparse.Namespac
                     return
                 t0 = time.perf_counter()
                 try:
-                    r = http.post(f"{url}/segment", params={"score_threshold": args.score_threshold},
+                    r = http.post(f"{url}/segment", params={"score_thresh": args.score_thresh},
                                   files={"file": (name, payload, "image/jpeg")})
                 except httpx.HTTPError as exc:
                     with lock:
@@ -220,7 +220,7 @@ def _run_server(ckpt: Path, payload: bytes, name: str, max_queue: int, args: arg
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "instaseg.cli", "serve", "--checkpoint", str(ckpt), "--host", "127.0.0.1",
-           "--port", str(port), "--score-threshold", str(args.score_threshold), "--max-queue", str(max_queue)]
+           "--port", str(port), "--score-thresh", str(args.score_thresh), "--max-queue", str(max_queue)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a full pipe would stall the server
@@ -268,7 +268,7 @@ def main() -> None:
     parser.add_argument("--compare-unbounded", action="store_true",
                         help="also run with --max-queue = clients (every upload admitted)")
     parser.add_argument("--direct-seconds", type=float, default=10.0, help="before and after; 0 skips")
-    parser.add_argument("--score-threshold", type=float, default=0.5)
+    parser.add_argument("--score-thresh", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (direct and server)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
@@ -300,14 +300,14 @@ def main() -> None:
         print(f"upload: {bgr.shape[1]}x{bgr.shape[0]} JPEG, {len(payload) / 2**20:.2f} MB", flush=True)
         if args.direct_seconds > 0:
             print(f"direct predictor baseline for {args.direct_seconds:.0f} s ...", flush=True)
-            direct["before"] = _direct(ckpt, jpg, args.direct_seconds, args.score_threshold)
+            direct["before"] = _direct(ckpt, jpg, args.direct_seconds, args.score_thresh)
             print(json.dumps(direct["before"]), flush=True)
         load = _run_server(ckpt, payload, jpg.name, args.max_queue, args)
         unbounded = None
         if args.compare_unbounded:
             unbounded = _run_server(ckpt, payload, jpg.name, args.clients, args)
         if args.direct_seconds > 0:
-            direct["after"] = _direct(ckpt, jpg, args.direct_seconds, args.score_threshold)
+            direct["after"] = _direct(ckpt, jpg, args.direct_seconds, args.score_thresh)
             print(json.dumps(direct["after"]), flush=True)
     ratio = None
     if direct:

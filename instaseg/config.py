@@ -50,7 +50,9 @@ class DataConfig:
     val: str = "shapes:800:128"  # its val split: 160 other images
     train_split: str | None = "train"
     val_split: str | None = "val"
-    image_size: int = 128
+    # Longest image side after the data transforms. None (the default): the model's own input size
+    # (its ``input_size`` or ``max_size`` keyword); a different value is a ConfigError.
+    image_size: int | None = None
     scales: list[int] = field(default_factory=list)  # multi-scale training: one drawn per iteration
     # build_transforms keywords; the default keeps flips only (synthetic shapes need no more)
     augment: dict[str, Any] = field(
@@ -98,7 +100,7 @@ class EvalConfig:
     """Validation: COCO mask/box AP every ``period`` epochs and at the end."""
 
     period: int = 0  # epochs between validations (0: only at the end)
-    score_thresh: float = 0.05  # detections below this are dropped before COCO eval
+    score_thresh: float = 0.05  # detections with score >= this are scored (the Predictor's filter)
     max_images: int | None = None  # evaluate on the first N val images only
     batch_size: int = 8
     num_overlays: int = 4  # prediction overlay PNGs written per validation (rank 0)
@@ -134,6 +136,12 @@ _CHOICES = {
     "train.warmup_method": ("linear", "constant"),
 }
 _POSITIVE = ("data.image_size", "train.batch_size", "train.accumulate", "eval.batch_size", "train.epochs")
+# Old names of keys that were renamed: an unknown-key error names the new key.
+_RENAMED = {
+    "box_score_thresh": "score_thresh",
+    "score_threshold": "score_thresh",
+    "default_score_threshold": "score_thresh",
+}
 _EXPAND = ("data.train", "data.val", "model.weights", "model.backbone_weights")
 
 
@@ -230,6 +238,11 @@ def _build(cls: type, data: Any, *, prefix: str, where: str) -> Any:
     for key in data:
         if key not in names:
             full = f"{prefix}{key}"
+            if key in _RENAMED:
+                raise ConfigError(
+                    f"{where}unknown config key {full!r}: it is now {prefix}{_RENAMED[key]!s} "
+                    f"(one score threshold, kept when score >= it)"
+                )
             raise ConfigError(
                 f"{where}unknown config key {full!r}; known keys under "
                 f"{prefix.rstrip('.') or 'the root'}: {', '.join(sorted(names))}"
@@ -321,12 +334,16 @@ def _check_values(cfg: Config, where: str) -> None:
                 f"{where}config key {key!r}: expected one of {', '.join(choices)}, got {_get(cfg, key)!r}"
             )
     for key in _POSITIVE:
-        if _get(cfg, key) < 1:
+        if _get(cfg, key) is not None and _get(cfg, key) < 1:
             raise ConfigError(f"{where}config key {key!r}: must be >= 1, got {_get(cfg, key)!r}")
     if cfg.train.lr <= 0:
         raise ConfigError(f"{where}config key 'train.lr': must be > 0, got {cfg.train.lr}")
     if cfg.train.max_iters is not None and cfg.train.max_iters < 1:
         raise ConfigError(f"{where}config key 'train.max_iters': must be >= 1 or null")
+    if not 0.0 <= cfg.eval.score_thresh <= 1.0:
+        raise ConfigError(
+            f"{where}config key 'eval.score_thresh': must be in [0, 1], got {cfg.eval.score_thresh}"
+        )
     if any(s < 1 for s in cfg.data.scales):
         raise ConfigError(f"{where}config key 'data.scales': scales must be >= 1, got {cfg.data.scales}")
     if any(not 0.0 < m < 1.0 for m in cfg.train.milestones):

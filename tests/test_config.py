@@ -24,7 +24,7 @@ def test_default_yaml_equals_builtin_defaults() -> None:
     assert load_config(CONFIGS / "default.yaml") == Config()
 
 
-@pytest.mark.parametrize("name", ["default", "mask_rcnn", "simple_fpn", "pennfudan", "coco_tiny"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.yaml")))
 def test_shipped_configs_load(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INSTASEG_DATA", "/data/root")
     cfg = load_config(CONFIGS / f"{name}.yaml")
@@ -80,6 +80,19 @@ def test_unknown_key_names_key_and_file(tmp_path: Path) -> None:
         load_config(f)
     with pytest.raises(ConfigError, match=r"'optim'"):
         load_config(None, ["optim.lr=0.1"])
+
+
+@pytest.mark.parametrize("old", ["score_threshold", "box_score_thresh", "default_score_threshold"])
+def test_old_score_threshold_names_point_to_score_thresh(tmp_path: Path, old: str) -> None:
+    f = tmp_path / "old.yaml"
+    f.write_text(f"eval:\n  {old}: 0.3\n")
+    hint = rf"old\.yaml: unknown config key 'eval\.{old}': it is now eval\.score_thresh"
+    with pytest.raises(ConfigError, match=hint) as info:
+        load_config(f)
+    assert "\n" not in str(info.value)
+    assert load_config(None, ["eval.score_thresh=0.3"]).eval.score_thresh == 0.3
+    with pytest.raises(ConfigError, match="'eval.score_thresh': must be in"):
+        load_config(None, ["eval.score_thresh=1.5"])
 
 
 def test_wrong_type_names_key_expected_and_got(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
-"""Checkpoint files: atomic writes, safe loads, and rebuilding a model from a checkpoint.
+"""Saving training state: atomic checkpoint writes and RNG state capture/restore.
 
-A checkpoint is a dict saved with :func:`torch.save` and loaded with ``weights_only=True``:
+Loading a checkpoint (and rebuilding its model) lives in :mod:`instaseg.models.checkpoint`. A checkpoint
+is a dict saved with :func:`torch.save` and loaded with ``weights_only=True``:
 
 - ``model``: the model's ``state_dict``;
 - ``model_spec``: ``{"name": str, "kwargs": dict}``, so ``get_model(name, **kwargs)`` rebuilds it
@@ -14,18 +15,15 @@ A checkpoint is a dict saved with :func:`torch.save` and loaded with ``weights_o
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from instaseg.errors import CheckpointError
 from instaseg.fileio import atomic_open
+from instaseg.models.checkpoint import BEST, LAST
 
-LAST = "last.pt"
-BEST = "best.pt"
+__all__ = ["BEST", "LAST", "capture_rng_state", "restore_rng_state", "save_checkpoint"]
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -36,62 +34,6 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     with atomic_open(path) as f:
         torch.save(state, f)
     return path
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run directory (then its ``best.pt``, else ``last.pt``,
-    looked up directly and under ``checkpoints/``)."""
-    path = Path(path)
-    if path.is_dir():
-        for sub in (path, path / "checkpoints"):
-            for name in (BEST, LAST):
-                if (sub / name).is_file():
-                    return sub / name
-        raise CheckpointError(f"{path}: no {BEST} or {LAST} in this run directory")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file does not exist")
-    return path
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``); pickles that need arbitrary code are refused."""
-    path = resolve_checkpoint(path)
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe pickle"
-        raise CheckpointError(
-            f"{path}: refused to load, the file needs arbitrary code to unpickle ({first})"
-        ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from exc
-    if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"{path}: not an instaseg checkpoint (no 'model' entry)")
-    return state
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model saved in checkpoint (or run directory) ``path``, in eval mode.
-
-    Returns ``(model, meta)`` where ``meta`` is the checkpoint without the weights/training state:
-    ``model_spec``, ``class_names``, ``category_ids``, ``config``, and ``path``.
-    """
-    from instaseg.models import get_model
-
-    state = load_checkpoint(path)
-    spec = state.get("model_spec")
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise CheckpointError(f"{path}: checkpoint has no model_spec; cannot rebuild the model")
-    model = get_model(spec["name"], **dict(spec.get("kwargs", {})))
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit model {spec['name']!r}: {exc}") from exc
-    model.to(device).eval()
-    skip = {"model", "optimizer", "scheduler", "scaler", "rng"}
-    meta = {k: v for k, v in state.items() if k not in skip}
-    meta["path"] = str(resolve_checkpoint(path))
-    return model, meta
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -11,13 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
-
 from instaseg.engine import distributed as du
 from instaseg.engine.checkpoint import BEST, LAST, capture_rng_state, save_checkpoint
+from instaseg.engine.evaluate import EvalSamples, overlay, write_overlays
 from instaseg.engine.trainer import HookBase
-
-EvalSamples = list[tuple[Tensor, dict[str, Any]]]
 
 
 def _publish_eval(trainer: Any, metrics: dict[str, Any], samples: EvalSamples) -> None:
@@ -136,8 +133,6 @@ class EvalHook(HookBase):
             return
         metrics = self._validate()
         if metrics is not None:
-            from instaseg.engine.evaluate import write_overlays
-
             self.final = metrics
             out = {"segm": metrics["segm"], "bbox": metrics["bbox"]}
             if "per_class" in metrics:
@@ -239,8 +234,6 @@ class TensorBoardHook(HookBase):
     def on_eval(self, metrics: dict[str, Any], samples: EvalSamples) -> None:
         if self.writer is None:
             return
-        from instaseg.engine.evaluate import overlay
-
         t = self.trainer
         for k, v in _flat(metrics).items():
             self.writer.add_scalar(k, v, t.iter)
@@ -314,8 +307,6 @@ class MLflowHook(HookBase):
     def on_eval(self, metrics: dict[str, Any], samples: EvalSamples) -> None:
         if self.mlflow is None:
             return
-        from instaseg.engine.evaluate import overlay
-
         t = self.trainer
         self.mlflow.log_metrics({k.replace("/", "_"): v for k, v in _flat(metrics).items()}, step=t.epoch)
         for i, (image, output) in enumerate(samples):

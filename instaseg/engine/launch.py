@@ -11,9 +11,11 @@ it, so ``mlflow ui --backend-store-uri sqlite:///runs/mlflow.db`` shows every ru
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,15 +23,22 @@ from typing import Any
 import torch
 
 from instaseg.config import Config, config_from_dict, config_to_dict, merge_overrides, save_config
+from instaseg.data.build import build_dataset
+from instaseg.data.transforms import build_transforms
 from instaseg.engine import distributed as du
 from instaseg.errors import CheckpointError, ConfigError
+from instaseg.models import get_model, get_model_builder
+from instaseg.models.checkpoint import load_checkpoint
 
 WEIGHT_KEYS = ("weights", "backbone_weights")
+SIZE_KEYS = ("input_size", "max_size")  # how models state their input size (see model_input_size)
+# ``make_validator(cfg) -> validator``; ``validator(model, device, amp=...) -> (metrics, samples)``.
+MakeValidator = Callable[[Config], Callable[..., tuple[dict[str, Any], list[Any]]]]
 
 
 @dataclass
 class TrainResult:
-    """What a finished run produced (``metrics`` is None on ranks other than 0)."""
+    """What a finished run produced (``metrics`` is None on ranks other than 0 and without validation)."""
 
     run_dir: Path
     model: torch.nn.Module  # the trained model (without a DDP wrapper)
@@ -145,8 +154,6 @@ def load_resume(
     resume: str | Path, output: str | Path | None, overrides: list[str]
 ) -> tuple[Config, Path, dict[str, Any]]:
     """Config (the run's own, plus ``overrides``), run directory and state of a run to resume."""
-    from instaseg.engine.checkpoint import load_checkpoint
-
     run_dir, ckpt = resolve_resume(resume)
     if output is not None and Path(output).resolve() != run_dir.resolve():
         raise ConfigError(f"--output {output} conflicts with --resume {resume} (run dir {run_dir})")
@@ -160,16 +167,49 @@ def load_resume(
     return cfg, run_dir, state
 
 
-def _build_data(cfg: Config) -> tuple[Any, Any]:
-    from instaseg.data.build import build_dataset
-    from instaseg.data.transforms import build_transforms
+def model_input_size(name: str, kwargs: dict[str, Any]) -> tuple[str, int] | None:
+    """The input size model ``name`` states: its builder's ``input_size`` (letterbox canvas side) or
+    ``max_size`` (longest side of its own resize) keyword, as set in ``kwargs`` or by the builder's
+    default. Returns ``(where it comes from, size)``, or None for a model that states none."""
+    params = inspect.signature(get_model_builder(name)).parameters
+    for key in SIZE_KEYS:
+        if key in kwargs:
+            return f"model.kwargs.{key}", int(kwargs[key])
+        param = params.get(key)
+        if param is not None and isinstance(param.default, int) and not isinstance(param.default, bool):
+            return f"model.kwargs.{key} (default of {name})", int(param.default)
+    return None
 
+
+def resolve_image_size(cfg: Config) -> int:
+    """``data.image_size`` for ``cfg``: the model's input size (:func:`model_input_size`) when
+    ``data.image_size`` is unset; ConfigError naming both keys when they disagree, or when neither
+    the model nor the config gives a size."""
+    stated = model_input_size(cfg.model.name, cfg.model.kwargs)
+    given = cfg.data.image_size
+    if stated is None:
+        if given is None:
+            raise ConfigError(
+                f"config key 'data.image_size' is needed: model {cfg.model.name!r} states no input size "
+                f"(no {' or '.join(SIZE_KEYS)} keyword)"
+            )
+        return given
+    key, size = stated
+    if given is not None and given != size:
+        raise ConfigError(
+            f"config key 'data.image_size' is {given} but {key} is {size}: remove data.image_size "
+            "(it follows the model) or make the two equal"
+        )
+    return size
+
+
+def _build_data(cfg: Config) -> tuple[Any, Any]:
     d = cfg.data
+    assert d.image_size is not None, "resolve_image_size runs first"
     train_tf = build_transforms(True, image_size=d.image_size, **d.augment)
-    val_opts = {k: v for k, v in d.augment.items() if k in ("eval_resize", "normalize")}
-    val_tf = build_transforms(False, image_size=d.image_size, **val_opts)
     train_ds = build_dataset(d.train, split=d.train_split, transform=train_tf)
-    val_ds = build_dataset(d.val, split=d.val_split, transform=val_tf)
+    # Validation runs on the images as they are: the model resizes them itself, as in deployment.
+    val_ds = build_dataset(d.val, split=d.val_split)
     if list(train_ds.class_names) != list(val_ds.class_names):
         raise ConfigError(
             f"data.train {d.train!r} and data.val {d.val!r} have different classes: "
@@ -181,8 +221,6 @@ def _build_data(cfg: Config) -> tuple[Any, Any]:
 
 
 def _build_model(cfg: Config, num_classes: int) -> tuple[torch.nn.Module, dict[str, Any]]:
-    from instaseg.models import get_model
-
     kwargs = dict(cfg.model.kwargs)
     if "num_classes" in kwargs and int(kwargs["num_classes"]) != num_classes:
         raise ConfigError(
@@ -204,15 +242,18 @@ def run_training(
     resume: str | Path | None = None,
     overrides: list[str] | None = None,
     hooks: list[Any] | None = None,
+    make_validator: MakeValidator | None = None,
 ) -> TrainResult:
     """Train as ``cfg`` says (or continue the run ``resume``); returns the run's result.
 
-    ``hooks`` (:class:`~instaseg.engine.trainer.HookBase`) run after the built-in ones. Under
-    ``torchrun`` every rank calls this; rank 0 alone writes files and validates.
+    ``hooks`` (:class:`~instaseg.engine.trainer.HookBase`) run after the built-in ones.
+    ``make_validator(cfg)`` builds the validation (``validator(model, device, amp=...) -> (metrics,
+    samples)``; ``instaseg train`` passes :func:`instaseg.predict.validation.make_validator`); without
+    it the run is not validated (no ``metrics.json``, no ``best.pt``). Under ``torchrun`` every rank
+    calls this; rank 0 alone writes files and validates.
     """
     from instaseg.engine import hooks as H
     from instaseg.engine.data import SafeDataset, make_loader
-    from instaseg.engine.evaluate import Validator
     from instaseg.engine.solver import WarmupScheduler, build_optimizer
     from instaseg.engine.trainer import StepOptions, Trainer
 
@@ -222,6 +263,7 @@ def run_training(
         cfg, run_dir, state = load_resume(resume, output, overrides or [])
     else:
         cfg = merge_overrides(cfg or Config(), overrides or [])
+    cfg.data.image_size = resolve_image_size(cfg)  # the resolved value goes into config.yaml
     device = pick_device(cfg.train.device)
     distributed = du.init_distributed(device)
     if state is None:
@@ -308,17 +350,7 @@ def run_training(
             f"run dir {run_dir} | model {cfg.model.name} | {len(train_ds)} train / {len(val_ds)} val images "
             f"| {max_iter} iterations ({steps_per_epoch}/epoch, batch {t.batch_size}x{world}) on {device}"
         )
-    validator = (
-        Validator(
-            val_ds,
-            batch_size=cfg.eval.batch_size,
-            score_thresh=cfg.eval.score_thresh,
-            max_images=cfg.eval.max_images,
-            num_samples=cfg.eval.num_overlays,
-        )
-        if du.is_main_process()
-        else None
-    )
+    validator = make_validator(cfg) if make_validator is not None and du.is_main_process() else None
     extra, hooks = list(hooks or []), []
     if t.max_time_min:
         hooks.append(H.TimeLimitHook(t.max_time_min, log=_log))
@@ -330,8 +362,9 @@ def run_training(
             log=_log,
         )
     )
-    hooks.append(
-        H.EvalHook(
+    eval_hook = None
+    if make_validator is not None:
+        eval_hook = H.EvalHook(
             validator,
             run_dir=run_dir,
             meta=meta,
@@ -341,7 +374,7 @@ def run_training(
             progress=False,
             log=_log,
         )
-    )
+        hooks.append(eval_hook)
     hooks.append(H.CheckpointHook(run_dir, meta, period=t.checkpoint_period))
     if cfg.output.tensorboard:
         hooks.append(H.TensorBoardHook(run_dir, period=t.log_period, class_names=list(train_ds.class_names)))
@@ -359,7 +392,7 @@ def run_training(
     finally:
         if distributed:
             du.cleanup()
-    final = hooks[[type(h) for h in hooks].index(H.EvalHook)].final
+    final = eval_hook.final if eval_hook is not None else None
     if trainer.skipped:
         _log(f"warning: {len(trainer.skipped)} bad sample(s) were skipped (see the warnings above)")
     timing = {

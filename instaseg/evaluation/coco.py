@@ -67,7 +67,7 @@ def outputs_to_results(
     outputs: Sequence[dict[str, Any]],
     image_ids: Sequence[int],
     category_ids: Sequence[int],
-    score_threshold: float = 0.0,
+    score_thresh: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Convert model eval outputs to COCO results entries.
 
@@ -81,7 +81,7 @@ def outputs_to_results(
     results: list[dict[str, Any]] = []
     for out, image_id in zip(outputs, image_ids, strict=True):
         scores = _to_numpy(out["scores"]).astype(np.float64).reshape(-1)
-        keep = np.nonzero(scores >= score_threshold)[0]
+        keep = np.nonzero(scores >= score_thresh)[0]
         if keep.size == 0:
             continue
         boxes = _to_numpy(out["boxes"]).astype(np.float64).reshape(-1, 4)[keep]
@@ -337,7 +337,7 @@ class COCOEvaluator:
         *,
         category_ids: Sequence[int] | None = None,
         iou_types: Iterable[str] = IOU_TYPES,
-        score_threshold: float = 0.0,
+        score_thresh: float = 0.0,
         backend: str = "auto",
     ) -> None:
         self.gt = load_coco_gt(gt)
@@ -347,7 +347,7 @@ class COCOEvaluator:
             category_ids = [0] + sorted(int(c["id"]) for c in self.gt["categories"])
         self.category_ids = [int(c) for c in category_ids]
         self.iou_types = tuple(iou_types)
-        self.score_threshold = score_threshold
+        self.score_thresh = score_thresh
         self.backend = backend
         self._sizes = {int(im["id"]): (int(im["height"]), int(im["width"])) for im in self.gt["images"]}
         self._results: list[dict[str, Any]] = []
@@ -367,7 +367,7 @@ class COCOEvaluator:
         image_ids = [int(t["image_id"]) for t in targets]
         fitted = [self._fit_to_image(o, i) for o, i in zip(outputs, image_ids, strict=True)]
         self._results.extend(
-            outputs_to_results(fitted, image_ids, self.category_ids, score_threshold=self.score_threshold)
+            outputs_to_results(fitted, image_ids, self.category_ids, score_thresh=self.score_thresh)
         )
 
     def _fit_to_image(self, out: dict[str, Any], image_id: int) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def match_statistics(
     *,
     iou_type: str = "segm",
     iou_threshold: float = 0.5,
-    score_threshold: float = 0.0,
+    score_thresh: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Class-aware greedy matching (COCO style, one threshold) over all images.
 
@@ -61,7 +61,7 @@ def match_statistics(
     and over the N non-crowd GT: ``best_iou`` (N,) = best same-class IoU with any detection (0 if
     none, the "mask quality" of each object), ``all_gt_area`` (N,), ``all_gt_category`` (N,).
     """
-    dets = [r for r in results if r["score"] >= score_threshold]
+    dets = [r for r in results if r["score"] >= score_thresh]
     iou, area, cat, best, all_area, all_cat = [], [], [], [], [], []
     for g in group_by_image(gt, dets, iou_type):
         ious = iou_matrix(g.dt_geoms, g.gt_geoms, g.gt_crowd)
@@ -93,9 +93,9 @@ def confusion_matrix(
     *,
     iou_type: str = "segm",
     iou_threshold: float = 0.5,
-    score_threshold: float = 0.5,
+    score_thresh: float = 0.5,
 ) -> tuple[np.ndarray, list[int]]:
-    """Class confusion of detections with ``score >= score_threshold`` matched to non-crowd GT by IoU
+    """Class confusion of detections with ``score >= score_thresh`` matched to non-crowd GT by IoU
     alone (class-agnostic greedy matching at ``iou_threshold``).
 
     Returns ``(matrix, cat_ids)``: int64 (C+1, C+1) with rows = GT class, columns = predicted class,
@@ -106,7 +106,7 @@ def confusion_matrix(
     index = {c: i for i, c in enumerate(cat_ids)}
     bg = len(cat_ids)
     matrix = np.zeros((bg + 1, bg + 1), dtype=np.int64)
-    dets = [r for r in results if r["score"] >= score_threshold]
+    dets = [r for r in results if r["score"] >= score_thresh]
     for g in group_by_image(gt, dets, iou_type):
         ious = iou_matrix(g.dt_geoms, g.gt_geoms, g.gt_crowd)
         dt_match, gt_match = greedy_match(

@@ -176,18 +176,18 @@ def coco_panoptic_quality(
     gt: dict[str, Any],
     results: list[dict[str, Any]],
     *,
-    score_threshold: float = 0.5,
+    score_thresh: float = 0.5,
     overlap_threshold: float = 0.5,
 ) -> dict[str, Any]:
     """PQ of COCO instance results against COCO instance GT (things only, no VOID: unlabeled pixels are
-    background, crowd GT are crowd regions). Detections below ``score_threshold`` are dropped, the
+    background, crowd GT are crowd regions). Detections below ``score_thresh`` are dropped, the
     rest fused into non-overlapping segments by :func:`instances_to_segments`. Works image by image,
     so memory holds one image's masks at a time. Returns :meth:`PanopticQuality.compute`'s dict plus
     ``pixel_accuracy``: the fraction of pixels (over all images, crowd pixels left out) whose class
     in the fused prediction map equals the GT class map (0 = background on both sides)."""
     pq = PanopticQuality(void_id=-1)
     correct = total = 0
-    dets = [r for r in results if r["score"] >= score_threshold and "segmentation" in r]
+    dets = [r for r in results if r["score"] >= score_thresh and "segmentation" in r]
     for g in group_by_image(gt, dets, "segm", max_dets=len(dets) or 1):
         gt_masks = decode_rles(g.gt_geoms, g.height, g.width)
         gt_ids, gt_segs = instances_to_segments(gt_masks, g.gt_cats, iscrowd=g.gt_crowd)

@@ -36,10 +36,10 @@ def write_json(path: Path, data: Any) -> Path:
     return path
 
 
-def predictions_by_image(results: list[dict[str, Any]], score_threshold: float) -> dict[int, list]:
+def predictions_by_image(results: list[dict[str, Any]], score_thresh: float) -> dict[int, list]:
     out: dict[int, list] = {}
     for r in results:
-        if r["score"] >= score_threshold and "segmentation" in r:
+        if r["score"] >= score_thresh and "segmentation" in r:
             out.setdefault(int(r["image_id"]), []).append(r)
     return out
 
@@ -71,13 +71,13 @@ def save_sample_figures(
     out_dir: Path,
     *,
     num: int = 6,
-    score_threshold: float = 0.5,
+    score_thresh: float = 0.5,
 ) -> dict[str, Path]:
     """GT-vs-prediction figures (or GT three-panel figures without results) for the first ``num``
     images, and a grid of them; returns name -> path."""
     from instaseg.viz.figures import gt_vs_pred, sample_grid, save_figure, save_image, three_panel
 
-    by_image = predictions_by_image(results, score_threshold) if results is not None else {}
+    by_image = predictions_by_image(results, score_thresh) if results is not None else {}
     paths: dict[str, Path] = {}
     grid = []
     for i in range(min(num, len(dataset))):
@@ -94,7 +94,7 @@ def save_sample_figures(
                 gt,
                 pred,
                 class_names,
-                title=f"{caption} (predictions with score >= {score_threshold})",
+                title=f"{caption} (predictions with score >= {score_thresh})",
             )
             grid.append((rec.image, pred, caption))
         paths[f"sample_{i}"] = save_figure(fig, out_dir / f"sample_{i:02d}.png")
@@ -133,7 +133,7 @@ def write_html(
     if pq.get("n"):
         parts.append(
             "<h2>Panoptic quality</h2>"
-            + f"<p>Detections with score &ge; {pq.get('score_threshold', 0.5)} fused into one map; "
+            + f"<p>Detections with score &ge; {pq.get('score_thresh', 0.5)} fused into one map; "
             + f"semantic pixel accuracy {pq.get('pixel_accuracy', -1.0):.3f}.</p>"
             + _table(
                 ["", "PQ", "SQ", "RQ", "TP", "FP", "FN"],
@@ -200,7 +200,7 @@ def write_report(
     notes: list[str] | None = None,
     figures: bool = True,
 ) -> dict[str, Path]:
-    """Write the whole report folder for an :class:`~instaseg.evaluation.runner.EvalReport`; returns
+    """Write the whole report folder for an :class:`~instaseg.evaluation.summary.EvalReport`; returns
     name -> path of what was written. Without ``figures`` only the JSON files and a picture-less HTML
     page are written."""
     from instaseg.viz.dashboard import read_training_history, save_dashboard

@@ -46,9 +46,9 @@ def export_command(
     if fmt not in FORMATS:
         raise ConfigError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
     size = parse_image_size(image_size)
-    from instaseg.engine.checkpoint import load_model
     from instaseg.export.onnx_export import check_output_path, export_onnx
     from instaseg.export.torchscript_export import export_torchscript
+    from instaseg.models.checkpoint import load_model
 
     check_output_path(output, overwrite)  # fail before the (slow) model load
     model, meta = load_model(checkpoint)

@@ -5,7 +5,7 @@
 >>> outputs[0]["boxes"], outputs[0]["labels"], outputs[0]["scores"], outputs[0]["masks"]  # (K,1,H,W)
 
 ``model.forward_lowres`` gives the masks at their native resolution instead (``mask_lowres``), the
-cheap path :class:`instaseg.engine.predictor.Predictor` takes. The graph runs one image at a time, so a
+cheap path :class:`instaseg.predict.predictor.Predictor` takes. The graph runs one image at a time, so a
 batch of any size (and of mixed image sizes) is a loop over images.
 """
 

@@ -266,7 +266,7 @@ def _parse_box(text: str | None, w: int, h: int) -> np.ndarray | None:
 def create_app(
     predictor: Any | None, interactive: Any | None = None, limits: ServiceLimits | None = None
 ) -> FastAPI:
-    """The service app. ``predictor`` (a :class:`~instaseg.engine.predictor.Predictor`) serves
+    """The service app. ``predictor`` (a :class:`~instaseg.predict.predictor.Predictor`) serves
     ``/segment``; ``interactive`` (an :class:`~instaseg.serve.interactive.InteractiveSegmenter`) serves
     ``/segment_interactive``. Either may be ``None`` (its endpoint then answers 503)."""
     limits = limits or ServiceLimits()
@@ -322,7 +322,7 @@ def create_app(
             info["model"] = {
                 "name": predictor.name,
                 "class_names": predictor.class_names,
-                "score_threshold": predictor.score_threshold,
+                "score_thresh": predictor.score_thresh,
                 "max_detections": predictor.max_detections,
                 "source": predictor.meta.get("path"),
             }
@@ -331,7 +331,7 @@ def create_app(
     @app.post("/segment", summary="Detect and segment every instance in an image")
     async def segment(
         file: UploadFile = File(..., description="the image (JPEG, PNG, ...)"),
-        score_threshold: float | None = Query(None, ge=0.0, le=1.0),
+        score_thresh: float | None = Query(None, ge=0.0, le=1.0, description="keep score >= this"),
         max_detections: int | None = Query(None, ge=1, le=limits.max_detections),
         classes: str | None = Query(None, description="comma-separated class names or label ids"),
         format: Literal["rle", "polygon"] = Query("rle", description="mask encoding"),
@@ -344,17 +344,18 @@ def create_app(
             image = decode_upload(data, name, limits.max_pixels)
             start = time.perf_counter()
             out = predictor.predict(
-                image, score_threshold=score_threshold, max_detections=max_detections, classes=classes
+                image, score_thresh=score_thresh, max_detections=max_detections, classes=classes
             )
+            names = predictor.class_names_of(out)
             instances = []
-            for k, rle in enumerate(out["rles"]):
-                x1, y1, x2, y2 = (round(float(v), 2) for v in out["boxes"][k])
+            for k, rle in enumerate(out.to_rles(predictor.mask_thresh)):
+                x1, y1, x2, y2 = (round(float(v), 2) for v in out.boxes[k])
                 instances.append(
                     {
                         "id": k,
-                        "label": int(out["labels"][k]),
-                        "class_name": out["class_names"][k],
-                        "score": round(float(out["scores"][k]), 5),
+                        "label": int(out.labels[k]),
+                        "class_name": names[k],
+                        "score": round(float(out.scores[k]), 5),
                         "box": [x1, y1, x2, y2],
                         **_encode_mask(rle, format),
                     }

@@ -16,7 +16,7 @@ _CHECKPOINT = typer.Option(
 _BACKEND = typer.Option("torch", "--backend", help="torch | onnxruntime.")
 _MODEL = typer.Option(None, "--model", help="Exported model file (.onnx) for --backend onnxruntime.")
 _DEVICE = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1 ...")
-_SCORE = typer.Option(0.5, "--score-threshold", help="Drop instances scoring below this.")
+_SCORE = typer.Option(0.5, "--score-thresh", help="Keep instances with score >= this.")
 _MAXDET = typer.Option(100, "--max-detections", help="Keep at most this many instances per image.")
 _CLASSES = typer.Option(None, "--classes", help="Comma-separated class names or label ids to keep.")
 _THREADS = typer.Option(
@@ -38,10 +38,10 @@ def _predictor(
     checkpoint: Path | None, backend: str, model: Path | None, device: str, score: float, maxdet: int,
     classes: str | None,
 ) -> Any:
-    from instaseg.engine.predictor import Predictor
+    from instaseg.predict.predictor import Predictor
 
     return Predictor.load(
-        checkpoint=checkpoint, backend=backend, model=model, device=device, score_threshold=score,
+        checkpoint=checkpoint, backend=backend, model=model, device=device, score_thresh=score,
         max_detections=maxdet, classes=classes,
     )
 
@@ -53,7 +53,7 @@ def predict(
     backend: str = _BACKEND,
     model: Path | None = _MODEL,
     device: str = _DEVICE,
-    score_threshold: float = _SCORE,
+    score_thresh: float = _SCORE,
     max_detections: int = _MAXDET,
     classes: str | None = _CLASSES,
     max_frames: int | None = typer.Option(None, "--max-frames", help="Video: stop after this many frames."),
@@ -64,12 +64,12 @@ def predict(
     """Segment images or a video: overlay images (or an overlay video) and COCO results with RLE masks."""
     import time
 
-    from instaseg.serve.runner import run_predict
+    from instaseg.predict.files import run_predict
 
     if max_frames is not None and max_frames < 1:
         raise ConfigError(f"--max-frames must be >= 1, got {max_frames}")
     _set_threads(threads)
-    predictor = _predictor(checkpoint, backend, model, device, score_threshold, max_detections, classes)
+    predictor = _predictor(checkpoint, backend, model, device, score_thresh, max_detections, classes)
     start = time.perf_counter()
     summary = run_predict(
         predictor, source, output, overwrite=overwrite, save_overlays=not no_overlays, max_frames=max_frames
@@ -87,7 +87,7 @@ def predict(
 
 
 def _serve(
-    *, checkpoint: Path | None, backend: str, model: Path | None, device: str, score_threshold: float,
+    *, checkpoint: Path | None, backend: str, model: Path | None, device: str, score_thresh: float,
     max_detections: int, sam_checkpoint: Path | None, sam_model_type: str | None, host: str, port: int,
     max_upload_mb: float, max_megapixels: float, max_queue: int, threads: int | None, demo: bool,
 ) -> None:
@@ -104,7 +104,7 @@ def _serve(
         raise ConfigError(f"--max-queue must be >= 0, got {max_queue}")
     _set_threads(threads)
     interactive = build_interactive(sam_checkpoint, sam_model_type=sam_model_type, device=device)
-    predictor = _predictor(checkpoint, backend, model, device, score_threshold, max_detections, None)
+    predictor = _predictor(checkpoint, backend, model, device, score_thresh, max_detections, None)
     limits = ServiceLimits(
         max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=int(max_megapixels * 1_000_000),
         max_queue=max_queue,
@@ -128,7 +128,7 @@ def _service_command(*, demo: bool, doc: str) -> Callable[..., None]:
         backend: str = _BACKEND,
         model: Path | None = _MODEL,
         device: str = _DEVICE,
-        score_threshold: float = _SCORE,
+        score_thresh: float = _SCORE,
         max_detections: int = _MAXDET,
         sam_checkpoint: Path | None = typer.Option(
             None, "--sam-checkpoint", help="SAM checkpoint for click prompts (needs segment-anything)."
@@ -146,7 +146,7 @@ def _service_command(*, demo: bool, doc: str) -> Callable[..., None]:
     ) -> None:
         _serve(
             checkpoint=checkpoint, backend=backend, model=model, device=device,
-            score_threshold=score_threshold, max_detections=max_detections, sam_checkpoint=sam_checkpoint,
+            score_thresh=score_thresh, max_detections=max_detections, sam_checkpoint=sam_checkpoint,
             sam_model_type=sam_model_type, host=host, port=port, max_upload_mb=max_upload_mb,
             max_megapixels=max_megapixels, max_queue=max_queue, threads=threads, demo=demo,
         )

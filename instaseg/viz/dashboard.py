@@ -228,7 +228,7 @@ def _empty_note(ax: Any, empty: bool) -> None:
 
 
 def dashboard_panels(report: Any, curves: dict | None = None) -> dict[str, Callable[[Any], None]]:
-    """Panel name -> drawing function(ax) for an :class:`~instaseg.evaluation.runner.EvalReport`."""
+    """Panel name -> drawing function(ax) for an :class:`~instaseg.evaluation.summary.EvalReport`."""
     m = report.metrics
     names = report.class_names
     panels: dict[str, Callable[[Any], None]] = {"map_breakdown": lambda ax: plot_map_breakdown(ax, m)}

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from instaseg.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from instaseg.engine.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+from instaseg.models.checkpoint import load_checkpoint
 
 
 class Unpicklable:

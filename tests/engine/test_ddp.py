@@ -18,7 +18,7 @@ sys.path.insert(0, {root!r})
 import torch
 from tests.engine.tiny import ensure_registered
 from instaseg.config import load_config
-from instaseg.engine.launch import run_training
+from instaseg.predict.validation import train as run_training
 ensure_registered()
 result = run_training(load_config(None, {overrides!r}))
 torch.save({{k: v.detach() for k, v in result.model.state_dict().items()}},

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from instaseg.config import load_config
-from instaseg.engine.checkpoint import load_checkpoint
-from instaseg.engine.launch import run_training
+from instaseg.models.checkpoint import load_checkpoint
+from instaseg.predict.validation import train as run_training
 from tests.engine.helpers import tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,8 +12,9 @@ import yaml
 
 from instaseg.cli import main
 from instaseg.config import load_config
-from instaseg.engine.checkpoint import load_checkpoint, load_model
-from instaseg.engine.launch import numbered_dir, run_training
+from instaseg.engine.launch import numbered_dir
+from instaseg.models.checkpoint import load_checkpoint, load_model
+from instaseg.predict.validation import train as run_training
 from tests.engine.helpers import tiny_overrides
 
 

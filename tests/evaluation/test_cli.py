@@ -103,7 +103,7 @@ def test_evaluate_checkpoint(tmp_path, capsys):
                                                    "bbox": {"AP": 0.2}}) + "\n")
     out = tmp_path / "out"
     code = main(["evaluate", "--checkpoint", str(run), "--data", SPEC, "--output", str(out),
-                 "--max-images", "2", "--num-samples", "1", "--score-threshold", "0.0"])
+                 "--max-images", "2", "--num-samples", "1", "--score-thresh", "0.0"])
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics["segm"]) == list(STAT_NAMES)

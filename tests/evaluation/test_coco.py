@@ -154,7 +154,7 @@ def test_outputs_to_results_fields_and_threshold():
     out = _perfect_outputs([a, a], [1, 1])
     out["scores"] = torch.tensor([0.9, 0.2])
     out["masks"] = torch.as_tensor(np.stack([a, a]))  # (K, H, W) bool form
-    res = outputs_to_results([out], [5], [0, 42], score_threshold=0.5)
+    res = outputs_to_results([out], [5], [0, 42], score_thresh=0.5)
     assert len(res) == 1
     r = res[0]
     assert r["image_id"] == 5 and r["category_id"] == 42 and r["score"] == pytest.approx(0.9)

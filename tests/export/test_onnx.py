@@ -166,15 +166,15 @@ def test_no_detections_is_empty_and_well_formed(exported, case):
 
 
 def test_predictor_gives_the_same_instances(exported, real_images):
-    predictor_mod = pytest.importorskip("instaseg.engine.predictor")
+    predictor_mod = pytest.importorskip("instaseg.predict.predictor")
     model, _, _, path, ckpt = exported
     rgb = (real_images[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    torch_pred = predictor_mod.Predictor.from_checkpoint(ckpt, score_threshold=0.5)
-    onnx_pred = predictor_mod.Predictor.load(backend="onnxruntime", model=path, score_threshold=0.5)
+    torch_pred = predictor_mod.Predictor.from_checkpoint(ckpt, score_thresh=0.5)
+    onnx_pred = predictor_mod.Predictor.load(backend="onnxruntime", model=path, score_thresh=0.5)
     a, b = torch_pred.predict(rgb), onnx_pred.predict(rgb)
-    assert len(a["scores"]) == len(b["scores"]) > 0
-    np.testing.assert_allclose(a["boxes"], b["boxes"], atol=1.0)
-    np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-3)
+    assert len(a.scores) == len(b.scores) > 0
+    np.testing.assert_allclose(a.boxes.numpy(), b.boxes.numpy(), atol=1.0)
+    np.testing.assert_allclose(a.scores.numpy(), b.scores.numpy(), atol=1e-3)
 
 
 def test_standalone_example_needs_only_onnxruntime(exported, shared_data, tmp_path):

@@ -176,7 +176,7 @@ def test_predict_cli_with_onnxruntime_backend(model_and_ckpt, exported, shared_d
     for backend, model_args in backends:
         out = tmp_path / backend
         argv = ["predict", str(folder), *model_args, "--backend", backend, "--output", str(out),
-                "--score-threshold", "0.5"]
+                "--score-thresh", "0.5"]
         assert main(argv) == 0, capsys.readouterr().err
         found[backend] = json.loads((out / "results.json").read_text())
     onnx_res, torch_res = found["onnxruntime"], found["torch"]

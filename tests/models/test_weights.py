@@ -167,7 +167,8 @@ def test_effnet_lite0_features_are_pretrained_not_random(shared_data: Path) -> N
 def test_engine_checkpoint_rebuilds_simple_fpn_trained_from_pretrained_backbone(
     resnet18_file: tuple[Path, dict], tmp_path: Path
 ) -> None:
-    from instaseg.engine.checkpoint import load_model, save_checkpoint
+    from instaseg.engine.checkpoint import save_checkpoint
+    from instaseg.models.checkpoint import load_model
 
     kwargs = {"num_classes": 3, "fpn_channels": 32}
     trained = get_model("simple_fpn", backbone_weights=str(resnet18_file[0]), **kwargs)

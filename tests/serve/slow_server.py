@@ -11,7 +11,7 @@ import sys
 import torch
 import uvicorn
 
-from instaseg.engine.predictor import Predictor
+from instaseg.predict.predictor import Predictor
 from instaseg.serve.app import ServiceLimits, create_app
 from tests.serve.fakes import CLASS_NAMES, BlobModel
 

@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from instaseg.engine.predictor import Predictor
 from instaseg.errors import ConfigError
+from instaseg.predict.predictor import Predictor
 from instaseg.serve.app import ServiceLimits, create_app
 from instaseg.serve.interactive import ClickSegmenter
 from instaseg.structures.masks import polygons_to_mask, rle_decode
@@ -65,13 +65,13 @@ def test_segment_rle_and_polygons(client: TestClient) -> None:
     assert "rle" not in inst and inst["class_name"] == "other"
     assert _iou(polygons_to_mask(inst["polygons"], 120, 160), disk_mask(120, 160, 115, 60, 12)) > 0.8
 
-    body = client.post("/segment", files=files, params={"score_threshold": 0.8}).json()
+    body = client.post("/segment", files=files, params={"score_thresh": 0.8}).json()
     assert body["num_instances"] == 1
 
 
 @pytest.mark.parametrize(
     ("params", "fragment"),
-    [({"score_threshold": 3}, "score_threshold"), ({"format": "mask"}, "format"),
+    [({"score_thresh": 3}, "score_thresh"), ({"format": "mask"}, "format"),
      ({"max_detections": 0}, "max_detections"), ({"classes": "cat"}, "unknown class 'cat'")],
 )
 def test_segment_bad_query_is_422(client: TestClient, params: dict, fragment: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from instaseg.engine.predictor import Predictor
+from instaseg.predict.predictor import Predictor
 from instaseg.serve.app import create_app
 from instaseg.serve.interactive import ClickSegmenter
 from tests.serve.fakes import CLASS_NAMES, BlobModel, blob_image

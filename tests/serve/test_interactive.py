@@ -115,7 +115,7 @@ def test_sam_adapter_loads_weights_safely_caches_embeddings_and_sorts(tmp_path, 
     ckpt = tmp_path / "sam_vit_b_01ec64.pth"
     torch.save({"weight": torch.ones(2)}, ckpt)
     seg = build_interactive(ckpt)
-    assert seg.name == "sam" and float(seg.predictor.sam.weight.sum()) == 2.0
+    assert seg.name == "sam" and float(seg.predictor.sam.weight.detach().sum()) == 2.0
     image = np.zeros((40, 50, 3), np.uint8)
     out = seg.segment(image, np.array([[5.0, 6.0]]), np.array([1]), multimask=True)
     assert [round(s, 2) for _, s in out] == [0.9, 0.7, 0.5] and out[0][0].shape == (40, 50)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from instaseg.cli import main
-from instaseg.engine.predictor import Predictor
 from instaseg.errors import ConfigError, DataError
-from instaseg.serve.runner import image_ids, list_sources, run_predict
+from instaseg.predict.files import image_ids, list_sources, run_predict
+from instaseg.predict.predictor import Predictor
 from instaseg.structures.masks import rle_decode
 from tests.serve.fakes import CLASS_NAMES, BlobModel, blob_image
 
@@ -23,14 +23,14 @@ def _write_images(folder, names=("000000000007.png", "street.png")) -> None:
 
 
 def test_cli_predicts_a_folder_with_a_real_checkpoint(tmp_path, capsys) -> None:
-    from tests.engine.test_predictor import _save_slim
+    from tests.predict.test_predictor import _save_slim
 
     _save_slim(tmp_path / "slim.pt")
     _write_images(tmp_path / "imgs")
     (tmp_path / "imgs" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     out = tmp_path / "out"
     argv = ["predict", str(tmp_path / "imgs"), "--checkpoint", str(tmp_path / "slim.pt"),
-            "--output", str(out), "--score-threshold", "0.0", "--max-detections", "3"]
+            "--output", str(out), "--score-thresh", "0.0", "--max-detections", "3"]
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "2 images" in captured.out and "1 skipped" in captured.out
@@ -48,12 +48,12 @@ def test_cli_predicts_a_folder_with_a_real_checkpoint(tmp_path, capsys) -> None:
 
 @pytest.mark.parametrize(
     ("extra", "fragment"),
-    [(["--score-threshold", "2"], "--score-threshold must be in [0, 1]"),
+    [(["--score-thresh", "2"], "--score-thresh must be in [0, 1]"),
      (["--backend", "tensorrt"], "--backend must be one of"),
      (["--max-frames", "0"], "--max-frames must be >= 1")],
 )
 def test_cli_bad_arguments_give_one_line_errors(tmp_path, capsys, extra, fragment) -> None:
-    from tests.engine.test_predictor import _save_slim
+    from tests.predict.test_predictor import _save_slim
 
     ckpt = tmp_path / "slim.pt"
     _save_slim(ckpt)
@@ -109,7 +109,7 @@ def _write_video(path, frames: int = 6) -> None:
 def test_video_frames_in_order_with_stable_track_ids(tmp_path) -> None:
     video = tmp_path / "clip.mp4"
     _write_video(video)
-    pred = Predictor(BlobModel(), CLASS_NAMES, score_threshold=0.0)
+    pred = Predictor(BlobModel(), CLASS_NAMES, score_thresh=0.0)
     summary = run_predict(pred, str(video), tmp_path / "out")
     assert summary.images == 6 and summary.frames == 6
     results = json.loads((tmp_path / "out" / "results.json").read_text())

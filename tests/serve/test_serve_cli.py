@@ -9,7 +9,7 @@ import typer
 import uvicorn
 
 from instaseg.cli import main
-from instaseg.engine.predictor import Predictor
+from instaseg.predict.predictor import Predictor
 from instaseg.serve import commands
 from tests.serve.fakes import CLASS_NAMES, BlobModel
 

@@ -75,7 +75,7 @@ def test_training_history_from_run_dir(tmp_path):
 
 
 def test_dashboard_panels_from_report(tmp_path):
-    from instaseg.evaluation.runner import full_report
+    from instaseg.evaluation.summary import full_report
     from instaseg.viz.dashboard import save_dashboard
     from tests.evaluation.helpers import box_mask, det_from_mask, tiny_gt
 

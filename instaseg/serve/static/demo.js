@@ -107,7 +107,7 @@ async function runSegment() {
   state.busy++;
   setStatus("Segmenting…");
   try {
-    const response = await fetch(`/segment?format=polygon&score_threshold=${thr}`, { method: "POST", body: form });
+    const response = await fetch(`/segment?format=polygon&score_thresh=${thr}`, { method: "POST", body: form });
     if (!response.ok) {
       setStatus(`Error ${response.status}: ${await errorText(response)}`, true);
       return;

@@ -5,13 +5,15 @@ from __future__ import annotations
 import pickle
 import sys
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from instaseg.engine.checkpoint import save_checkpoint
-from instaseg.engine.predictor import Predictor, image_to_tensor, resolve_classes
 from instaseg.errors import CheckpointError, ConfigError
+from instaseg.predict.predictor import Predictor, image_to_tensor, resolve_classes
+from instaseg.structures.instances import Instances
 from instaseg.structures.masks import rle_decode
 from tests.serve.fakes import CLASS_NAMES, BlobModel, blob_image, disk_mask
 
@@ -21,44 +23,63 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("lowres", [False, True])
-def test_predict_returns_sorted_instances_with_rles(lowres: bool) -> None:
+def test_predict_returns_sorted_instances(lowres: bool) -> None:
     image = blob_image()
-    pred = Predictor(BlobModel(lowres=lowres), CLASS_NAMES, score_threshold=0.5)
-    out = pred.predict(image, return_masks=True)
-    assert out["boxes"].shape == (2, 4) and out["boxes"].dtype == np.float32
-    assert out["labels"].tolist() == [1, 2]
-    assert out["class_names"] == ["blob", "other"]
-    assert np.all(np.diff(out["scores"]) <= 0)
+    pred = Predictor(BlobModel(lowres=lowres), CLASS_NAMES, score_thresh=0.5)
+    out = pred.predict(image)
+    assert isinstance(out, Instances) and out.image_size == (120, 160)
+    assert out.boxes.shape == (2, 4) and out.boxes.dtype == torch.float32
+    assert out.labels.tolist() == [1, 2]
+    assert pred.class_names_of(out) == ["blob", "other"]
+    assert torch.all(out.scores[:-1] >= out.scores[1:])
+    assert out.mask_kind == ("lowres" if lowres else "rle")  # full-size masks are kept as RLEs only
     expected = [disk_mask(120, 160, 40, 50, 18), disk_mask(120, 160, 115, 60, 12)]
+    dense, rles = out.to_dense_masks(), out.to_rles()
     for k in range(2):
-        decoded = rle_decode(out["rles"][k])
-        np.testing.assert_array_equal(decoded, out["masks"][k])
+        decoded = rle_decode(rles[k])
+        np.testing.assert_array_equal(decoded, dense[k])
         assert _iou(decoded, expected[k]) > (0.85 if lowres else 0.99)
+
+
+def test_image_path_is_read(tmp_path) -> None:
+    path = tmp_path / "blobs.png"
+    cv2.imwrite(str(path), cv2.cvtColor(blob_image(), cv2.COLOR_RGB2BGR))
+    out = Predictor(BlobModel(), CLASS_NAMES).predict(path)
+    assert len(out) == 2 and out.image_size == (120, 160)
+
+
+def test_score_filter_keeps_scores_equal_to_the_threshold() -> None:
+    image = blob_image(blobs=((30, 30, 10), (90, 30, 10), (30, 90, 8), (120, 90, 8)))
+    pred = Predictor(BlobModel(), CLASS_NAMES, score_thresh=0.0)
+    scores = pred.predict(image).scores
+    exact = float(scores[1])  # 0.7 as float32: kept at >= exactly this value, dropped just above it
+    assert len(pred.predict(image, score_thresh=exact)) == 2
+    assert len(pred.predict(image, score_thresh=float(np.nextafter(np.float32(exact), np.float32(1))))) == 1
 
 
 def test_filters_score_max_detections_and_classes() -> None:
     image = blob_image(blobs=((30, 30, 10), (90, 30, 10), (30, 90, 8), (120, 90, 8)))
-    pred = Predictor(BlobModel(), CLASS_NAMES, score_threshold=0.0)
-    assert len(pred.predict(image)["rles"]) == 4
-    assert len(pred.predict(image, score_threshold=0.6)["rles"]) == 2  # 0.9, 0.7
-    assert len(pred.predict(image, max_detections=3)["rles"]) == 3
+    pred = Predictor(BlobModel(), CLASS_NAMES, score_thresh=0.0)
+    assert len(pred.predict(image)) == 4
+    assert len(pred.predict(image, score_thresh=0.6)) == 2  # 0.9, 0.7
+    assert len(pred.predict(image, max_detections=3)) == 3
     only = pred.predict(image, classes="other")
-    assert set(only["class_names"]) == {"other"} and len(only["rles"]) == 2
-    assert pred.predict(image, classes=[1])["labels"].tolist() == [1, 1]
-    restricted = Predictor(BlobModel(), CLASS_NAMES, score_threshold=0.0, classes=["blob"])
-    assert restricted.predict(image)["labels"].tolist() == [1, 1]
+    assert set(pred.class_names_of(only)) == {"other"} and len(only.to_rles()) == 2
+    assert pred.predict(image, classes=[1]).labels.tolist() == [1, 1]
+    restricted = Predictor(BlobModel(), CLASS_NAMES, score_thresh=0.0, classes=["blob"])
+    assert restricted.predict(image).labels.tolist() == [1, 1]
 
 
 def test_predict_torch_keeps_low_res_masks() -> None:
     pred = Predictor(BlobModel(lowres=True), CLASS_NAMES)
     (inst,) = pred.predict_torch([image_to_tensor(blob_image())])
-    assert inst["mask_lowres"].shape == (2, 28, 28) and "masks" not in inst
-    assert inst["image_size"] == (120, 160)
+    assert inst.mask_lowres is not None and inst.mask_lowres.shape == (2, 28, 28) and inst.rles is None
+    assert inst.image_size == (120, 160)
 
 
 def test_empty_image_gives_empty_results() -> None:
-    out = Predictor(BlobModel(), CLASS_NAMES).predict(np.full((50, 60, 3), 128, np.uint8), return_masks=True)
-    assert out["boxes"].shape == (0, 4) and out["rles"] == [] and out["masks"].shape == (0, 50, 60)
+    out = Predictor(BlobModel(), CLASS_NAMES).predict(np.full((50, 60, 3), 128, np.uint8))
+    assert out.boxes.shape == (0, 4) and out.to_rles() == [] and out.to_dense_masks().shape == (0, 50, 60)
 
 
 def test_bad_options_raise_config_errors() -> None:
@@ -66,8 +87,8 @@ def test_bad_options_raise_config_errors() -> None:
         resolve_classes("blob,cat", CLASS_NAMES)
     with pytest.raises(ConfigError, match="out of range"):
         resolve_classes([7], CLASS_NAMES)
-    with pytest.raises(ConfigError, match="score-threshold"):
-        Predictor(BlobModel(), CLASS_NAMES, score_threshold=1.5)
+    with pytest.raises(ConfigError, match="score-thresh"):
+        Predictor(BlobModel(), CLASS_NAMES, score_thresh=1.5)
     with pytest.raises(ConfigError, match="max-detections"):
         Predictor(BlobModel(), CLASS_NAMES, max_detections=0)
     with pytest.raises(ValueError, match="uint8"):
@@ -95,12 +116,12 @@ def _save_slim(path, **extra) -> None:
 
 def test_from_checkpoint_runs_the_saved_model(tmp_path) -> None:
     _save_slim(tmp_path / "run" / "checkpoints" / "best.pt")
-    pred = Predictor.load(checkpoint=tmp_path / "run", score_threshold=0.0, max_detections=5)
+    pred = Predictor.load(checkpoint=tmp_path / "run", score_thresh=0.0, max_detections=5)
     assert pred.class_names == ["background", "person", "car"] and pred.name == "maskrcnn_r18_slim"
     assert pred.category_id(2) == 3
     out = pred.predict(blob_image())
-    assert len(out["rles"]) <= 5 and all(r["size"] == [120, 160] for r in out["rles"])
-    assert set(out["class_names"]) <= {"person", "car"}
+    assert len(out) <= 5 and all(r["size"] == [120, 160] for r in out.to_rles())
+    assert set(pred.class_names_of(out)) <= {"person", "car"}
 
 
 class _Evil:
@@ -149,7 +170,7 @@ def test_onnx_backend_plugs_in_through_load_onnx_model(tmp_path, monkeypatch) ->
     onnx = tmp_path / "m.onnx"
     onnx.write_bytes(b"x")
     pred = Predictor.load(backend="onnxruntime", model=onnx)
-    assert pred.name == "blob-onnx" and len(pred.predict(blob_image())["rles"]) == 2
+    assert pred.name == "blob-onnx" and len(pred.predict(blob_image())) == 2
 
 
 def test_bad_device_is_a_config_error() -> None:

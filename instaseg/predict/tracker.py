@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
+from instaseg.structures.instances import Instances
 from instaseg.structures.masks import rle_iou
 
 
@@ -90,6 +92,15 @@ class MaskIoUTracker:
                 self._tracks.append(_Track(self._next_id, rles[det], labels[det], self._frame))
                 self._next_id += 1
         return ids
+
+    def track(self, inst: Instances) -> Instances:
+        """Register one frame's :class:`Instances` (masks as RLEs, see ``Instances.with_rles``) and return
+        them with ``track_ids`` set."""
+        if inst.rles is None:
+            raise ValueError("MaskIoUTracker.track: instances need RLE masks (call with_rles() first)")
+        ids = self.update(inst.rles, inst.labels.tolist())
+        return Instances(inst.image_size, boxes=inst.boxes, labels=inst.labels, scores=inst.scores,
+                         rles=inst.rles, track_ids=torch.tensor(ids, dtype=torch.int64))
 
     @property
     def num_tracks(self) -> int:

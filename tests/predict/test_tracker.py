@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from instaseg.ops.tracker import MaskIoUTracker, greedy_match, rle_iou_matrix
+from instaseg.predict.tracker import MaskIoUTracker, greedy_match, rle_iou_matrix
 from instaseg.structures.masks import rle_encode
 
 

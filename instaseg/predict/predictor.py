@@ -1,12 +1,16 @@
 """Inference on new images: a NumPy layer over a torch layer, shared by ``instaseg predict``, the
 HTTP service and the browser demo (the same split as segment-anything's ``SamPredictor``).
 
-- :meth:`Predictor.predict_torch` takes ``list[Tensor[3, H, W]]`` RGB in [0, 1] and returns, per image,
-  a dict of tensors: ``boxes`` (K, 4) XYXY pixels, ``labels`` (K,), ``scores`` (K,), and the masks in the
-  cheapest form the model gives (``mask_lowres`` (K, M, M) box-relative probabilities, or ``masks``
-  (K, 1, H, W) full-size probabilities), plus ``image_size`` (H, W). Nothing is pasted at full size.
-- :meth:`Predictor.predict` takes one ``(H, W, 3)`` uint8 RGB array and returns plain NumPy/JSON-ready
-  results with COCO RLE masks (and dense masks only when asked).
+- :meth:`Predictor.predict_torch` takes ``list[Tensor[3, H, W]]`` RGB in [0, 1] and returns one
+  :class:`~instaseg.structures.instances.Instances` per image: ``boxes`` (K, 4) XYXY pixels, ``labels``,
+  ``scores`` and the masks in the cheapest form the model gives (box-relative low-res probabilities, or
+  RLEs for models with full-size masks only). Nothing is pasted at full size.
+- :meth:`Predictor.predict` takes one ``(H, W, 3)`` uint8 RGB array (or an image path) and returns its
+  ``Instances``; ``inst.to_rles()`` gives COCO RLEs, ``inst.to_dense_masks()`` bool masks.
+
+Validation during training, ``instaseg evaluate --checkpoint`` and ``instaseg predict`` all run
+:meth:`Predictor.predict_torch`, so they share one mask path and one score filter (``score_thresh``,
+kept when ``score >= score_thresh``).
 
 The model is anything callable like a torchvision detection model in eval mode (``list[Tensor]`` ->
 ``list[dict]``); :mod:`instaseg.ops.lowres` uses a low-resolution mask path when the model has one.
@@ -23,10 +27,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from instaseg.data.io import read_image
 from instaseg.errors import CheckpointError, ConfigError
+from instaseg.models.checkpoint import load_model
 from instaseg.ops.lowres import lowres_inference
-from instaseg.ops.paste import dense_masks_to_rles, paste_masks_dense, paste_masks_to_rles
-from instaseg.structures.masks import rle_decode
+from instaseg.structures.instances import Instances
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -57,17 +62,19 @@ def resolve_classes(
 
 
 class Predictor:
-    """Run a detection model on images and return instances with COCO RLE masks.
+    """Run a detection model on images and return one :class:`Instances` per image.
 
     Args:
         model: an eval-mode callable ``list[Tensor[3, H, W]] -> list[dict]`` (torch or ONNX Runtime).
         class_names: names indexed by label, ``class_names[0] == "background"``.
         device: where input tensors are placed (the model must already be there).
-        score_threshold: drop detections scoring below this.
+        score_thresh: keep detections with ``score >= score_thresh`` (the one score filter).
         max_detections: keep at most this many detections per image (highest scores).
         classes: keep only these classes (names or label ids); ``None`` keeps all.
-        mask_threshold: mask probability at or above which a pixel is foreground.
+        mask_thresh: mask probability at or above which a pixel is foreground.
         category_ids: ``category_ids[label]`` is the dataset's original category id (COCO results).
+        meta: where the model came from (checkpoint metadata: ``model_spec``, ``path``, ...).
+        autocast: run the model under ``torch.autocast`` (mixed precision on CUDA).
     """
 
     def __init__(
@@ -76,24 +83,26 @@ class Predictor:
         class_names: Sequence[str],
         *,
         device: str | torch.device = "cpu",
-        score_threshold: float = 0.5,
+        score_thresh: float = 0.5,
         max_detections: int = 100,
         classes: Sequence[str | int] | str | None = None,
-        mask_threshold: float = 0.5,
+        mask_thresh: float = 0.5,
         category_ids: Sequence[int] | None = None,
         meta: dict[str, Any] | None = None,
+        autocast: bool = False,
     ) -> None:
-        if not 0.0 <= score_threshold <= 1.0:
-            raise ConfigError(f"--score-threshold must be in [0, 1], got {score_threshold}")
+        if not 0.0 <= score_thresh <= 1.0:
+            raise ConfigError(f"--score-thresh must be in [0, 1], got {score_thresh}")
         if max_detections < 1:
             raise ConfigError(f"--max-detections must be >= 1, got {max_detections}")
         self.model = model
         self.class_names = list(class_names)
         self.device = torch.device(device)
-        self.score_threshold = float(score_threshold)
+        self.score_thresh = float(score_thresh)
         self.max_detections = int(max_detections)
         self.classes = resolve_classes(classes, self.class_names)
-        self.mask_threshold = float(mask_threshold)
+        self.mask_thresh = float(mask_thresh)
+        self.autocast = bool(autocast)
         self.category_ids = list(category_ids) if category_ids is not None else list(range(len(class_names)))
         self.meta = dict(meta or {})
         # One forward at a time: callers from several threads (the service) share one model.
@@ -103,13 +112,15 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str = "cpu", **kwargs: Any) -> Predictor:
         """A predictor for the model in checkpoint file or run directory ``path``."""
-        from instaseg.engine.checkpoint import load_model
-
         model, meta = load_model(path, device=device)
+        return cls.from_model(model, meta, device=device, **kwargs)
+
+    @classmethod
+    def from_model(cls, model: Any, meta: dict[str, Any], **kwargs: Any) -> Predictor:
+        """A predictor for a loaded ``model`` and its checkpoint ``meta`` (class names, category ids;
+        see :func:`instaseg.models.checkpoint.load_model`)."""
         class_names = meta.get("class_names") or _default_class_names(meta)
-        return cls(
-            model, class_names, device=device, category_ids=meta.get("category_ids"), meta=meta, **kwargs
-        )
+        return cls(model, class_names, category_ids=meta.get("category_ids"), meta=meta, **kwargs)
 
     @classmethod
     def from_onnx(cls, path: str | Path, **kwargs: Any) -> Predictor:
@@ -126,7 +137,7 @@ class Predictor:
         class_names = meta.get("class_names") or _default_class_names(meta)
         meta.setdefault("path", str(path))
         if "mask_threshold" in meta:
-            kwargs.setdefault("mask_threshold", float(meta["mask_threshold"]))
+            kwargs.setdefault("mask_thresh", float(meta["mask_threshold"]))
         return cls(model, class_names, category_ids=meta.get("category_ids"), meta=meta, **kwargs)
 
     @classmethod
@@ -143,7 +154,7 @@ class Predictor:
         needs ``model`` (an ``.onnx`` file)."""
         if backend not in BACKENDS:
             raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        _check_device(device)
+        check_device(device)
         if backend == "onnxruntime" or (model is not None and checkpoint is None):
             if model is None:
                 raise ConfigError("--backend onnxruntime needs --model FILE.onnx")
@@ -166,102 +177,78 @@ class Predictor:
         self,
         images: list[Tensor],
         *,
-        score_threshold: float | None = None,
+        score_thresh: float | None = None,
         max_detections: int | None = None,
         classes: Sequence[int] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Detections for ``images`` (list of Tensor[3, H, W] float RGB in [0, 1]).
+    ) -> list[Instances]:
+        """Detections for ``images`` (list of Tensor[3, H, W] float RGB in [0, 1]), one
+        :class:`Instances` per image, on the CPU.
 
-        Returns one dict per image with tensors on the CPU: ``boxes`` (K, 4) XYXY pixels, ``labels``
-        (K,) int64, ``scores`` (K,) float, and ``mask_lowres`` (K, M, M) or ``masks`` (K, 1, H, W)
-        probabilities, plus ``image_size`` ``(H, W)``; sorted by score, filtered by the thresholds.
+        This is the only place detections are filtered: ``score >= score_thresh``, then the class
+        filter, then the ``max_detections`` highest scores, sorted by decreasing score. Masks stay as
+        the model gives them cheapest: box-relative low-res probabilities (``mask_lowres``), or, for
+        models with full-size masks only, COCO RLEs (thresholded at ``mask_thresh``).
         """
-        thr = self.score_threshold if score_threshold is None else float(score_threshold)
+        thr = self.score_thresh if score_thresh is None else float(score_thresh)
         top = self.max_detections if max_detections is None else int(max_detections)
         keep_classes = self.classes if classes is None else list(classes)
         batch = [img.to(self.device, torch.float32) for img in images]
-        with self.lock, torch.inference_mode():
+        with self.lock, torch.inference_mode(), torch.autocast(self.device.type, enabled=self.autocast):
             raw = lowres_inference(self.model, batch)
-        out = []
-        for img, det in zip(images, raw, strict=True):
-            det = {k: _to_cpu_tensor(v) for k, v in det.items()}
-            scores = det["scores"].float()
-            keep = scores >= thr
-            if keep_classes is not None:
-                keep &= torch.isin(det["labels"].long(), torch.tensor(keep_classes, dtype=torch.long))
-            idx = torch.nonzero(keep).flatten()
-            idx = idx[torch.argsort(scores[idx], descending=True)][:top]
-            item: dict[str, Any] = {
-                "boxes": det["boxes"].float().reshape(-1, 4)[idx],
-                "labels": det["labels"].long()[idx],
-                "scores": scores[idx],
-                "image_size": (int(img.shape[-2]), int(img.shape[-1])),
-            }
-            if "mask_lowres" in det:
-                item["mask_lowres"] = det["mask_lowres"].float()[idx]
-            elif "masks" in det:
-                item["masks"] = det["masks"][idx]
-            out.append(item)
-        return out
+        return [
+            self._instances(det, (int(img.shape[-2]), int(img.shape[-1])), thr, top, keep_classes)
+            for img, det in zip(images, raw, strict=True)
+        ]
 
-    # ------------------------------------------------------------------ NumPy layer
-    def instances_to_numpy(self, inst: dict[str, Any], *, return_masks: bool = False) -> dict[str, Any]:
-        """Turn one :meth:`predict_torch` result into NumPy arrays and COCO RLEs (see :meth:`predict`)."""
-        h, w = inst["image_size"]
-        boxes = inst["boxes"].numpy().astype(np.float32)
-        boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
-        boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
-        labels = inst["labels"].numpy().astype(np.int64)
-        if "mask_lowres" in inst:
-            lowres = inst["mask_lowres"].numpy()
-            rles = paste_masks_to_rles(lowres, inst["boxes"].numpy(), h, w, self.mask_threshold)
-        elif "masks" in inst:
-            rles = dense_masks_to_rles(inst["masks"].float().numpy(), self.mask_threshold)
-        else:
-            lowres = None
-            rles = []
-        out: dict[str, Any] = {
-            "boxes": boxes,
-            "labels": labels,
-            "class_names": [self._name(int(label)) for label in labels],
-            "scores": inst["scores"].numpy().astype(np.float32),
-            "rles": rles,
-            "image_size": (h, w),
-        }
-        if return_masks:
-            if "mask_lowres" in inst:
-                out["masks"] = paste_masks_dense(lowres, inst["boxes"].numpy(), h, w, self.mask_threshold)
-            else:
-                out["masks"] = np.stack([rle_decode(r) for r in rles]) if rles else np.zeros((0, h, w), bool)
-        return out
+    def _instances(
+        self, det: dict[str, Any], size: tuple[int, int], thr: float, top: int, classes: list[int] | None
+    ) -> Instances:
+        det = {k: _to_cpu_tensor(v) for k, v in det.items()}
+        scores = det["scores"].float().reshape(-1)
+        labels = det["labels"].long().reshape(-1)
+        keep = scores >= thr
+        if classes is not None:
+            keep &= torch.isin(labels, torch.tensor(classes, dtype=torch.long))
+        idx = torch.nonzero(keep).flatten()
+        idx = idx[torch.argsort(scores[idx], descending=True, stable=True)][:top]
+        boxes = det["boxes"].float().reshape(-1, 4)
+        fields = {"boxes": boxes[idx], "labels": labels[idx], "scores": scores[idx]}
+        if "mask_lowres" in det:
+            return Instances(size, **fields, mask_lowres=det["mask_lowres"].float()[idx])
+        if "masks" in det:
+            return Instances.from_dense(size, **fields, masks=det["masks"][idx], mask_thresh=self.mask_thresh)
+        return Instances(size, **fields)
 
+    # ------------------------------------------------------------------ NumPy / file layer
     def predict(
         self,
-        image: np.ndarray,
+        image: np.ndarray | str | Path,
         *,
-        score_threshold: float | None = None,
+        score_thresh: float | None = None,
         max_detections: int | None = None,
         classes: Sequence[str | int] | str | None = None,
-        return_masks: bool = False,
-    ) -> dict[str, Any]:
+    ) -> Instances:
         """Instances in one image.
 
         Args:
-            image: ``(H, W, 3)`` uint8 RGB.
-            score_threshold, max_detections, classes: override the predictor's defaults for this call.
-            return_masks: also return dense ``masks`` (K, H, W) bool (costs K x H x W bytes).
+            image: ``(H, W, 3)`` uint8 RGB, or the path of an image file.
+            score_thresh, max_detections, classes: override the predictor's defaults for this call.
 
         Returns:
-            ``boxes`` (K, 4) float32 XYXY pixels, ``labels`` (K,) int64, ``class_names`` list[str],
-            ``scores`` (K,) float32, ``rles`` (K COCO RLEs with str counts), ``image_size`` (H, W), and
-            ``masks`` when asked.
+            :class:`Instances` of the image: ``boxes`` (K, 4) XYXY pixels, ``labels``, ``scores``,
+            masks (``to_rles()`` / ``to_dense_masks()``); ``class_names_of(inst)`` names the labels.
         """
+        if isinstance(image, str | Path):
+            image = read_image(image)
         tensor = image_to_tensor(image)
         label_filter = None if classes is None else resolve_classes(classes, self.class_names)
-        inst = self.predict_torch(
-            [tensor], score_threshold=score_threshold, max_detections=max_detections, classes=label_filter
+        return self.predict_torch(
+            [tensor], score_thresh=score_thresh, max_detections=max_detections, classes=label_filter
         )[0]
-        return self.instances_to_numpy(inst, return_masks=return_masks)
+
+    def class_names_of(self, inst: Instances) -> list[str]:
+        """The class name of each instance of ``inst``."""
+        return [self._name(int(label)) for label in inst.labels.tolist()]
 
     def _name(self, label: int) -> str:
         return self.class_names[label] if 0 <= label < len(self.class_names) else str(label)
@@ -283,7 +270,7 @@ def image_to_tensor(image: np.ndarray) -> Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
 
 
-def _check_device(device: str) -> None:
+def check_device(device: str) -> None:
     """ConfigError for a device string torch does not know or that this machine does not have."""
     try:
         dev = torch.device(device)
@@ -304,3 +291,15 @@ def _default_class_names(meta: dict[str, Any]) -> list[str]:
     spec = meta.get("model_spec") or {}
     n = int((spec.get("kwargs") or {}).get("num_classes") or meta.get("num_classes") or 2)
     return ["background"] + [f"class_{i}" for i in range(1, n)]
+
+
+def load(source: str | Path, *, device: str = "cpu", **kwargs: Any) -> Predictor:
+    """A :class:`Predictor` for ``source``: a run directory, a checkpoint file or an exported ``.onnx``
+    file. ``kwargs`` are Predictor options (``score_thresh``, ``max_detections``, ``classes``...).
+
+    >>> pred = load("runs/train", score_thresh=0.5)
+    >>> inst = pred.predict("image.jpg")       # Instances: boxes, labels, scores, to_rles()
+    """
+    if Path(source).suffix.lower() == ".onnx":
+        return Predictor.load(backend="onnxruntime", model=source, device=device, **kwargs)
+    return Predictor.load(checkpoint=source, device=device, **kwargs)

@@ -1,10 +1,10 @@
-"""``instaseg predict``: run a :class:`~instaseg.engine.predictor.Predictor` over an image, a folder,
+"""``instaseg predict``: run a :class:`~instaseg.predict.predictor.Predictor` over an image, a folder,
 a glob or a video, writing overlay images (or an overlay video) and a COCO results JSON with RLE masks.
 
 COCO results (``results.json``): one entry per instance with ``image_id``, ``category_id`` (the
 dataset's original id), ``segmentation`` (compressed RLE), ``bbox`` (XYWH), ``score``, plus
 ``file_name``; video entries also carry ``frame`` and ``track_id`` (stable across frames, from
-:class:`~instaseg.ops.tracker.MaskIoUTracker`). ``image_id`` is the file name's number when every
+:class:`~instaseg.predict.tracker.MaskIoUTracker`). ``image_id`` is the file name's number when every
 input's stem is a distinct number (COCO's ``000000000139.jpg`` -> 139), otherwise the image's index
 in the sorted input; for a video it is the frame index.
 """
@@ -19,10 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
+from instaseg.data.io import read_image
 from instaseg.errors import ConfigError, DataError
 from instaseg.fileio import atomic_open
+from instaseg.predict.dataset import instances_to_results
+from instaseg.predict.predictor import Predictor
+from instaseg.predict.tracker import MaskIoUTracker
+from instaseg.structures.instances import Instances
+from instaseg.viz.draw import draw_instances
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
@@ -74,41 +81,27 @@ def image_ids(paths: list[Path]) -> list[int]:
     return list(range(len(paths)))
 
 
-def _draw(image: np.ndarray, out: dict[str, Any], track_ids: list[int] | None = None) -> np.ndarray:
-    """Overlay of ``out`` (a :meth:`Predictor.predict` result with dense ``masks``) on ``image``."""
-    from instaseg.viz.draw import draw_instances
-
-    names = list(out["class_names"])
-    if track_ids is not None:
-        names = [f"#{t} {n}" for t, n in zip(track_ids, names, strict=True)]
+def _draw(image: np.ndarray, inst: Instances, names: list[str]) -> np.ndarray:
+    """Overlay of ``inst`` (masks as RLEs) on ``image``, one caption per instance in ``names``."""
+    if inst.mask_kind is not None:
+        masks = inst.to_dense_masks()
+    else:
+        masks = np.zeros((len(inst), *inst.image_size), bool)
     # One name per instance, so labels index into ``names`` directly.
     return draw_instances(
-        image, out["masks"], boxes=out["boxes"], labels=np.arange(len(names)), scores=out["scores"],
+        image, masks, boxes=inst.boxes.numpy(), labels=np.arange(len(names)), scores=inst.scores.numpy(),
         class_names=names,
     )
 
 
-def _results(
-    out: dict[str, Any],
-    predictor: Any,
-    image_id: int,
-    file_name: str,
-    extra: list[dict[str, Any]] | None = None,
-) -> list[dict[str, Any]]:
-    rows = []
-    for k in range(len(out["rles"])):
-        x1, y1, x2, y2 = (float(v) for v in out["boxes"][k])
-        row = {
-            "image_id": image_id,
-            "category_id": predictor.category_id(int(out["labels"][k])),
-            "segmentation": out["rles"][k],
-            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-            "score": round(float(out["scores"][k]), 5),
-            "file_name": file_name,
-        }
-        if extra is not None:
-            row.update(extra[k])
-        rows.append(row)
+def _results(inst: Instances, predictor: Predictor, image_id: int, file_name: str) -> list[dict[str, Any]]:
+    """COCO results rows of one image (:func:`~instaseg.predict.dataset.instances_to_results`, rounded
+    for a compact JSON, with the file name)."""
+    rows = instances_to_results(inst, image_id, predictor.category_ids, predictor.mask_thresh)
+    for row in rows:
+        row["bbox"] = [round(v, 2) for v in row["bbox"]]
+        row["score"] = round(row["score"], 5)
+        row["file_name"] = file_name
     return rows
 
 
@@ -129,8 +122,6 @@ def _unique(path: Path, used: set[Path]) -> Path:
 
 def iter_video_frames(path: Path, max_frames: int | None = None) -> Iterator[tuple[int, np.ndarray, float]]:
     """Frames of a video in order as ``(index, RGB uint8 (H, W, 3), fps)``. DataError if unreadable."""
-    import cv2
-
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise DataError(path, "cannot open video (unsupported codec or not a video file)")
@@ -150,7 +141,7 @@ def iter_video_frames(path: Path, max_frames: int | None = None) -> Iterator[tup
 
 
 def run_predict(
-    predictor: Any,
+    predictor: Predictor,
     source: str,
     output: str | Path,
     *,
@@ -163,8 +154,6 @@ def run_predict(
 
     Unreadable images are reported (one line each through ``log``) and skipped. Refuses to replace an
     existing ``results.json`` unless ``overwrite``."""
-    from instaseg.data.io import read_image
-
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out_dir = Path(output)
     if out_dir.exists() and not out_dir.is_dir():
@@ -192,15 +181,14 @@ def run_predict(
             summary.skipped += 1
             log(f"instaseg: skipped {exc}")
             continue
-        out = predictor.predict(image, return_masks=save_overlays)
-        results.extend(_results(out, predictor, ids[index], path.name))
+        inst = predictor.predict(image).with_rles(predictor.mask_thresh)
+        results.extend(_results(inst, predictor, ids[index], path.name))
         summary.images += 1
-        summary.instances += len(out["rles"])
+        summary.instances += len(inst)
         if save_overlays:
-            import cv2
-
             target = _unique(out_dir / f"{path.stem}.jpg", used)
-            cv2.imwrite(str(target), cv2.cvtColor(_draw(image, out), cv2.COLOR_RGB2BGR))
+            overlay = _draw(image, inst, predictor.class_names_of(inst))
+            cv2.imwrite(str(target), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
     if summary.images == 0:
         raise DataError(source, f"no image could be read ({summary.skipped} skipped)")
     _write_json_atomic(results, results_path)
@@ -208,7 +196,7 @@ def run_predict(
 
 
 def _predict_video(
-    predictor: Any,
+    predictor: Predictor,
     path: Path,
     out_dir: Path,
     results: list[dict[str, Any]],
@@ -217,21 +205,16 @@ def _predict_video(
     max_frames: int | None,
     used: set[Path],
 ) -> None:
-    import cv2
-
-    from instaseg.ops.tracker import MaskIoUTracker
-
     tracker = MaskIoUTracker()
     writer = None
     try:
         for frame_index, frame, fps in iter_video_frames(path, max_frames):
-            out = predictor.predict(frame, return_masks=save_overlays)
-            ids = tracker.update(out["rles"], out["labels"].tolist())
-            extra = [{"frame": frame_index, "track_id": t} for t in ids]
-            results.extend(_results(out, predictor, frame_index, path.name, extra))
+            inst = tracker.track(predictor.predict(frame).with_rles(predictor.mask_thresh))
+            for row in _results(inst, predictor, frame_index, path.name):
+                results.append({**row, "frame": frame_index})
             summary.images += 1
             summary.frames += 1
-            summary.instances += len(ids)
+            summary.instances += len(inst)
             if save_overlays:
                 if writer is None:
                     h, w = frame.shape[:2]
@@ -239,7 +222,9 @@ def _predict_video(
                     writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
                     if not writer.isOpened():
                         raise DataError(target, "OpenCV cannot write an mp4 video here")
-                writer.write(cv2.cvtColor(_draw(frame, out, ids), cv2.COLOR_RGB2BGR))
+                names = [f"#{t} {n}" for t, n in zip(inst.track_ids.tolist(), predictor.class_names_of(inst),
+                                                     strict=True)]  # type: ignore[union-attr]
+                writer.write(cv2.cvtColor(_draw(frame, inst, names), cv2.COLOR_RGB2BGR))
     finally:
         if writer is not None:
             writer.release()

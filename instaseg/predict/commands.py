@@ -1,0 +1,126 @@
+"""CLI commands that run a model, built on the Predictor: ``instaseg train`` (validated through it) and
+``instaseg evaluate``. They sit above both ``engine`` and ``predict`` and only parse options; the work is
+in :mod:`instaseg.predict.validation` and :mod:`instaseg.predict.evaluate`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from instaseg.errors import ConfigError
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def train(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML config (default: the CPU default config).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Override a config key, e.g. --set train.lr=0.01 (repeatable)."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Run directory (must be new or empty). Default: runs/train, train2..."
+        ),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume", help="Continue a run: its directory or a checkpoint file (uses its config)."
+        ),
+    ] = None,
+) -> None:
+    """Train a model. With no options: the default CPU Mask R-CNN on synthetic shapes.
+
+    Works unchanged under torchrun --nproc_per_node N (DistributedDataParallel).
+    """
+    from instaseg.config import load_config
+    from instaseg.engine import distributed as du
+    from instaseg.predict.validation import train as run_training
+
+    if resume is not None and config is not None:
+        raise ConfigError(
+            "--config cannot be combined with --resume: a resumed run uses its own config "
+            "(change keys with --set)"
+        )
+    overrides = list(set_ or [])
+    if resume is not None:
+        result = run_training(resume=resume, output=output, overrides=overrides)
+    else:
+        cfg = load_config(config, overrides)
+        result = run_training(cfg, output=output)
+    if not du.is_main_process() or result.metrics is None:
+        return
+    segm, bbox = result.metrics["segm"], result.metrics["bbox"]
+    if result.stop_reason:
+        typer.echo(f"stopped early: {result.stop_reason}")
+    typer.echo(
+        f"held-out mask AP {segm['AP']:.4f} (AP50 {segm['AP50']:.4f}), "
+        f"box AP {bbox['AP']:.4f} (AP50 {bbox['AP50']:.4f}) after {result.iterations} iterations"
+    )
+    typer.echo(f"run directory: {result.run_dir}")
+    typer.echo(
+        f"  checkpoints/best.pt, checkpoints/last.pt, metrics.json, config.yaml, overlays/ "
+        f"(tensorboard --logdir {result.run_dir / 'tensorboard'})"
+    )
+
+
+def evaluate(
+    data: str = typer.Option(
+        ..., "--data", "-d", help="Dataset spec or path (e.g. coco:val.json, shapes:50)."
+    ),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", "-c", help="Run directory or checkpoint file."
+    ),
+    predictions: Path | None = typer.Option(None, "--predictions", "-p", help="COCO results JSON to score."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write metrics.json, pictures, report.html."
+    ),
+    split: str | None = typer.Option(None, help="Dataset split (train/val; default: the whole spec)."),
+    batch_size: int | None = typer.Option(
+        None, min=1, help="Images per forward pass (--checkpoint; default: the run's eval.batch_size)."
+    ),
+    device: str = typer.Option("cpu", help="Device for --checkpoint (cpu, cuda, cuda:1)."),
+    score_thresh: float | None = typer.Option(
+        None,
+        "--score-thresh",
+        help="Keep detections with score >= this (--checkpoint; default: the run's eval.score_thresh).",
+    ),
+    max_images: int | None = typer.Option(None, min=1, help="Evaluate only the first N images."),
+    iou_types: str = typer.Option("segm,bbox", help="Comma list of segm, bbox."),
+    analysis: bool = typer.Option(True, help="Also compute PQ, error analysis and the dashboard data."),
+    num_samples: int = typer.Option(6, min=0, help="Sample pictures in the report."),
+    figures: bool = typer.Option(True, help="Draw the dashboard and samples (else only JSON + HTML)."),
+) -> None:
+    """Score a trained model (--checkpoint) or a COCO results file (--predictions) on a dataset."""
+    from instaseg.evaluation.summary import format_table
+    from instaseg.predict import evaluate as E
+
+    kinds = E.parse_iou_types(iou_types)
+    result = E.evaluate(
+        data, checkpoint=checkpoint, predictions=predictions, split=split, batch_size=batch_size,
+        device=device, score_thresh=score_thresh, max_images=max_images, iou_types=kinds,
+        analysis=analysis, need_images=output is not None and figures and num_samples > 0, log=_log,
+    )
+    print(format_table(result.report.metrics))
+    if output is not None:
+        source = predictions if predictions is not None else checkpoint
+        written = E.write_evaluation(
+            output, result, title=f"instaseg evaluation: {source} on {data}",
+            write_results=checkpoint is not None, figures=figures, num_samples=num_samples,
+        )
+        _log(f"report: {written['html']} ({len(written) - 2} files, metrics in {written['metrics']})")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's commands to the root app."""
+    app.command("train")(train)
+    app.command("evaluate")(evaluate)

@@ -1,0 +1,109 @@
+"""Validation for the trainer, through the one inference path.
+
+The engine knows nothing of predictors: :func:`~instaseg.engine.launch.run_training` takes a
+``make_validator(cfg)`` and calls what it returns as ``validator(model, device, amp=...) -> (metrics,
+samples)``. :class:`PredictorValidator` is that callable: it wraps the live model in a
+:class:`~instaseg.predict.predictor.Predictor` and scores it exactly as ``instaseg evaluate
+--checkpoint`` does (same ground truth, same untransformed images, same ``score_thresh`` filter, same
+masks), so a run's ``metrics.json`` and ``instaseg evaluate --checkpoint RUN --data VAL`` agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from instaseg.config import Config
+from instaseg.engine.launch import TrainResult, run_training
+from instaseg.errors import DataError
+from instaseg.evaluation.summary import coco_metrics, resolve_ground_truth, subset_gt
+from instaseg.predict.dataset import FirstImages, Samples, predict_dataset
+from instaseg.predict.predictor import Predictor
+
+
+class PredictorValidator:
+    """COCO mask/box AP of a model on the dataset ``spec`` (``split``), through a Predictor.
+
+    The ground truth is built once. Each call returns ``(metrics, samples)``: ``{"segm", "bbox",
+    "per_class"}`` on a 0-1 scale and the first ``num_samples`` ``(image, Instances)`` pairs.
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        split: str | None,
+        *,
+        batch_size: int = 8,
+        score_thresh: float = 0.05,
+        max_images: int | None = None,
+        num_samples: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        gt, dataset, notes = resolve_ground_truth(spec, split)
+        if dataset is None:
+            raise DataError(spec, "validation needs the dataset's images: " + "; ".join(notes))
+        if max_images is not None:
+            dataset = FirstImages(dataset, max_images)
+            gt = subset_gt(gt, {int(dataset.image_info(i)["id"]) for i in range(len(dataset))})
+        self.gt, self.dataset = gt, dataset
+        self.batch_size, self.score_thresh = batch_size, score_thresh
+        self.num_samples, self.num_workers = num_samples, num_workers
+
+    def __call__(
+        self, model: nn.Module, device: torch.device, *, amp: bool = False, progress: bool = False
+    ) -> tuple[dict[str, Any], Samples]:
+        was_training = model.training
+        model.eval()
+        try:
+            predictor = Predictor(
+                model,
+                self.dataset.class_names,
+                device=device,
+                score_thresh=self.score_thresh,
+                category_ids=self.dataset.category_ids,
+                autocast=amp,
+            )
+            results, samples = predict_dataset(
+                predictor,
+                self.dataset,
+                category_ids=predictor.category_ids,
+                batch_size=self.batch_size,
+                num_workers=self.num_workers,
+                num_samples=self.num_samples,
+                progress=progress,
+            )
+        finally:
+            model.train(was_training)
+        metrics, _ = coco_metrics(self.gt, results)
+        return metrics, samples
+
+
+def make_validator(cfg: Config) -> PredictorValidator:
+    """The validation of a training run: ``data.val`` (``data.val_split``) with the ``eval`` section."""
+    return PredictorValidator(
+        cfg.data.val,
+        cfg.data.val_split,
+        batch_size=cfg.eval.batch_size,
+        score_thresh=cfg.eval.score_thresh,
+        max_images=cfg.eval.max_images,
+        num_samples=cfg.eval.num_overlays,
+        num_workers=cfg.data.num_workers,
+    )
+
+
+def train(
+    cfg: Config | None = None,
+    *,
+    output: str | Path | None = None,
+    resume: str | Path | None = None,
+    overrides: list[str] | None = None,
+    hooks: list[Any] | None = None,
+) -> TrainResult:
+    """:func:`~instaseg.engine.launch.run_training` validated by :class:`PredictorValidator` (what
+    ``instaseg train`` runs)."""
+    return run_training(
+        cfg, output=output, resume=resume, overrides=overrides, hooks=hooks, make_validator=make_validator
+    )
