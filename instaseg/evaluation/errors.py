@@ -134,7 +134,7 @@ def tide_errors(
     dap = {t: max(_map(dets, num_gt, fix=t, missed=missed) - base, 0.0) for t in ERROR_TYPES}
     counts = {t: sum(1 for d in dets if d.error == t) for t in ERROR_TYPES[:-1]}
     counts["miss"] = int(sum(missed.values()))
-    return {"AP50": base, "dAP": dap, "counts": counts}
+    return {"AP50": base, "dAP": dap, "counts": counts, "names": dict(ERROR_NAMES)}
 
 
 def _map(dets: list[_Det], num_gt: dict[int, int], *, fix: str | None, missed: dict[int, int]) -> float:

@@ -3,7 +3,6 @@ class confusion matrix and matched-IoU statistics over a whole results set (all 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -23,22 +22,10 @@ def paired_mask_iou(masks1: np.ndarray, masks2: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def semantic_map(
-    masks: np.ndarray, labels: Sequence[int], scores: Sequence[float] | None = None
-) -> np.ndarray:
-    """Paint instance masks bool (N, H, W) with their ``labels`` (N,) into an int64 (H, W) class map
-    (0 = background). Where instances overlap the higher score wins (later index without scores)."""
-    masks = np.asarray(masks, dtype=bool)
-    out = np.zeros(masks.shape[1:], dtype=np.int64)
-    order = np.arange(len(masks)) if scores is None else np.argsort(np.asarray(scores), kind="stable")
-    for i in order:  # ascending: the best is painted last
-        out[masks[i]] = int(labels[i])
-    return out
-
-
 def pixel_accuracy(pred: np.ndarray, gt: np.ndarray, ignore_index: int | None = None) -> float:
     """Fraction of pixels whose class in ``pred`` equals ``gt`` (both int (H, W) class maps, e.g. from
-    :func:`semantic_map`); pixels where ``gt == ignore_index`` are left out. NaN if none remain."""
+    :func:`instaseg.structures.masks.semantic_map`); pixels where ``gt == ignore_index`` are left out.
+    NaN if none remain."""
     pred, gt = np.asarray(pred), np.asarray(gt)
     if pred.shape != gt.shape:
         raise ValueError(f"class maps differ in shape: {pred.shape} vs {gt.shape}")

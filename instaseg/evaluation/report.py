@@ -11,9 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from instaseg.evaluation.coco import STAT_NAMES
-from instaseg.structures.masks import decode_rles, to_rle
+from instaseg.evaluation.errors import ERROR_NAMES, ERROR_TYPES
+from instaseg.structures.boxes import masks_to_boxes, xywh_to_xyxy
+from instaseg.structures.instances import Instances
+from instaseg.structures.masks import rle_boxes, to_rle
+from instaseg.viz.dashboard import read_training_history, save_dashboard
+from instaseg.viz.figures import gt_vs_pred, sample_grid, save_figure, save_image, three_panel
 
 
 def _jsonable(obj: Any) -> Any:
@@ -44,24 +50,27 @@ def predictions_by_image(results: list[dict[str, Any]], score_thresh: float) -> 
     return out
 
 
-def instances_from_results(entries: list[dict[str, Any]], shape: tuple[int, int]) -> Any:
-    """:class:`~instaseg.viz.figures.Instances` (labels = category ids) from COCO results entries."""
-    from instaseg.viz.figures import Instances
-
+def instances_from_results(entries: list[dict[str, Any]], shape: tuple[int, int]) -> Instances:
+    """:class:`Instances` (labels = category ids, masks as RLEs) of one image's COCO results entries."""
     if not entries:
-        return Instances(np.zeros((0, *shape), bool), np.zeros(0, np.int64), np.zeros(0))
-    masks = decode_rles([to_rle(e["segmentation"], *shape) for e in entries], *shape)
+        return Instances.empty(shape)
+    rles = [to_rle(e["segmentation"], *shape) for e in entries]
     return Instances(
-        masks, np.array([e["category_id"] for e in entries]), np.array([e["score"] for e in entries])
+        shape,
+        boxes=xywh_to_xyxy(torch.as_tensor(rle_boxes(rles), dtype=torch.float32)),
+        labels=torch.tensor([int(e["category_id"]) for e in entries]),
+        scores=torch.tensor([float(e["score"]) for e in entries]),
+        rles=rles,
     )
 
 
-def instances_from_record(rec: Any, category_ids: list[int]) -> Any:
-    """GT :class:`Instances` (labels = category ids) of a dataset Record."""
-    from instaseg.viz.figures import Instances
-
-    labels = np.array([category_ids[int(lb)] for lb in rec.labels], dtype=np.int64)
-    return Instances(np.asarray(rec.masks, bool).reshape(-1, *rec.image.shape[:2]), labels)
+def instances_from_record(rec: Any, category_ids: list[int]) -> Instances:
+    """Ground-truth :class:`Instances` (labels = category ids, scores 1) of a dataset Record."""
+    shape = rec.image.shape[:2]
+    masks = np.asarray(rec.masks, bool).reshape(-1, *shape)
+    labels = torch.tensor([category_ids[int(lb)] for lb in rec.labels], dtype=torch.int64)
+    return Instances.from_dense(shape, boxes=masks_to_boxes(torch.from_numpy(masks)), labels=labels,
+                                scores=torch.ones(len(labels)), masks=masks)
 
 
 def save_sample_figures(
@@ -75,8 +84,6 @@ def save_sample_figures(
 ) -> dict[str, Path]:
     """GT-vs-prediction figures (or GT three-panel figures without results) for the first ``num``
     images, and a grid of them; returns name -> path."""
-    from instaseg.viz.figures import gt_vs_pred, sample_grid, save_figure, save_image, three_panel
-
     by_image = predictions_by_image(results, score_thresh) if results is not None else {}
     paths: dict[str, Path] = {}
     grid = []
@@ -85,7 +92,7 @@ def save_sample_figures(
         gt = instances_from_record(rec, list(dataset.category_ids))
         caption = f"image {rec.image_id}"
         if results is None:
-            fig = three_panel(rec.image, gt, class_names, title=caption)
+            fig = three_panel(rec.image, gt, class_names, title=caption, show_scores=False)
             grid.append((rec.image, gt, caption))
         else:
             pred = instances_from_results(by_image.get(int(rec.image_id), []), rec.image.shape[:2])
@@ -99,7 +106,8 @@ def save_sample_figures(
             grid.append((rec.image, pred, caption))
         paths[f"sample_{i}"] = save_figure(fig, out_dir / f"sample_{i:02d}.png")
     if grid:
-        paths["sample_grid"] = save_image(sample_grid(grid, class_names), out_dir / "sample_grid.png")
+        grid_image = sample_grid(grid, class_names, show_scores=results is not None)
+        paths["sample_grid"] = save_image(grid_image, out_dir / "sample_grid.png")
     return paths
 
 
@@ -145,7 +153,6 @@ def write_html(
             )
         )
     if errors:
-        from instaseg.evaluation.errors import ERROR_NAMES, ERROR_TYPES
 
         parts.append(
             f"<h2>Error analysis ({errors.get('iou_type', '')}, AP50 {errors['AP50']:.3f})</h2>"
@@ -203,7 +210,6 @@ def write_report(
     """Write the whole report folder for an :class:`~instaseg.evaluation.summary.EvalReport`; returns
     name -> path of what was written. Without ``figures`` only the JSON files and a picture-less HTML
     page are written."""
-    from instaseg.viz.dashboard import read_training_history, save_dashboard
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

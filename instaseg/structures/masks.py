@@ -194,3 +194,16 @@ def _coco_iou(dt: Any, gt: Any, iscrowd: Sequence[bool] | None) -> np.ndarray:
     if len(crowd) != n:
         raise ValueError(f"{len(crowd)} iscrowd flags for {n} ground-truth regions")
     return np.asarray(_coco_mask.iou(dt, gt, crowd), dtype=np.float64).reshape(k, n)
+
+
+def semantic_map(
+    masks: np.ndarray, labels: Sequence[int], scores: Sequence[float] | None = None
+) -> np.ndarray:
+    """Paint instance masks bool (N, H, W) with their ``labels`` (N,) into an int64 (H, W) class map
+    (0 = background). Where instances overlap the higher score wins (later index without scores)."""
+    masks = np.asarray(masks, dtype=bool)
+    out = np.zeros(masks.shape[1:], dtype=np.int64)
+    order = np.arange(len(masks)) if scores is None else np.argsort(np.asarray(scores), kind="stable")
+    for i in order:  # ascending: the best is painted last
+        out[masks[i]] = int(labels[i])
+    return out

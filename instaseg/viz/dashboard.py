@@ -157,13 +157,14 @@ def plot_confusion(
 
 
 def plot_errors(ax: Any, errors: dict[str, Any]) -> None:
-    """Bars of AP50 lost to each TIDE error type, with the error counts."""
-    from instaseg.evaluation.errors import ERROR_NAMES, ERROR_TYPES
-
-    vals = [100 * errors["dAP"][t] for t in ERROR_TYPES]
-    y = np.arange(len(ERROR_TYPES))
-    ax.barh(y, vals, color=["#e6194b", "#f58231", "#911eb4", "#4363d8", "#3cb44b", "#808080"])
-    ax.set_yticks(y, [f"{ERROR_NAMES[t]} ({errors['counts'][t]})" for t in ERROR_TYPES], fontsize=7)
+    """Bars of AP50 lost to each TIDE error type (``errors["dAP"]``, in its order), with the error counts
+    and the types' long names (``errors["names"]``), as :func:`instaseg.evaluation.errors` returns them."""
+    types = list(errors["dAP"])
+    names = errors.get("names", {})
+    vals = [100 * errors["dAP"][t] for t in types]
+    y = np.arange(len(types))
+    ax.barh(y, vals, color=["#e6194b", "#f58231", "#911eb4", "#4363d8", "#3cb44b", "#808080"][: len(types)])
+    ax.set_yticks(y, [f"{names.get(t, t)} ({errors['counts'].get(t, 0)})" for t in types], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlim(0, max(1.0, 1.1 * max(vals)))
     ax.set_xlabel("dAP50 (points) if fixed")

@@ -8,24 +8,18 @@ from __future__ import annotations
 
 import colorsys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from instaseg.structures.instances import Instances
+from instaseg.structures.masks import semantic_map
 
-@dataclass
-class Instances:
-    """Instances of one image: ``masks`` bool (N, H, W), ``labels`` (N,) keys of ``class_names``
-    (category ids or contiguous labels), optional ``scores`` (N,)."""
 
-    masks: np.ndarray
-    labels: np.ndarray
-    scores: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.labels)
+def _view(inst: Instances) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(masks bool (K, H, W), labels (K,), scores (K,)) of ``inst`` as NumPy, for drawing."""
+    return inst.to_dense_masks(), inst.labels.cpu().numpy(), inst.scores.cpu().numpy()
 
 
 def instance_colors(n: int) -> np.ndarray:
@@ -70,24 +64,26 @@ def draw_instances_on(
     *,
     alpha: float = 0.45,
     title: str | None = None,
+    show_scores: bool = True,
 ) -> None:
     """Show ``image`` (uint8 H x W x 3) on ``ax`` with each instance filled in its own colour, its
-    contour, and ``name score`` at the top-left of its extent."""
+    contour, and ``name score`` (``name`` alone without ``show_scores``) at the top-left of its extent."""
+    masks, labels, scores = _view(inst)
     canvas = image.astype(np.float32) / 255.0
     colors = instance_colors(len(inst))
     for i in range(len(inst)):
-        m = inst.masks[i]
+        m = masks[i]
         canvas[m] = canvas[m] * (1 - alpha) + colors[i] * alpha
     ax.imshow(np.clip(canvas, 0, 1), interpolation="nearest")
     for i in range(len(inst)):
-        m = inst.masks[i]
+        m = masks[i]
         if not m.any():
             continue
         ax.contour(m.astype(np.float32), levels=[0.5], colors=[colors[i]], linewidths=1.2)
         ys, xs = np.nonzero(m)
-        text = _name(class_names, int(inst.labels[i]))
-        if inst.scores is not None:
-            text += f" {float(inst.scores[i]):.2f}"
+        text = _name(class_names, int(labels[i]))
+        if show_scores:
+            text += f" {float(scores[i]):.2f}"
         ax.text(
             xs.min(),
             ys.min(),
@@ -112,9 +108,7 @@ def draw_semantic_on(
     image, with a legend of the classes present."""
     from matplotlib.patches import Patch
 
-    from instaseg.evaluation.metrics import semantic_map
-
-    sem = semantic_map(inst.masks, inst.labels, inst.scores) if len(inst) else np.zeros(image.shape[:2], int)
+    sem = semantic_map(*_view(inst)) if len(inst) else np.zeros(image.shape[:2], int)
     canvas = image.astype(np.float32) / 255.0 * 0.35
     present = [int(c) for c in np.unique(sem) if c != 0]
     for c in present:
@@ -132,14 +126,17 @@ def three_panel(
     class_names: dict[int, str] | Sequence[str] | None = None,
     *,
     title: str = "",
+    show_scores: bool = True,
 ) -> Any:
-    """The three-panel figure: original, instances, semantic view."""
+    """The three-panel figure: original, instances, semantic view (``show_scores=False`` for ground
+    truth, whose scores mean nothing)."""
     h, w = image.shape[:2]
     fig = new_figure(12, 4.2 * h / max(w, 1) + 0.6)
     axes = fig.subplots(1, 3)
     axes[0].imshow(image)
     _finish(axes[0], "image")
-    draw_instances_on(axes[1], image, inst, class_names, title=f"instances ({len(inst)})")
+    draw_instances_on(axes[1], image, inst, class_names, title=f"instances ({len(inst)})",
+                      show_scores=show_scores)
     draw_semantic_on(axes[2], image, inst, class_names, title="semantic")
     if title:
         fig.suptitle(title, fontsize=10)
@@ -161,7 +158,8 @@ def gt_vs_pred(
     for row, (inst, name) in enumerate(((gt, "ground truth"), (pred, "predictions"))):
         axes[row, 0].imshow(image)
         _finish(axes[row, 0], name)
-        draw_instances_on(axes[row, 1], image, inst, class_names, title=f"{name}: {len(inst)} instances")
+        draw_instances_on(axes[row, 1], image, inst, class_names, title=f"{name}: {len(inst)} instances",
+                          show_scores=row == 1)
         draw_semantic_on(axes[row, 2], image, inst, class_names, title=f"{name}: semantic")
     if title:
         fig.suptitle(title, fontsize=10)
@@ -174,6 +172,7 @@ def sample_grid(
     *,
     cols: int = 4,
     cell_size: int = 320,
+    show_scores: bool = True,
 ) -> np.ndarray:
     """A grid of instance overlays as one uint8 (H, W, 3) image: ``items`` are ``(image, instances,
     caption)``; drawn with :func:`instaseg.viz.draw.draw_instances` and tiled by ``make_grid``."""
@@ -183,11 +182,13 @@ def sample_grid(
 
     tiles = []
     for image, inst, caption in items:
-        keys = sorted({int(v) for v in inst.labels})
+        masks, inst_labels, scores = _view(inst)
+        keys = sorted({int(v) for v in inst_labels})
         index = {k: i for i, k in enumerate(keys)}  # contiguous indices for draw_instances' names
         names = [_name(class_names, k) for k in keys]
-        labels = np.array([index[int(v)] for v in inst.labels], dtype=np.int64)
-        tile = draw_instances(image, inst.masks, labels=labels, scores=inst.scores, class_names=names)
+        labels = np.array([index[int(v)] for v in inst_labels], dtype=np.int64)
+        tile = draw_instances(image, masks, labels=labels, scores=scores if show_scores else None,
+                              class_names=names)
         scale = cell_size / max(tile.shape[:2])
         tile = cv2.resize(tile, (max(1, round(tile.shape[1] * scale)), max(1, round(tile.shape[0] * scale))))
         cv2.putText(tile, caption, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 2, cv2.LINE_AA)

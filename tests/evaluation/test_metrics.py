@@ -10,8 +10,8 @@ from instaseg.evaluation.metrics import (
     match_statistics,
     paired_mask_iou,
     pixel_accuracy,
-    semantic_map,
 )
+from instaseg.structures.masks import semantic_map
 
 from .helpers import box_mask, det_from_mask, tiny_gt
 

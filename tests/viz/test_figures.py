@@ -9,9 +9,12 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from instaseg.viz.figures import Instances, gt_vs_pred, sample_grid, save_figure, three_panel
+from instaseg.structures.boxes import masks_to_boxes
+from instaseg.structures.instances import Instances
+from instaseg.viz.figures import gt_vs_pred, sample_grid, save_figure, three_panel
 
 
 def _scene():
@@ -19,7 +22,10 @@ def _scene():
     masks = np.zeros((2, 48, 64), bool)
     masks[0, 5:20, 5:25] = True
     masks[1, 15:40, 30:60] = True
-    return image, Instances(masks, np.array([3, 7]), np.array([0.9, 0.6]))
+    boxes = masks_to_boxes(torch.from_numpy(masks))
+    inst = Instances.from_dense((48, 64), boxes=boxes, labels=torch.tensor([3, 7]),
+                                scores=torch.tensor([0.9, 0.6]), masks=masks)
+    return image, inst
 
 
 def _png_size(path):
@@ -39,7 +45,7 @@ def test_three_panel_and_gt_vs_pred(tmp_path):
 
 def test_sample_grid_tiles_images():
     image, inst = _scene()
-    empty = Instances(np.zeros((0, 48, 64), bool), np.zeros(0, np.int64))
+    empty = Instances.empty((48, 64))
     grid = sample_grid([(image, inst, "a"), (image, empty, "b")], {3: "cat", 7: "dog"}, cell_size=100)
     assert grid.dtype == np.uint8 and grid.ndim == 3
     assert grid.shape[1] >= 200 > grid.shape[0]  # two cells in one row
