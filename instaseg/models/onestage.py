@@ -113,7 +113,8 @@ class LetterboxModel(InstanceSegmentationModel):
         out = []
         for i, image in enumerate(images):
             hw = torch.tensor(image.shape[-2:], device=image.device)
-            boxes, scores, labels, low = self.finish(tuple(r[i] for r in raw), hw, scales[i], self.score_thresh)
+            boxes, scores, labels, low = self.finish(tuple(r[i] for r in raw), hw, scales[i],
+                                                     self.score_thresh)
             out.append({"boxes": boxes, "labels": labels, "scores": scores, "mask_lowres": low})
         return out
 
@@ -153,7 +154,8 @@ def letterbox_targets(targets: Any, images: list[Tensor], size: int) -> list[dic
         keep = torch.ones(masks.shape[0], dtype=torch.bool, device=masks.device)
         if crowd is not None and crowd.numel():
             keep = crowd == 0
-        out.append({"boxes": t["boxes"].float()[keep] * s, "labels": t["labels"][keep], "masks": canvas[keep]})
+        boxes = t["boxes"].float()[keep] * s
+        out.append({"boxes": boxes, "labels": t["labels"][keep], "masks": canvas[keep]})
     return out
 
 

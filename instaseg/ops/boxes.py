@@ -28,7 +28,7 @@ def encode_boxes(gt_xyxy: Tensor, anchors: Tensor, variance: tuple[float, float]
         gt_xyxy: [N, 4] XYXY ground-truth boxes (widths/heights below 1 px count as 1 px).
         anchors: [N, 4] cxcywh anchors, one per box.
     Returns:
-        [N, 4] deltas ``((cx - acx) / (v0 * aw), (cy - acy) / (v0 * ah), log(w / aw) / v1, log(h / ah) / v1)``.
+        [N, 4] deltas ``((cx - acx) / (v0 aw), (cy - acy) / (v0 ah), log(w / aw) / v1, log(h / ah) / v1)``.
     """
     wh = (gt_xyxy[:, 2:] - gt_xyxy[:, :2]).clamp(min=1.0)
     centre = (gt_xyxy[:, :2] + gt_xyxy[:, 2:]) / 2
