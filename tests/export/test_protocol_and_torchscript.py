@@ -91,7 +91,7 @@ def test_model_with_its_own_graph_exports_whole_image_masks(tmp_path, shared_dat
         assert torch.allclose(got["boxes"], ref["boxes"])
         assert torch.allclose(got["scores"], ref["scores"], atol=1e-5)
         assert (got["masks"] - ref["masks"]).abs().max() < 1e-4
-    onnx_model.score_threshold = 1.0
+    onnx_model.score_thresh = 1.0
     empty = onnx_model(images[:1])[0]
     assert empty["boxes"].shape == (0, 4) and empty["masks"].shape == (0, 1, *images[0].shape[-2:])
 
@@ -119,7 +119,7 @@ def test_torchscript_export_matches_pytorch_on_real_images(tmp_path, shared_data
         export_torchscript(model, result.path)
     ts_model, meta = load_torchscript_model(result.path)
     assert meta["model_name"] == "maskrcnn_r18_slim" and meta["mask_kind"] == "box"
-    ts_model.score_threshold = 0.5
+    ts_model.score_thresh = 0.5
     model.roi_heads.score_thresh = 0.5
     paths = [sorted((shared_data / "pennfudan" / "PNGImages").glob("*.png"))[5],
              sorted((shared_data / "coco_tiny" / "val2017").glob("*.jpg"))[3]]

@@ -15,7 +15,7 @@ def test_rcnn_lowres_matches_full_forward() -> None:
     import instaseg.models.zoo  # noqa: F401  (registers the builders)
 
     torch.manual_seed(0)
-    model = get_model("maskrcnn_r18_slim", num_classes=3, box_score_thresh=0.0).eval()
+    model = get_model("maskrcnn_r18_slim", num_classes=3, score_thresh=0.0).eval()
     assert supports_lowres(model)
     image = torch.rand(3, 90, 150)
     with torch.inference_mode():
