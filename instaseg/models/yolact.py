@@ -185,8 +185,10 @@ class YOLACT(LetterboxModel):
 
     # ---- inference (fixed shapes, tensor-only: the export graph runs it too) ------------------
     def detect_canvas(self, batch: Tensor, score_thresh: Tensor | float) -> Raw:
-        """See :meth:`LetterboxModel.detect_canvas`; masks are at the prototype stride, zero outside
-        their boxes. ``score_thresh`` is applied later (:meth:`LetterboxModel.finish`)."""
+        """See :meth:`LetterboxModel.detect_canvas`; masks are at the prototype stride, uncropped: the
+        box-relative output samples them inside the box only, which crops each mask to its box at the
+        output resolution (YOLACT's crop) rather than at the prototype cells. ``score_thresh`` is
+        applied later (:meth:`LetterboxModel.finish`)."""
         _, cls, box, coef, protos = self._features(batch)
         probs = cls.softmax(-1)[..., 1:]
         best, label = probs.max(-1)
@@ -202,10 +204,11 @@ class YOLACT(LetterboxModel):
         boxes, labels = _gather(boxes, order), torch.gather(labels, 1, order)
         coefs = _gather(_gather(coef, idx), order)
         logits = torch.einsum("bkc,bchw->bkhw", coefs, protos)
-        masks = crop_masks(torch.sigmoid(logits), boxes, self._proto_stride(protos))
-        if self.maskiou is not None:
+        masks = torch.sigmoid(logits)
+        if self.maskiou is not None:  # re-scoring sees masks cropped at the prototype stride, as trained
             b, kk, h, w = masks.shape
-            iou = self.maskiou(masks.reshape(b * kk, 1, h, w)).reshape(b, kk, -1)
+            cropped = crop_masks(masks, boxes, self._proto_stride(protos)).reshape(b * kk, 1, h, w)
+            iou = self.maskiou(cropped).reshape(b, kk, -1)
             scores = scores * torch.gather(iou, 2, (labels - 1)[..., None])[..., 0]
             scores, order = scores.sort(dim=1, descending=True)
             boxes, labels = _gather(boxes, order), torch.gather(labels, 1, order)
