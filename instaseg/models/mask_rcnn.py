@@ -115,9 +115,7 @@ class InstanceMaskRCNN(TolerantBatchNormLoading, MaskRCNN, InstanceSegmentationM
 
     @property
     def input_spec(self) -> InputSpec:
-        t = self.transform
-        return InputSpec(tuple(t.image_mean), tuple(t.image_std), min_size=int(t.min_size[-1]),
-                         max_size=int(t.max_size), size_divisible=int(t.size_divisible))
+        return InputSpec.from_transform(self.transform)
 
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> Any:
         validate_images(images)

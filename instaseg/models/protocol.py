@@ -59,6 +59,13 @@ class InputSpec:
         if (self.fixed_size is None) == (self.min_size is None or self.max_size is None):
             raise ValueError("InputSpec needs either min_size and max_size, or fixed_size")
 
+    @classmethod
+    def from_transform(cls, transform: Any) -> InputSpec:
+        """The spec of a torchvision ``GeneralizedRCNNTransform`` (its eval-mode resize)."""
+        t = transform
+        return cls(tuple(t.image_mean), tuple(t.image_std), min_size=int(t.min_size[-1]),
+                   max_size=int(t.max_size), size_divisible=int(t.size_divisible))
+
     def describe(self) -> dict[str, Any]:
         """A JSON-able description (stored in exported files' metadata as ``preprocessing``)."""
         out: dict[str, Any] = {"normalize_mean": [float(v) for v in self.mean],

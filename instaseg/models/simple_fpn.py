@@ -112,9 +112,7 @@ class SimpleFPN(TolerantBatchNormLoading, InstanceSegmentationModel):
     # --- forward ---------------------------------------------------------------------------------
     @property
     def input_spec(self) -> InputSpec:
-        t = self.transform
-        return InputSpec(tuple(t.image_mean), tuple(t.image_std), min_size=int(t.min_size[-1]),
-                         max_size=int(t.max_size), size_divisible=int(t.size_divisible))
+        return InputSpec.from_transform(self.transform)
 
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> Any:
         """Training: dict of losses (``loss_cls``, ``loss_box``, ``loss_mask``). Eval: list of
@@ -281,6 +279,15 @@ class SimpleFPN(TolerantBatchNormLoading, InstanceSegmentationModel):
         Returns boxes (K, 4) XYXY resized-image pixels, scores (K,) decreasing, labels (K,) int64
         1..C-1 and box-relative mask probabilities (K, M, M), ``M = mask_size``.
         """
+        loc, cls, scores, boxes = self._select(scores, box_raw, points, size, score_thresh)
+        logits = self._mask_logits(mask_feat, params[loc], points[loc])
+        low = masks_in_boxes(logits, boxes, self.stride, self.mask_size, sampling_ratio=2)
+        return boxes, scores, cls + 1, low.sigmoid()
+
+    def _select(self, scores: Tensor, box_raw: Tensor, points: Tensor, size: Tensor,
+                score_thresh: float | Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The detections :meth:`_detect` keeps: location index (K,), class index 0..C-2 (K,), score
+        (K,) and box (K, 4) XYXY resized-image pixels."""
         nc = self.num_classes - 1
         flat = scores.reshape(-1)
         keep = torch.nonzero(flat >= score_thresh).squeeze(1)
@@ -291,10 +298,7 @@ class SimpleFPN(TolerantBatchNormLoading, InstanceSegmentationModel):
         limits = size.flip(0).repeat(2).to(box_raw.dtype)  # (w, h, w, h)
         boxes = torch.minimum(self._decode(points[loc], box_raw[loc]).clamp(min=0), limits)
         order = batched_nms(boxes, scores, cls, self.nms_thresh)[: self.detections_per_img]
-        loc, cls, scores, boxes = loc[order], cls[order], scores[order], boxes[order]
-        logits = self._mask_logits(mask_feat, params[loc], points[loc])
-        low = masks_in_boxes(logits, boxes, self.stride, self.mask_size, sampling_ratio=2)
-        return boxes, scores, cls + 1, low.sigmoid()
+        return loc[order], cls[order], scores[order], boxes[order]
 
 
 def _to_input(boxes: Tensor, size: Tensor, image_hw: Tensor) -> Tensor:

@@ -60,21 +60,16 @@ def _full_size_letterbox(model, image: torch.Tensor) -> torch.Tensor:
 
 
 def _full_size_simple_fpn(model, image: torch.Tensor) -> torch.Tensor:
-    """The previous eager path of simple_fpn: mask logits upsampled by the stride over the resized
-    image, sigmoid, resized to the input image."""
+    """The previous eager path of simple_fpn: the kept detections' mask logits upsampled by the
+    stride over the resized image, sigmoid, resized to the input image."""
     batch, _ = model.transform([image])
     logits, box_raw, params, mask_feat, points = model._heads(model._level(batch.tensors))
     size = torch.tensor(batch.image_sizes[0])
-    nc = model.num_classes - 1
-    boxes, _, _, _ = model._detect_one(logits[0], box_raw[0], params[0], mask_feat[0], points, size,
-                                       model.score_thresh)
-    # the same detections' full mask maps (as _detect picks them: top-k, NMS)
-    flat = logits[0].sigmoid().permute(1, 2, 0).reshape(-1, nc).reshape(-1)
-    decoded = model._decode(points, box_raw[0].permute(1, 2, 0).reshape(-1, 4))
-    loc = torch.stack([torch.nonzero((torch.minimum(decoded.clamp(min=0), size.flip(0).repeat(2)) - b).abs()
-                                     .amax(1) < 1e-4)[0, 0] for b in boxes]) if len(boxes) else size[:0]
-    del flat
-    m = model._mask_logits(mask_feat[0], params[0].permute(1, 2, 0).reshape(-1, params.shape[1])[loc], points[loc])
+    scores = logits[0].sigmoid().permute(1, 2, 0).reshape(-1, model.num_classes - 1)
+    loc, _, _, _ = model._select(scores, box_raw[0].permute(1, 2, 0).reshape(-1, 4), points, size,
+                                 model.score_thresh)
+    m = model._mask_logits(mask_feat[0], params[0].permute(1, 2, 0).reshape(-1, params.shape[1])[loc],
+                           points[loc])
     m = F.interpolate(m[:, None], scale_factor=model.stride, mode="bilinear", align_corners=False)
     m = m[:, :, : int(size[0]), : int(size[1])].sigmoid()
     return F.interpolate(m, size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
@@ -101,7 +96,8 @@ def test_lowres_masks_match_the_full_size_path(name: str) -> None:
         h, w = image.shape[-2:]
         with torch.no_grad():
             low = model.forward_lowres([image])[0]
-            full = _full_size_simple_fpn(model, image) if name == "simple_fpn" else _full_size_letterbox(model, image)
+            reference = _full_size_simple_fpn if name == "simple_fpn" else _full_size_letterbox
+            full = reference(model, image)
         assert len(full) == len(low["boxes"]) > 0
         pasted = torch.from_numpy(paste_masks_dense(low["mask_lowres"].numpy(), low["boxes"].numpy(), h, w))
         # Box-relative masks end at their box: compare with the full-size masks inside the box (YOLACT
@@ -111,7 +107,8 @@ def test_lowres_masks_match_the_full_size_path(name: str) -> None:
         ref = (full >= 0.5) & inside
         # Masks of at least 64 px whose probabilities are decisive (random weights leave some masks
         # within noise of 0.5, where any resampling flips pixels): geometry is what is compared.
-        ambiguous = (((full - 0.5).abs() < 0.1) & inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp(min=1)
+        area = inside.flatten(1).sum(1).clamp(min=1)
+        ambiguous = (((full - 0.5).abs() < 0.1) & inside).flatten(1).sum(1) / area
         keep = (ref.flatten(1).sum(1) >= 64) & (ambiguous < 0.05)
         ious.append(_ious(pasted, ref)[keep])
     ious = torch.cat(ious)
@@ -128,7 +125,8 @@ def test_lowres_memory_does_not_scale_with_image_size_times_detections(name: str
     small, large = torch.rand(3, 120, 160), torch.rand(3, 1500, 2000)
     with torch.no_grad():
         low_small = model.forward_lowres([small])[0]["mask_lowres"]
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        with torch.profiler.profile(activities=activities, profile_memory=True) as prof:
             low_large = model.forward_lowres([large])[0]["mask_lowres"]
     k = low_large.shape[0]
     assert k >= 20 and low_large.shape[1:] == low_small.shape[1:]  # M x M whatever the image size

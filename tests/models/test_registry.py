@@ -40,7 +40,8 @@ def _imports(path: Path) -> set[str]:
 
 def test_model_modules_import_without_cycles():
     # the registry imports no model code; the package __init__ imports the model modules
-    graph = {f"instaseg.models.{p.stem}": _imports(p) for p in MODELS_DIR.glob("*.py") if p.stem != "__init__"}
+    graph = {f"instaseg.models.{p.stem}": _imports(p) for p in MODELS_DIR.glob("*.py")
+             if p.stem != "__init__"}
     assert not graph["instaseg.models.registry"]
     assert "instaseg.models.registry" in graph["instaseg.models.yolact"]
     done: set[str] = set()
