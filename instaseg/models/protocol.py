@@ -31,7 +31,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
@@ -133,14 +132,3 @@ class InstanceSegmentationModel(nn.Module, ABC):
                 det["masks"] = low.new_zeros(0, 1, h, w)
             out.append(det)
         return out
-
-
-@torch.no_grad()
-def check_detections(det: Detections) -> None:
-    """Raise ValueError unless ``det`` is one image's ``forward_lowres`` output (shapes and dtypes)."""
-    k = det["boxes"].shape[0]
-    if det["boxes"].shape != (k, 4) or det["labels"].shape != (k,) or det["scores"].shape != (k,):
-        raise ValueError("detections: boxes [K, 4], labels [K] and scores [K] disagree")
-    low = det["mask_lowres"]
-    if low.ndim != 3 or low.shape[0] != k or low.shape[1] != low.shape[2]:
-        raise ValueError(f"detections: mask_lowres must be [K, M, M], got {tuple(low.shape)}")
