@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from instaseg.errors import ConfigError
 from instaseg.models.protocol import ExportGraph, InstanceSegmentationModel
 
+
 def export_graph(model: nn.Module) -> ExportGraph:
     """``model.export_graph()`` in eval mode; ConfigError naming the class for a model without the
     contract."""
