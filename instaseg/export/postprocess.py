@@ -2,7 +2,7 @@
 
 Shared by the ONNX Runtime and TorchScript runtimes so both give what the PyTorch model gives:
 ``mask_lowres`` [K, M, M] box-relative probabilities (the cheap path), or ``masks`` [K, 1, H, W] pasted
-with torchvision's ``paste_masks_in_image``, as :meth:`InstanceSegmentationModel.paste_full_size`
+with :func:`instaseg.ops.masks.paste_in_image`, as :meth:`InstanceSegmentationModel.paste_full_size`
 does. Files from earlier exports with whole-image masks (``mask_kind`` "image") are converted to
 box-relative masks.
 """
@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-from instaseg.ops.masks import masks_in_boxes
+from instaseg.ops.masks import masks_in_boxes, paste_in_image
 
 IMAGE_MASK_SIZE = 56  # box-relative side for whole-image masks of earlier exports
 
@@ -54,10 +53,8 @@ def raw_to_detections(
         m = masks_in_boxes(m, out["boxes"] * cells, 1.0, IMAGE_MASK_SIZE)
     elif mask_kind != "box":
         raise ValueError(f"unknown mask_kind {mask_kind!r}")
-    if not paste:
-        out["mask_lowres"] = m
-    elif k:
-        out["masks"] = paste_masks_in_image(m[:, None], out["boxes"], (height, width))
+    if paste:
+        out["masks"] = paste_in_image(m, out["boxes"], height, width)[:, None]
     else:
-        out["masks"] = m.new_zeros(0, 1, height, width)
+        out["mask_lowres"] = m
     return out

@@ -96,7 +96,7 @@ class InstanceMaskRCNN(TolerantBatchNormLoading, MaskRCNN, InstanceSegmentationM
     (:class:`~instaseg.models.protocol.InstanceSegmentationModel`): inputs are checked first
     (ValueError naming the image and field), crowd instances are not training positives,
     ``score_thresh`` keeps scores at or above it, and :meth:`forward_lowres` stops before the
-    full-size mask paste."""
+    full-size mask paste (torchvision's ``paste_masks_in_image`` is not used)."""
 
     def __init__(self, backbone: nn.Module, num_classes: int, **kwargs: Any) -> None:
         if num_classes < 2:
@@ -118,11 +118,13 @@ class InstanceMaskRCNN(TolerantBatchNormLoading, MaskRCNN, InstanceSegmentationM
         return InputSpec.from_transform(self.transform)
 
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> Any:
+        """Training: torchvision's dict of losses. Eval: :meth:`paste_full_size` (masks pasted with the
+        same sampling as every instaseg model and the predictor)."""
         validate_images(images)
-        if self.training:
-            validate_targets(images, targets, self.num_classes)
-            targets = drop_crowd(list(targets))
-        return super().forward(images, targets)
+        if not self.training:
+            return self.paste_full_size(images)
+        validate_targets(images, targets, self.num_classes)
+        return super().forward(images, drop_crowd(list(targets)))
 
     def _detect(self, images: list[Tensor]) -> tuple[list[Detections], list[tuple[int, int]]]:
         """Transform, backbone, RPN and RoI heads as in ``forward`` (eval): per image boxes in

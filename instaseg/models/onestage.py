@@ -94,7 +94,7 @@ class LetterboxModel(InstanceSegmentationModel):
         ``image_hw`` is the int64 (H, W) of the image, ``scale`` its canvas/image scale."""
         boxes, scores, labels, maps = raw
         keep = torch.nonzero(scores >= score_thresh).flatten()  # already sorted by score
-        limits = image_hw.to(boxes.dtype).flip(0).repeat(2)  # (w, h, w, h)
+        limits = image_hw.to(boxes.device, boxes.dtype).flip(0).repeat(2)  # (w, h, w, h)
         out_boxes = torch.minimum((boxes[keep] / scale).clamp(min=0), limits)
         stride = self.input_size / maps.shape[-1]
         low = masks_in_boxes(maps[keep], out_boxes * scale, stride, self.mask_size or maps.shape[-1])

@@ -14,8 +14,8 @@ variants subclass torchvision's ``MaskRCNN`` and it) and implements:
   :mod:`instaseg.ops.paste` pastes them (:func:`instaseg.ops.lowres.lowres_inference` is the one entry
   point callers use);
 - **inference, torchvision contract** ``forward(images)`` in eval mode: the same detections with
-  ``masks`` Tensor[K, 1, H, W] probabilities pasted into the image (provided here from
-  :meth:`forward_lowres`; for evaluation code that wants dense masks);
+  ``masks`` Tensor[K, 1, H, W] probabilities pasted into the image (:meth:`paste_full_size`: the
+  predictor's pixel-centre sampling; for evaluation code that wants dense masks);
 - **export** :meth:`export_graph`: a tensor-only module ``(image [3, H, W], score_thresh []) -> (boxes
   [K, 4], scores [K], labels [K] int64, masks [K, M, M] box-relative)`` that runs the model's own
   inference code, for ONNX/TorchScript (see :class:`ExportGraph`);
@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
-from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+from instaseg.ops.masks import paste_in_image
 
 Detections = dict[str, Tensor]
 
@@ -120,15 +121,12 @@ class InstanceSegmentationModel(nn.Module, ABC):
         """The tensor-only module exported to ONNX/TorchScript."""
 
     def paste_full_size(self, images: list[Tensor]) -> list[Detections]:
-        """:meth:`forward_lowres` with ``masks`` [K, 1, H, W] pasted into each image (memory
-        ``K x H x W`` floats per image: for callers that need dense masks)."""
+        """:meth:`forward_lowres` with ``masks`` [K, 1, H, W] pasted into each image by
+        :func:`instaseg.ops.masks.paste_in_image` (memory ``K x H x W`` floats per image: for callers
+        that need dense masks)."""
         out = []
         for image, det in zip(images, self.forward_lowres(images), strict=True):
             h, w = int(image.shape[-2]), int(image.shape[-1])
-            low = det.pop("mask_lowres")
-            if low.shape[0]:
-                det["masks"] = paste_masks_in_image(low[:, None], det["boxes"], (h, w))
-            else:
-                det["masks"] = low.new_zeros(0, 1, h, w)
+            det["masks"] = paste_in_image(det.pop("mask_lowres"), det["boxes"], h, w)[:, None]
             out.append(det)
         return out

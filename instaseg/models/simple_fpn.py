@@ -304,7 +304,7 @@ class SimpleFPN(TolerantBatchNormLoading, InstanceSegmentationModel):
 def _to_input(boxes: Tensor, size: Tensor, image_hw: Tensor) -> Tensor:
     """XYXY ``boxes`` [K, 4] on the resized image of (h, w) ``size`` -> input-image pixels (``image_hw``
     (H, W)), in float32 as torchvision's ``resize_boxes``."""
-    ratio = image_hw.to(torch.float32) / size.to(torch.float32)
+    ratio = image_hw.to(size.device, torch.float32) / size.to(torch.float32)
     return boxes * ratio.flip(0).repeat(2)
 
 

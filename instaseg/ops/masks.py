@@ -57,3 +57,33 @@ def downsample_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
     if masks.shape[0] == 0:
         return masks.new_zeros(0, *size)
     return F.adaptive_avg_pool2d(masks[None], size)[0]
+
+
+def _tent_weights(centres: Tensor, lo: Tensor, hi: Tensor, m: int) -> Tensor:
+    """[K, P, m] bilinear weights of ``m`` cells spread over ``[lo_k, hi_k]`` at the points ``centres``
+    [P] (zero beyond the cells): ``max(0, 1 - |u - j|)`` with ``u`` the point in cell coordinates."""
+    extent = (hi - lo).clamp(min=1e-6)
+    u = (centres[None, :] - lo[:, None]) / extent[:, None] * m - 0.5  # [K, P]
+    cells = torch.arange(m, device=u.device, dtype=u.dtype)
+    return (1 - (u[..., None] - cells).abs()).clamp(min=0)
+
+
+def paste_in_image(masks: Tensor, boxes: Tensor, height: int, width: int) -> Tensor:
+    """Box-relative masks pasted into the image (the full-size path; memory ``K x H x W`` floats).
+
+    Args:
+        masks: [K, M, M] probabilities, each covering its box; boxes: [K, 4] XYXY image pixels.
+        height, width: the image size.
+    Returns:
+        [K, H, W] probabilities: pixel ``(x, y)`` is the bilinear interpolation of its mask at the
+        pixel centre ``(x + 0.5, y + 0.5)``, zero beyond the mask, the sampling of
+        :func:`instaseg.ops.paste.paste_mask_crop` (so ``>= 0.5`` gives the same pixels as the
+        predictor's RLEs, up to float rounding).
+    """
+    masks = masks.float()
+    boxes = boxes.to(masks.device, torch.float32)
+    ys = torch.arange(height, device=masks.device, dtype=torch.float32) + 0.5
+    xs = torch.arange(width, device=masks.device, dtype=torch.float32) + 0.5
+    wy = _tent_weights(ys, boxes[:, 1], boxes[:, 3], masks.shape[-2])  # [K, H, M]
+    wx = _tent_weights(xs, boxes[:, 0], boxes[:, 2], masks.shape[-1])  # [K, W, M]
+    return wy @ masks @ wx.transpose(1, 2)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from instaseg.models import get_model
 from instaseg.ops.lowres import LowResDetector, lowres_inference
-from instaseg.ops.paste import paste_masks_to_rles
+from instaseg.ops.masks import paste_in_image
+from instaseg.ops.paste import paste_masks_dense, paste_masks_to_rles
 
 
 def test_rcnn_lowres_matches_full_forward() -> None:
@@ -23,9 +23,11 @@ def test_rcnn_lowres_matches_full_forward() -> None:
     torch.testing.assert_close(low["boxes"], full["boxes"])
     torch.testing.assert_close(low["scores"], full["scores"])
     assert torch.equal(low["labels"], full["labels"])
-    # The low-res masks are exactly what torchvision would have pasted at full size.
-    pasted = paste_masks_in_image(low["mask_lowres"][:, None], low["boxes"], (90, 150))
+    # forward(images) pastes exactly these low-res masks, as the predictor's RLEs do
+    pasted = paste_in_image(low["mask_lowres"], low["boxes"], 90, 150)[:, None]
     torch.testing.assert_close(pasted, full["masks"])
+    dense = paste_masks_dense(low["mask_lowres"].numpy(), low["boxes"].numpy(), 90, 150)
+    assert (torch.from_numpy(dense) != (full["masks"][:, 0] >= 0.5)).float().mean() < 1e-4
     rles = paste_masks_to_rles(low["mask_lowres"].numpy(), low["boxes"].numpy(), 90, 150)
     assert len(rles) == len(full["boxes"]) and all(r["size"] == [90, 150] for r in rles)
 

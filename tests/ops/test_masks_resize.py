@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from instaseg.ops.masks import crop_masks, downsample_masks, masks_in_boxes
+from instaseg.ops.masks import crop_masks, downsample_masks, masks_in_boxes, paste_in_image
 from instaseg.ops.paste import paste_masks_dense
 from instaseg.ops.resize import letterbox_image, letterbox_size, resize_shorter_side
 
@@ -56,3 +56,18 @@ def test_resize_shorter_side_uses_double_precision_sizes() -> None:
     out = resize_shorter_side(torch.rand(3, 445, 479), 128, 128)
     assert tuple(out.shape[-2:]) == (118, 127)
     assert tuple(resize_shorter_side(torch.rand(3, 100, 200), 50, 1000).shape) == (3, 50, 100)
+
+
+def test_paste_in_image_samples_like_the_rle_paste() -> None:
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand(5, 28, 28, generator=g)
+    boxes = torch.tensor([[3.2, 4.7, 40.1, 33.3], [0.0, 0.0, 80.0, 60.0], [70.5, 50.5, 95.0, 75.0],
+                          [10.0, 10.0, 10.4, 12.0], [-5.0, -3.0, 20.0, 20.0]])
+    full = paste_in_image(masks, boxes, 60, 80)
+    assert full.shape == (5, 60, 80) and float(full.min()) >= 0 and float(full.max()) <= 1
+    dense = torch.from_numpy(paste_masks_dense(masks.numpy(), boxes.numpy(), 60, 80))
+    assert int(((full >= 0.5) != dense).sum()) <= 2  # float rounding at exactly 0.5 at most
+    inside = torch.zeros(60, 80, dtype=torch.bool)
+    inside[4:34, 3:41] = True
+    assert not bool((full[0] > 0)[~inside].any())  # nothing outside the box's pixel window
+    assert paste_in_image(torch.zeros(0, 28, 28), torch.zeros(0, 4), 60, 80).shape == (0, 60, 80)
