@@ -70,13 +70,8 @@ def timed(fn, images: list[torch.Tensor], repeat: int) -> float:
 
 
 def set_score_threshold(model: torch.nn.Module, threshold: float) -> None:
-    """The eager model's own score threshold (each family names it differently)."""
-    if hasattr(model, "roi_heads"):
-        model.roi_heads.score_thresh = threshold
-    elif hasattr(model, "score_thresh"):  # simple_fpn
-        model.score_thresh = threshold
-    elif hasattr(model, "score_threshold"):  # yolact, solov2
-        model.score_threshold = threshold
+    """The eager model's own score threshold (``score_thresh`` of the model contract)."""
+    model.score_thresh = threshold
 
 
 def threshold_for(model: torch.nn.Module, image: torch.Tensor, target: int) -> float:
@@ -100,7 +95,7 @@ def bench_model(name: str, images: list[torch.Tensor], repeat: int, threshold: f
     result = export_onnx(model, workdir / f"{name}.onnx", meta={"model_spec": {"name": name}}, overwrite=True)
     export_s = time.perf_counter() - t0
     graph = export_graph(model)
-    onnx_model, meta = load_onnx_model(result.path, threads=threads, score_threshold=threshold)
+    onnx_model, meta = load_onnx_model(result.path, threads=threads, score_thresh=threshold)
     thr = torch.tensor(threshold)
     set_score_threshold(model, threshold)
     detections = [len(onnx_model.run_raw(img)[0]) for img in images]

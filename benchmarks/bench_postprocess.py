@@ -1,6 +1,6 @@
 """Mask post-processing cost vs. model forward, 100 detections on a 1333x800 image.
 
-For each model (randomly initialised, ``box_score_thresh=0`` so it returns exactly 100 detections):
+For each model (randomly initialised, ``score_thresh=0`` so it returns exactly 100 detections):
 
 - forward: :func:`instaseg.ops.lowres.lowres_inference` (backbone + RPN + heads, no full-size paste);
 - ours: low-res masks -> COCO RLEs with :func:`instaseg.ops.paste.paste_masks_to_rles` (crops only);
@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
-import instaseg.models.zoo  # noqa: F401
 from instaseg.models import get_model
 from instaseg.ops.lowres import lowres_inference
 from instaseg.ops.paste import paste_masks_to_rles
@@ -113,7 +112,7 @@ def load_image(path: str | None, h: int, w: int) -> torch.Tensor:
 
 def bench_model(name: str, image: torch.Tensor, repeat: int) -> dict:
     torch.manual_seed(0)
-    kwargs = {"num_classes": 91, "box_score_thresh": 0.0, "box_detections_per_img": 100}
+    kwargs = {"num_classes": 91, "score_thresh": 0.0, "box_detections_per_img": 100}
     if name == "maskrcnn_r18_slim":
         kwargs.update(min_size=800, max_size=1333)  # run it on the 1333x800 image at full size
     model = get_model(name, **kwargs).eval()

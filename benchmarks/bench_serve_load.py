@@ -55,7 +55,6 @@ def _free_port() -> int:
 def _save_light_checkpoint(path: Path) -> None:
     import torch
 
-    import instaseg.models.zoo  # noqa: F401
     from instaseg.engine.checkpoint import save_checkpoint
     from instaseg.models import get_model
 

@@ -1,9 +1,10 @@
 """instaseg.export: ONNX (and TorchScript) export of every model through one path.
 
-- :mod:`.graphs`: the export-graph protocol (``image [3, H, W] + score_threshold -> boxes, scores,
-  labels, low-resolution masks``) and how each model provides one;
+- :mod:`.graphs`: the export-graph signature (``image [3, H, W] + score_thresh -> boxes, scores,
+  labels, box-relative masks``); each model provides its graph (``model.export_graph()``);
 - :mod:`.onnx_export` / :mod:`.torchscript_export`: trace, add metadata, check, verify, write atomically;
-- :mod:`.runtime`: ``load_onnx_model(path) -> (model, meta)``, an ONNX Runtime model callable like an
-  eval-mode torch detection model; :mod:`.postprocess`: the mask paste shared with PyTorch;
+- :mod:`.runtime`: ``load_onnx_model(path) -> (model, meta)``; ONNX Runtime and TorchScript models
+  share one base (``ExportedDetector``: ``forward_lowres`` and ``__call__`` like a torch model);
+  :mod:`.postprocess`: raw graph outputs -> detection dicts;
 - :mod:`.commands`: ``instaseg export``.
 """

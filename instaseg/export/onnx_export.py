@@ -39,14 +39,14 @@ MASK_THRESHOLD = 0.5
 
 INPUTS_DOC = {
     "image": "float32 [3, H, W] RGB in [0, 1], any H and W (normalisation and resizing are in the graph)",
-    "score_threshold": "float32 scalar []: detections scoring at or below it are dropped",
+    "score_threshold": "float32 scalar []: detections scoring below it are dropped (score >= it is kept)",
 }
 OUTPUTS_DOC = {
     "boxes": "float32 [K, 4] XYXY pixels of the input image",
     "scores": "float32 [K], sorted decreasing",
     "labels": "int64 [K], 1..C-1 (index into class_names)",
-    "masks": "float32 [K, h, w] probabilities; mask_kind 'box': relative to each box (paste into it), "
-    "'image': covering the whole image (resize to H x W); foreground where >= mask_threshold",
+    "masks": "float32 [K, M, M] probabilities relative to each box (mask_kind 'box': paste into the box); "
+    "foreground where >= mask_threshold",
 }
 
 
@@ -104,7 +104,7 @@ def build_metadata(graph: nn.Module, meta: dict[str, Any], *, opset: int) -> dic
         "category_ids": json.dumps([int(c) for c in category_ids]),
         "mask_kind": graph.mask_kind,
         "mask_threshold": str(MASK_THRESHOLD),
-        "score_threshold": str(float(graph.default_score_threshold)),
+        "score_threshold": str(float(graph.default_score_thresh)),
         "preprocessing": json.dumps(preprocessing),
         "inputs": json.dumps(INPUTS_DOC),
         "outputs": json.dumps(OUTPUTS_DOC),
@@ -195,7 +195,7 @@ def verify_onnx(path: str | Path, graph: nn.Module, sizes: list[tuple[int, int]]
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    thr = torch.tensor(float(graph.default_score_threshold))
+    thr = torch.tensor(float(graph.default_score_thresh))
     checks = []
     for i, size in enumerate(sizes):
         image, _ = trace_inputs(tuple(size), seed=i + 1)

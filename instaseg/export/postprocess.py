@@ -1,9 +1,10 @@
-"""Turn raw export-graph outputs into the torch detection-model contract.
+"""Turn raw export-graph outputs into the model contract's detection dicts.
 
-Shared by the ONNX Runtime and TorchScript runtimes so both give exactly what the PyTorch model gives:
-box-relative masks are pasted with torchvision's ``paste_masks_in_image`` (the function the eager
-Mask R-CNN calls), whole-image low-resolution masks are resized bilinearly like
-``instaseg.models.rt_common.postprocess``.
+Shared by the ONNX Runtime and TorchScript runtimes so both give what the PyTorch model gives:
+``mask_lowres`` [K, M, M] box-relative probabilities (the cheap path), or ``masks`` [K, 1, H, W] pasted
+with :func:`instaseg.ops.masks.paste_in_image`, as :meth:`InstanceSegmentationModel.paste_full_size`
+does. Files from earlier exports with whole-image masks (``mask_kind`` "image") are converted to
+box-relative masks.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from instaseg.ops.masks import masks_in_boxes, paste_in_image
+
+IMAGE_MASK_SIZE = 56  # box-relative side for whole-image masks of earlier exports
 
 
 def _tensor(value: Any, dtype: torch.dtype) -> Tensor:
@@ -23,24 +27,16 @@ def _tensor(value: Any, dtype: torch.dtype) -> Tensor:
 
 
 def raw_to_detections(
-    boxes: Any,
-    scores: Any,
-    labels: Any,
-    masks: Any,
-    *,
-    mask_kind: str,
-    image_size: tuple[int, int],
+    boxes: Any, scores: Any, labels: Any, masks: Any, *, mask_kind: str, image_size: tuple[int, int],
     paste: bool,
 ) -> dict[str, Tensor]:
     """One image's graph outputs -> a detection dict.
 
     Args:
-        boxes: [K, 4] XYXY input pixels; scores: [K]; labels: [K]; masks: [K, h, w] probabilities
-            (``mask_kind`` "box": relative to each box; "image": covering the whole image).
+        boxes: [K, 4] XYXY input pixels; scores: [K]; labels: [K]; masks: [K, M, M] probabilities
+            relative to each box (``mask_kind`` "box"), or [K, h, w] covering the whole image ("image").
         image_size: the input image's (H, W).
-        paste: True -> ``masks`` [K, 1, H, W] float probabilities (the torch model contract);
-            False -> box-relative masks are returned as ``mask_lowres`` [K, M, M] (what
-            :mod:`instaseg.ops.lowres` consumers use); whole-image masks are always resized.
+        paste: True -> ``masks`` [K, 1, H, W] probabilities; False -> ``mask_lowres`` [K, M, M].
     """
     height, width = image_size
     out = {
@@ -48,25 +44,17 @@ def raw_to_detections(
         "labels": _tensor(labels, torch.int64).reshape(-1),
         "scores": _tensor(scores, torch.float32).reshape(-1),
     }
-    m = _tensor(masks, torch.float32)
     k = out["boxes"].shape[0]
-    if mask_kind == "box":
-        m = m.reshape(k, *m.shape[-2:]) if m.numel() or k else m.new_zeros(0, 28, 28)
-        if not paste:
-            out["mask_lowres"] = m
-            return out
-        from torchvision.models.detection.roi_heads import paste_masks_in_image
-
-        if k:
-            out["masks"] = paste_masks_in_image(m[:, None], out["boxes"], (height, width))
-        else:
-            out["masks"] = m.new_zeros(0, 1, height, width)
-        return out
-    if mask_kind != "image":
+    m = _tensor(masks, torch.float32)
+    m = m.reshape(k, *m.shape[-2:]) if k else m.new_zeros(0, *(m.shape[-2:] if m.ndim == 3 else (28, 28)))
+    if mask_kind == "image":
+        # the masks cover the whole image at a lower resolution: cut each box out, in mask cells
+        cells = out["boxes"].new_tensor([m.shape[-1] / width, m.shape[-2] / height]).repeat(2)
+        m = masks_in_boxes(m, out["boxes"] * cells, 1.0, IMAGE_MASK_SIZE)
+    elif mask_kind != "box":
         raise ValueError(f"unknown mask_kind {mask_kind!r}")
-    if k:
-        out["masks"] = F.interpolate(m.reshape(k, 1, *m.shape[-2:]), size=(height, width), mode="bilinear",
-                                     align_corners=False)
+    if paste:
+        out["masks"] = paste_in_image(m, out["boxes"], height, width)[:, None]
     else:
-        out["masks"] = m.new_zeros(0, 1, height, width)
+        out["mask_lowres"] = m
     return out

@@ -4,30 +4,34 @@
 >>> outputs = model([image])  # list of Tensor[3, H, W] RGB in [0, 1]
 >>> outputs[0]["boxes"], outputs[0]["labels"], outputs[0]["scores"], outputs[0]["masks"]  # (K,1,H,W)
 
-``model.forward_lowres`` gives the masks at their native resolution instead (``mask_lowres``), the
-cheap path :class:`instaseg.predict.predictor.Predictor` takes. The graph runs one image at a time, so a
-batch of any size (and of mixed image sizes) is a loop over images.
+``model.forward_lowres`` gives box-relative low-resolution masks instead (``mask_lowres``), the cheap
+path :func:`instaseg.ops.lowres.lowres_inference` takes. The graph runs one image at a time, so a
+batch of any size (and of mixed image sizes) is a loop over images. :class:`ExportedDetector` is the
+base of the ONNX Runtime and TorchScript runtimes.
 """
 
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from instaseg.errors import CheckpointError
 from instaseg.export.onnx_export import INPUT_NAMES, META_PREFIX, OUTPUT_NAMES
 from instaseg.export.postprocess import raw_to_detections
 
-REQUIRED_KEYS = ("format_version", "class_names", "mask_kind", "score_threshold")
+REQUIRED_KEYS = ("format_version", "class_names", "mask_kind", "score_threshold")  # file format 1
 
 
 def parse_metadata(props: dict[str, str], path: str | Path) -> dict[str, Any]:
     """Our ``instaseg.*`` metadata_props -> a meta dict like the checkpoint loader's (``class_names``,
-    ``category_ids``, ``model_spec``, ``mask_kind``, ...). CheckpointError if they are missing/bad."""
+    ``category_ids``, ``model_spec``, ``mask_kind``, ``score_thresh``, ...). CheckpointError if they are
+    missing/bad."""
     ours = {k[len(META_PREFIX):]: v for k, v in props.items() if k.startswith(META_PREFIX)}
     missing = [k for k in REQUIRED_KEYS if k not in ours]
     if missing:
@@ -45,7 +49,7 @@ def parse_metadata(props: dict[str, str], path: str | Path) -> dict[str, Any]:
             "category_ids": [int(c) for c in json.loads(ours.get("category_ids", "null") or "null") or []],
             "mask_kind": ours["mask_kind"],
             "mask_threshold": float(ours.get("mask_threshold", 0.5)),
-            "score_threshold": float(ours["score_threshold"]),
+            "score_thresh": float(ours["score_threshold"]),
             "preprocessing": json.loads(ours.get("preprocessing", "{}")),
             "opset": int(ours["opset"]) if "opset" in ours else None,
         }
@@ -60,41 +64,33 @@ def parse_metadata(props: dict[str, str], path: str | Path) -> dict[str, Any]:
     return meta
 
 
-class OnnxDetector:
-    """An exported model in ONNX Runtime, callable like an eval-mode torch detection model.
+class ExportedDetector(ABC):
+    """An exported model behind the inference side of the model contract: ``forward_lowres`` (the
+    cheap path, ``mask_lowres`` [K, M, M]) and ``__call__`` (full-size ``masks`` [K, 1, H, W]).
 
-    Args:
-        session: an ``onnxruntime.InferenceSession`` of an instaseg export.
-        meta: its parsed metadata (:func:`parse_metadata`).
-        score_threshold: detections scoring at or below it are dropped inside the graph
-            (default: the model's own, from the metadata).
+    Subclasses run one image through the graph (:meth:`run_raw`). ``score_thresh``: detections
+    scoring below it are dropped inside the graph (default: the model's own, from the metadata).
     """
 
     training = False
 
-    def __init__(self, session: Any, meta: dict[str, Any], *, score_threshold: float | None = None) -> None:
-        self.session = session
+    def __init__(self, meta: dict[str, Any], *, score_thresh: float | None = None) -> None:
         self.meta = meta
         self.mask_kind = meta["mask_kind"]
-        self.score_threshold = meta["score_threshold"] if score_threshold is None else float(score_threshold)
+        self.score_thresh = meta["score_thresh"] if score_thresh is None else float(score_thresh)
+
+    @abstractmethod
+    def run_raw(self, image: Tensor) -> list[Any]:
+        """The graph's raw outputs (boxes, scores, labels, masks) for one [3, H, W] image."""
 
     # torch-module look-alikes so callers can treat it like a model
-    def eval(self) -> OnnxDetector:
+    def eval(self) -> ExportedDetector:
         return self
 
-    def to(self, device: Any) -> OnnxDetector:
+    def to(self, device: Any) -> ExportedDetector:
         if str(device) != "cpu":
-            raise CheckpointError(f"ONNX Runtime models here run on the CPU only, not {device}")
+            raise CheckpointError(f"{type(self).__name__} runs on the CPU only, not {device}")
         return self
-
-    def run_raw(self, image: Tensor | np.ndarray) -> list[np.ndarray]:
-        """The graph's raw outputs (boxes, scores, labels, masks) for one [3, H, W] image."""
-        array = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
-        array = np.ascontiguousarray(array, dtype=np.float32)
-        if array.ndim != 3 or array.shape[0] != 3:
-            raise ValueError(f"expected an image Tensor[3, H, W], got shape {tuple(array.shape)}")
-        feeds = {INPUT_NAMES[0]: array, INPUT_NAMES[1]: np.array(self.score_threshold, dtype=np.float32)}
-        return self.session.run(list(OUTPUT_NAMES), feeds)
 
     def _run(self, images: list[Tensor], paste: bool) -> list[dict[str, Tensor]]:
         out = []
@@ -110,8 +106,40 @@ class OnnxDetector:
         return self._run(list(images), paste=True)
 
     def forward_lowres(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
-        """Like ``__call__`` but box-relative masks stay low-resolution (``mask_lowres`` [K, M, M])."""
+        """Per image: boxes [K, 4], labels [K], scores [K], mask_lowres [K, M, M] box-relative."""
         return self._run(list(images), paste=False)
+
+
+class OnnxDetector(ExportedDetector):
+    """An exported model in ONNX Runtime (``session``: an ``onnxruntime.InferenceSession``)."""
+
+    def __init__(self, session: Any, meta: dict[str, Any], *, score_thresh: float | None = None) -> None:
+        super().__init__(meta, score_thresh=score_thresh)
+        self.session = session
+
+    def run_raw(self, image: Tensor | np.ndarray) -> list[np.ndarray]:
+        array = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        if array.ndim != 3 or array.shape[0] != 3:
+            raise ValueError(f"expected an image Tensor[3, H, W], got shape {tuple(array.shape)}")
+        feeds = {INPUT_NAMES[0]: array, INPUT_NAMES[1]: np.array(self.score_thresh, dtype=np.float32)}
+        return self.session.run(list(OUTPUT_NAMES), feeds)
+
+
+class TorchScriptDetector(ExportedDetector):
+    """A TorchScript export (``module``: the loaded ``torch.jit`` module)."""
+
+    def __init__(self, module: Any, meta: dict[str, Any], *, score_thresh: float | None = None) -> None:
+        super().__init__(meta, score_thresh=score_thresh)
+        self.module = module
+
+    def to(self, device: Any) -> TorchScriptDetector:
+        self.module.to(device)
+        return self
+
+    @torch.no_grad()
+    def run_raw(self, image: Tensor) -> list[Tensor]:
+        return list(self.module(image.float(), torch.tensor(self.score_thresh)))
 
 
 def session_options(threads: int | None = None) -> Any:
@@ -129,12 +157,12 @@ def session_options(threads: int | None = None) -> Any:
 
 
 def load_onnx_model(
-    path: str | Path, *, threads: int | None = None, score_threshold: float | None = None
+    path: str | Path, *, threads: int | None = None, score_thresh: float | None = None
 ) -> tuple[OnnxDetector, dict[str, Any]]:
     """Load an instaseg ONNX export for CPU inference.
 
     Returns ``(model, meta)``: ``model`` is an :class:`OnnxDetector`; ``meta`` has ``class_names``,
-    ``category_ids``, ``model_spec``, ``mask_kind``, ``score_threshold``, ``preprocessing``, ``path``.
+    ``category_ids``, ``model_spec``, ``mask_kind``, ``score_thresh``, ``preprocessing``, ``path``.
     Raises CheckpointError (one line, naming the file) for a missing, corrupt or foreign file.
     """
     import onnxruntime as ort
@@ -157,4 +185,4 @@ def load_onnx_model(
             f"expected inputs {list(INPUT_NAMES)} and outputs {list(OUTPUT_NAMES)}"
         )
     meta["path"] = str(path)
-    return OnnxDetector(session, meta, score_threshold=score_threshold), meta
+    return OnnxDetector(session, meta, score_thresh=score_thresh), meta

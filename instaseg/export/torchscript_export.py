@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+import torchvision  # noqa: F401  (registers the torchvision:: ops the loaded graphs call)
+from torch import nn
 
 from instaseg.errors import CheckpointError
 from instaseg.export.graphs import export_graph, trace_inputs
@@ -24,9 +25,10 @@ from instaseg.export.onnx_export import (
     build_metadata,
     check_output_path,
     compare_detections,
+    default_image_size,
     other_size,
 )
-from instaseg.export.postprocess import raw_to_detections
+from instaseg.export.runtime import TorchScriptDetector, parse_metadata
 from instaseg.fileio import atomic_path
 
 EXTRA_FILE = "instaseg.json"
@@ -43,8 +45,6 @@ def export_torchscript(
 ) -> ExportResult:
     """Trace ``model``'s export graph and save it atomically at ``output`` (see the module docstring).
     With ``verify``, the saved file is reloaded and compared with the eager graph on the transposed size."""
-    from instaseg.export.onnx_export import default_image_size
-
     output = check_output_path(output, overwrite)
     graph = export_graph(model.cpu().eval())
     size = tuple(image_size) if image_size else default_image_size(graph)
@@ -67,7 +67,7 @@ def export_torchscript(
 def _verify(path: Path, graph: nn.Module, size: tuple[int, int]) -> list[dict[str, Any]]:
     loaded, _ = load_torchscript_model(path)
     image, thr = trace_inputs(tuple(size), seed=1)
-    thr = torch.tensor(float(graph.default_score_threshold))
+    thr = torch.tensor(float(graph.default_score_thresh))
     ref = graph(image, thr)
     got = loaded.module(image, thr)
     check: dict[str, Any] = {"size": list(size), "torch": len(ref[0]), "torchscript": len(got[0])}
@@ -75,50 +75,10 @@ def _verify(path: Path, graph: nn.Module, size: tuple[int, int]) -> list[dict[st
     return [check]
 
 
-class TorchScriptDetector:
-    """A TorchScript export behind the torch detection-model interface (see :mod:`.runtime`)."""
-
-    training = False
-
-    def __init__(self, module: Any, meta: dict[str, Any], *, score_threshold: float | None = None) -> None:
-        self.module = module
-        self.meta = meta
-        self.mask_kind = meta["mask_kind"]
-        self.score_threshold = meta["score_threshold"] if score_threshold is None else float(score_threshold)
-
-    def eval(self) -> TorchScriptDetector:
-        return self
-
-    def to(self, device: Any) -> TorchScriptDetector:
-        self.module.to(device)
-        return self
-
-    @torch.no_grad()
-    def _run(self, images: list[Tensor], paste: bool) -> list[dict[str, Tensor]]:
-        thr = torch.tensor(self.score_threshold)
-        out = []
-        for image in images:
-            boxes, scores, labels, masks = self.module(image.float(), thr)
-            size = (int(image.shape[-2]), int(image.shape[-1]))
-            out.append(raw_to_detections(boxes, scores, labels, masks, mask_kind=self.mask_kind,
-                                         image_size=size, paste=paste))
-        return out
-
-    def __call__(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
-        return self._run(list(images), paste=True)
-
-    def forward_lowres(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
-        return self._run(list(images), paste=False)
-
-
 def load_torchscript_model(
-    path: str | Path, *, score_threshold: float | None = None
+    path: str | Path, *, score_thresh: float | None = None
 ) -> tuple[TorchScriptDetector, dict[str, Any]]:
     """Load a TorchScript export: ``(model, meta)`` as :func:`instaseg.export.runtime.load_onnx_model`."""
-    import torchvision  # noqa: F401  (registers the torchvision:: ops the graph calls)
-
-    from instaseg.export.runtime import parse_metadata
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: TorchScript file does not exist")
@@ -136,4 +96,4 @@ def load_torchscript_model(
         props = {}
     meta = parse_metadata(props if isinstance(props, dict) else {}, path)
     meta["path"] = str(path)
-    return TorchScriptDetector(module.eval(), meta, score_threshold=score_threshold), meta
+    return TorchScriptDetector(module.eval(), meta, score_thresh=score_thresh), meta

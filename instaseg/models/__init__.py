@@ -1,13 +1,26 @@
-"""Instance-segmentation models. Every model follows torchvision's detection contract:
+"""Instance-segmentation models, all implementing one contract
+(:class:`instaseg.models.protocol.InstanceSegmentationModel`):
 
 - training: ``model(images: list[Tensor[3, H, W]], targets: list[dict]) -> dict[str, Tensor]`` of losses;
-- eval: ``model(images) -> list[dict]`` with ``boxes`` (Tensor[K, 4] XYXY pixels of the input image),
-  ``labels`` (Tensor[K] int64, 1..num_classes-1), ``scores`` (Tensor[K]) and ``masks``
-  (Tensor[K, 1, H, W] float probabilities in [0, 1], thresholded at 0.5 downstream).
+- eval: ``model.forward_lowres(images)`` -> per image ``boxes`` (Tensor[K, 4] XYXY input-image pixels),
+  ``labels`` (Tensor[K] int64, 1..num_classes-1), ``scores`` (Tensor[K]) and ``mask_lowres``
+  (Tensor[K, M, M] box-relative probabilities); ``model(images)`` gives the same with full-size
+  ``masks`` (Tensor[K, 1, H, W]);
+- export: ``model.export_graph()``; input size: ``model.input_spec``.
 
-``num_classes`` counts the background class, as in torchvision.
+``num_classes`` counts the background class, as in torchvision. Importing this package registers the
+built-in models (the model modules below import only the registry, never this package's names).
 """
 
+from instaseg.models import mask_rcnn, simple_fpn, solov2, yolact  # noqa: F401  (they register)
+from instaseg.models.protocol import InputSpec, InstanceSegmentationModel
 from instaseg.models.registry import get_model, get_model_builder, list_models, register_model
 
-__all__ = ["get_model", "get_model_builder", "list_models", "register_model"]
+__all__ = [
+    "InputSpec",
+    "InstanceSegmentationModel",
+    "get_model",
+    "get_model_builder",
+    "list_models",
+    "register_model",
+]

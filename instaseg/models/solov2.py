@@ -20,21 +20,12 @@ from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
 from instaseg.errors import ConfigError
-from instaseg.models.common import validate_images, validate_targets
+from instaseg.models.onestage import LetterboxModel, Raw, build_letterbox_model, check_mask_stride
 from instaseg.models.registry import register_model
-from instaseg.models.rt_common import (
-    FPN,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    MultiScaleBackbone,
-    check_input_size,
-    downsample_masks,
-    letterbox,
-    letterbox_targets,
-    load_full_weights,
-    normalize,
-    postprocess,
-)
+from instaseg.ops.boxes import boxes_of_masks
+from instaseg.ops.losses import dice_loss
+from instaseg.ops.masks import downsample_masks
+from instaseg.ops.nms import matrix_nms
 
 STRIDES = (8, 16, 32, 64, 128)
 
@@ -101,30 +92,7 @@ class SOLOv2Head(nn.Module):
         return cate.permute(0, 2, 3, 1).reshape(b, grid * grid, -1), kernels.flatten(2).transpose(1, 2)
 
 
-def matrix_nms(masks: Tensor, labels: Tensor, scores: Tensor, sigma: float = 2.0) -> Tensor:
-    """Matrix NMS (SOLOv2), batched: binary masks [B, K, P] (flattened), labels [B, K], scores [B, K]
-    sorted descending -> decayed scores [B, K]. Each mask's score decays by its overlap with every
-    higher-scored mask of its class, compensated by how much that mask was itself suppressed
-    (Gaussian kernel)."""
-    m = masks.to(scores.dtype)
-    inter = m @ m.transpose(1, 2)
-    area = m.sum(-1)
-    iou = inter / (area[:, :, None] + area[:, None, :] - inter).clamp(min=1e-6)
-    same = (labels[:, :, None] == labels[:, None, :]).to(iou.dtype)
-    iou = torch.triu(iou * same, diagonal=1)  # [i, j]: higher-scored i vs lower j
-    comp = iou.max(dim=1).values  # [B, K]: each mask's max IoU with a higher-scored one
-    decay = torch.exp(-sigma * (iou**2 - comp[:, :, None] ** 2)).min(dim=1).values
-    return scores * decay
-
-
-def dice_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """Per-instance Dice loss, [N, h, w] logits and targets -> [N]."""
-    p = torch.sigmoid(logits).flatten(1)
-    t = target.flatten(1)
-    return 1 - 2 * (p * t).sum(1) / ((p * p).sum(1) + (t * t).sum(1) + 1e-3)
-
-
-class SOLOv2(nn.Module):
+class SOLOv2(LetterboxModel):
     """SOLOv2 on any multi-scale backbone + 5-level FPN (P3-P7); see the module docstring.
 
     Args:
@@ -134,6 +102,11 @@ class SOLOv2(nn.Module):
             takes objects with ``sqrt(box area) / input_size`` in ``scale_ranges[i]``.
         mask_stride: canvas pixels per mask-feature pixel (8, 4 or 2); 2 gives finer masks at 4x the
             cost of the mask branch output and the dynamic convolution.
+        score_thresh: detections scoring below it are dropped; since the final score (category score
+            x maskness x Matrix-NMS decay) never exceeds the category score, cells whose category
+            score is below it are dropped before the masks are scored (the paper's 0.1 by default).
+        final_threshold: decayed scores below it are zeroed before the final top-k.
+        mask_size: side of the box-relative output masks (default: the mask map's side).
     """
 
     def __init__(
@@ -152,32 +125,25 @@ class SOLOv2(nn.Module):
         kernel_dim: int = 128,
         mask_stride: int = 4,
         center_sigma: float = 0.2,
-        score_threshold: float = 0.1,
+        score_thresh: float = 0.1,
         pre_nms_top_k: int = 200,
         max_detections: int = 100,
         nms_sigma: float = 2.0,
         final_threshold: float = 0.05,
+        mask_size: int | None = None,
         loss_weights: dict[str, float] | None = None,
     ) -> None:
-        super().__init__()
-        check_input_size(input_size)
-        if num_classes < 2:
-            raise ConfigError(f"num_classes includes background and must be >= 2, got {num_classes}")
+        super().__init__(backbone, fpn, num_classes=num_classes, input_size=input_size,
+                         score_thresh=score_thresh, max_detections=max_detections, mask_size=mask_size)
         if len(grids) != len(STRIDES) or len(scale_ranges) != len(STRIDES):
             raise ConfigError(f"grids and scale_ranges need {len(STRIDES)} entries (P3-P7)")
-        self.backbone, self.fpn = backbone, fpn
-        self.pixel_mean = tuple(getattr(backbone, "pixel_mean", IMAGENET_MEAN))
-        self.pixel_std = tuple(getattr(backbone, "pixel_std", IMAGENET_STD))
         ch = fpn.out_channels
-        self.num_classes, self.input_size = num_classes, input_size
         self.grids, self.scale_ranges = tuple(grids), tuple(tuple(r) for r in scale_ranges)
         self.center_sigma = center_sigma
         self.head = SOLOv2Head(ch, head_channels, head_convs, num_classes - 1, kernel_dim)
-        if mask_stride not in (2, 4, 8):
-            raise ConfigError(f"mask_stride must be 2, 4 or 8 canvas pixels, got {mask_stride}")
-        self.mask_branch = MaskFeatureBranch(ch, mask_channels, kernel_dim, 8 // mask_stride)
-        self.score_threshold, self.pre_nms_top_k = score_threshold, pre_nms_top_k
-        self.max_detections, self.nms_sigma, self.final_threshold = max_detections, nms_sigma, final_threshold
+        upsample = check_mask_stride(mask_stride, "mask_stride")
+        self.mask_branch = MaskFeatureBranch(ch, mask_channels, kernel_dim, upsample)
+        self.pre_nms_top_k, self.nms_sigma, self.final_threshold = pre_nms_top_k, nms_sigma, final_threshold
         self.loss_weights = {"cate": 1.0, "mask": 3.0}
         self.loss_weights.update(loss_weights or {})
         # Stride of each flattened cell's level: masks smaller than it are dropped at inference.
@@ -185,7 +151,7 @@ class SOLOv2(nn.Module):
         self.register_buffer("cell_stride", cell_stride, persistent=False)
 
     def _features(self, batch: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
-        feats = self.fpn(self.backbone(normalize(batch, self.pixel_mean, self.pixel_std)))
+        feats = self.features(batch)
         cates, kernels = [], []
         for f, g in zip(feats, self.grids, strict=True):
             c, k = self.head(f, g)
@@ -193,11 +159,10 @@ class SOLOv2(nn.Module):
             kernels.append(k)
         return cates, kernels, self.mask_branch(feats[:3])
 
-    # ---- inference graph (fixed shapes, exportable) -------------------------------------------
-    def forward_tensor(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """[B, 3, S, S] letterboxed RGB in [0, 1] -> (boxes [B, K, 4] XYXY canvas px (mask-derived,
-        coarse), scores [B, K] (0 where dropped), labels [B, K], masks [B, K, S/m, S/m] probabilities at
-        the mask stride ``m``)."""
+    # ---- inference (fixed shapes, tensor-only: the export graph runs it too) ------------------
+    def detect_canvas(self, batch: Tensor, score_thresh: Tensor | float) -> Raw:
+        """See :meth:`LetterboxModel.detect_canvas`. Boxes are the tight boxes of ``mask > 0.5`` on the
+        mask map (so at its stride); masks are at the mask stride."""
         cates, kernels, mask_feat = self._features(batch)
         b = batch.shape[0]
         probs = []
@@ -217,7 +182,7 @@ class SOLOv2(nn.Module):
         seg = masks > 0.5
         area = seg.flatten(2).sum(-1).to(masks.dtype)
         mstride = self.input_size / masks.shape[-1]
-        valid = (scores > self.score_threshold) & (area * mstride * mstride > self.cell_stride[cell])
+        valid = (scores >= score_thresh) & (area * mstride * mstride > self.cell_stride[cell])
         maskness = (masks * seg).flatten(2).sum(-1) / area.clamp(min=1.0)
         scores = scores * maskness * valid.to(scores.dtype)
         scores, order = scores.sort(dim=1, descending=True)
@@ -229,24 +194,8 @@ class SOLOv2(nn.Module):
         n = min(self.max_detections, k)
         scores, order = scores.topk(n, dim=1)
         masks, seg = _take(masks, order), _take(seg, order)
-        return _boxes_from_seg(seg, mstride), scores, torch.gather(labels, 1, order), masks
-
-    def preprocess(self, images: list[Tensor]) -> tuple[Tensor, list[tuple[int, int]], Tensor]:
-        return letterbox(images, self.input_size)
-
-    def postprocess(
-        self, outputs: tuple[Tensor, ...], image_sizes: list[tuple[int, int]], scales: Tensor
-    ) -> list[dict[str, Tensor]]:
-        return postprocess(*outputs, image_sizes, scales, self.input_size, 0.0, boxes_from_masks=True)
-
-    def forward(self, images: list[Tensor], targets: list[dict[str, Any]] | None = None) -> Any:
-        validate_images(images)
-        if self.training:
-            validate_targets(images, targets, self.num_classes)
-        batch, sizes, scales = self.preprocess(images)
-        if self.training:
-            return self.compute_losses(batch, letterbox_targets(targets, sizes, scales, self.input_size))
-        return self.postprocess(self.forward_tensor(batch), sizes, scales)
+        scores = torch.where(scores > 0, scores, -torch.ones_like(scores))  # dropped above
+        return boxes_of_masks(seg, mstride), scores, torch.gather(labels, 1, order), masks
 
     # ---- training -----------------------------------------------------------------------------
     def _assign(self, t: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -296,7 +245,7 @@ class SOLOv2(nn.Module):
             cate_t[i, pos, cls_t[pos] - 1] = 1.0
             small = downsample_masks(t["masks"], tuple(mask_feat.shape[-2:]))[gt_t[pos]]
             logits = torch.einsum("ne,ehw->nhw", kern[i, pos], mask_feat[i])
-            dice = dice + dice_loss(logits, small).sum()
+            dice = dice + dice_loss(torch.sigmoid(logits), small).sum()
             n_pos += pos.numel()
         w = self.loss_weights
         focal = sigmoid_focal_loss(cate, cate_t, alpha=0.25, gamma=2.0, reduction="sum")
@@ -311,39 +260,9 @@ def _take(x: Tensor, idx: Tensor) -> Tensor:
     return torch.gather(x, 1, idx[..., None, None].expand(-1, -1, *x.shape[2:]))
 
 
-def _boxes_from_seg(seg: Tensor, stride: float) -> Tensor:
-    """Tight XYXY canvas boxes [B, K, 4] of binary masks [B, K, h, w] (zeros for empty masks)."""
-    h, w = seg.shape[-2:]
-    cols, rows = seg.any(2), seg.any(3)  # [B, K, w], [B, K, h]
-    xr = torch.arange(w, device=seg.device)
-    yr = torch.arange(h, device=seg.device)
-    big = max(h, w)
-    x1 = torch.where(cols, xr, big).amin(-1)
-    x2 = torch.where(cols, xr + 1, 0).amax(-1)
-    y1 = torch.where(rows, yr, big).amin(-1)
-    y2 = torch.where(rows, yr + 1, 0).amax(-1)
-    boxes = torch.stack([x1, y1, x2, y2], -1).to(torch.float32) * stride
-    empty = ~cols.any(-1)
-    return torch.where(empty[..., None], torch.zeros_like(boxes), boxes)
-
-
-def build_solov2(
-    *,
-    num_classes: int,
-    backbone: str,
-    fpn_channels: int,
-    backbone_weights: str | None = None,
-    weights: str | None = None,
-    **kwargs: Any,
-) -> SOLOv2:
-    """Build a :class:`SOLOv2` on ``backbone`` (see ``rt_common.BACKBONES``); ``backbone_weights`` is
-    None, "imagenet" or a local file; ``weights`` a local full-model checkpoint (the category layer is
-    re-initialised when the number of classes differs)."""
-    check_input_size(kwargs.get("input_size", 512))  # fail before building the backbone
-    trunk = MultiScaleBackbone(backbone, backbone_weights)
-    model = SOLOv2(trunk, FPN(trunk.out_channels, fpn_channels), num_classes=num_classes, **kwargs)
-    load_full_weights(model, weights, ("head.cate_out.",))
-    return model
+def build_solov2(**kwargs: Any) -> SOLOv2:
+    """Build a :class:`SOLOv2` (see :func:`instaseg.models.onestage.build_letterbox_model`)."""
+    return build_letterbox_model(SOLOv2, class_specific=("head.cate_out.",), **kwargs)
 
 
 @register_model()

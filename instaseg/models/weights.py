@@ -115,3 +115,12 @@ def load_matching(
         )
     module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     return dropped
+
+
+def load_full_weights(model: nn.Module, weights: str | Path | None, class_specific: Iterable[str]) -> None:
+    """Load full-model ``weights`` (a local checkpoint or state-dict file; None: nothing) into
+    ``model``; layers under ``class_specific`` whose shapes differ (another number of classes) keep
+    their fresh initialisation."""
+    if weights is None:
+        return
+    load_matching(model, load_state_dict_file(weights), source=str(weights), skip_mismatched=class_specific)

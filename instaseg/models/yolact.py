@@ -19,25 +19,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
-from instaseg.errors import ConfigError
-from instaseg.models.common import validate_images, validate_targets
+from instaseg.models.onestage import LetterboxModel, Raw, build_letterbox_model, check_mask_stride
 from instaseg.models.registry import register_model
-from instaseg.models.rt_common import (
-    FPN,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    MultiScaleBackbone,
-    check_input_size,
-    downsample_masks,
-    letterbox,
-    letterbox_targets,
-    load_full_weights,
-    normalize,
-    postprocess,
-)
+from instaseg.ops.boxes import cxcywh_to_xyxy, decode_boxes, encode_boxes
+from instaseg.ops.masks import crop_masks, downsample_masks
+from instaseg.ops.nms import fast_nms_keep
 
 STRIDES = (8, 16, 32, 64, 128)
-BOX_VARIANCE = (0.1, 0.2)
 
 
 def make_anchors(input_size: int, anchor_scale: float, aspect_ratios: tuple[float, ...]) -> Tensor:
@@ -55,51 +43,6 @@ def make_anchors(input_size: int, anchor_scale: float, aspect_ratios: tuple[floa
             for_level.append(torch.stack([cx, cy, torch.full_like(cx, w), torch.full_like(cy, h)], -1))
         out.append(torch.stack(for_level, 2).reshape(-1, 4))  # (y, x, a) order
     return torch.cat(out)
-
-
-def cxcywh_to_xyxy(b: Tensor) -> Tensor:
-    return torch.cat([b[..., :2] - b[..., 2:] / 2, b[..., :2] + b[..., 2:] / 2], -1)
-
-
-def encode_boxes(gt_xyxy: Tensor, anchors: Tensor) -> Tensor:
-    """SSD-style regression targets [N, 4] for XYXY ground-truth boxes against (cx, cy, w, h) anchors."""
-    wh = (gt_xyxy[:, 2:] - gt_xyxy[:, :2]).clamp(min=1.0)
-    c = (gt_xyxy[:, :2] + gt_xyxy[:, 2:]) / 2
-    d_c = (c - anchors[:, :2]) / (BOX_VARIANCE[0] * anchors[:, 2:])
-    d_wh = torch.log(wh / anchors[:, 2:]) / BOX_VARIANCE[1]
-    return torch.cat([d_c, d_wh], -1)
-
-
-def decode_boxes(deltas: Tensor, anchors: Tensor) -> Tensor:
-    """Inverse of :func:`encode_boxes`: deltas [..., 4] -> XYXY boxes [..., 4] on the canvas."""
-    c = anchors[..., :2] + deltas[..., :2] * BOX_VARIANCE[0] * anchors[..., 2:]
-    wh = anchors[..., 2:] * torch.exp((deltas[..., 2:] * BOX_VARIANCE[1]).clamp(max=math.log(1000.0)))
-    return torch.cat([c - wh / 2, c + wh / 2], -1)
-
-
-def crop_masks(masks: Tensor, boxes: Tensor, stride: float) -> Tensor:
-    """Zero ``masks`` [..., K, h, w] outside ``boxes`` [..., K, 4] (XYXY canvas px; mask px = stride)."""
-    h, w = masks.shape[-2:]
-    ys = (torch.arange(h, device=masks.device, dtype=masks.dtype) + 0.5) * stride
-    xs = (torch.arange(w, device=masks.device, dtype=masks.dtype) + 0.5) * stride
-    b = boxes[..., None, None, :]
-    inside_x = (xs >= b[..., 0]) & (xs < b[..., 2])
-    inside_y = (ys[:, None] >= b[..., 1]) & (ys[:, None] < b[..., 3])
-    return masks * (inside_x & inside_y).to(masks.dtype)
-
-
-def fast_nms_keep(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor:
-    """Fast NMS (YOLACT): boxes [B, K, 4], scores [B, K] sorted descending, labels [B, K] ->
-    keep [B, K] bool. A box is dropped if any higher-scored box of its class overlaps it more than
-    ``iou_threshold``; unlike greedy NMS, already-dropped boxes may still suppress (the paper's trade)."""
-    area = (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
-    lt = torch.maximum(boxes[:, :, None, :2], boxes[:, None, :, :2])
-    rb = torch.minimum(boxes[:, :, None, 2:], boxes[:, None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    iou = inter / (area[:, :, None] + area[:, None, :] - inter).clamp(min=1e-6)
-    same = (labels[:, :, None] == labels[:, None, :]).to(iou.dtype)
-    iou = torch.triu(iou * same, diagonal=1)  # row i (higher score) vs column j > i
-    return iou.max(dim=1).values <= iou_threshold
 
 
 class ProtoNet(nn.Module):
@@ -180,7 +123,7 @@ class MaskIoUNet(nn.Module):
         return torch.sigmoid(self.net(masks).amax(dim=(2, 3)))
 
 
-class YOLACT(nn.Module):
+class YOLACT(LetterboxModel):
     """YOLACT(++) on any multi-scale backbone + FPN; see the module docstring.
 
     Args:
@@ -188,6 +131,8 @@ class YOLACT(nn.Module):
         num_classes: including background. input_size: letterbox canvas side (multiple of 32).
         proto_stride: canvas pixels per prototype pixel (8, 4 or 2); 2 gives finer masks (small
             objects, high-IoU AP) at 4x the prototype cost.
+        score_thresh: detections scoring below it are dropped (final score, after re-scoring).
+        mask_size: side of the box-relative output masks (default: the prototype map's side).
     """
 
     def __init__(
@@ -206,27 +151,22 @@ class YOLACT(nn.Module):
         aspect_ratios: tuple[float, ...] = (1.0, 0.5, 2.0),
         anchor_scale: float = 4.0,
         use_maskiou: bool = True,
-        score_threshold: float = 0.05,
+        score_thresh: float = 0.05,
         nms_threshold: float = 0.5,
         pre_nms_top_k: int = 200,
         max_detections: int = 100,
+        mask_size: int | None = None,
         loss_weights: dict[str, float] | None = None,
     ) -> None:
-        super().__init__()
-        check_input_size(input_size)
-        if num_classes < 2:
-            raise ConfigError(f"num_classes includes background and must be >= 2, got {num_classes}")
-        self.backbone, self.fpn = backbone, fpn
-        self.pixel_mean = tuple(getattr(backbone, "pixel_mean", IMAGENET_MEAN))
-        self.pixel_std = tuple(getattr(backbone, "pixel_std", IMAGENET_STD))
+        super().__init__(backbone, fpn, num_classes=num_classes, input_size=input_size,
+                         score_thresh=score_thresh, max_detections=max_detections, mask_size=mask_size)
         ch = fpn.out_channels
-        self.num_classes, self.input_size = num_classes, input_size
+        upsample = check_mask_stride(proto_stride, "proto_stride")
         self.head = PredictionHead(ch, len(aspect_ratios), num_classes, num_protos, head_convs, head_kernel)
-        self.protonet = ProtoNet(ch, num_protos, proto_convs, proto_conv_after_up, _upsample(proto_stride))
+        self.protonet = ProtoNet(ch, num_protos, proto_convs, proto_conv_after_up, upsample)
         self.semantic = nn.Conv2d(ch, num_classes - 1, 1)  # training-only auxiliary head
         self.maskiou = MaskIoUNet(num_classes - 1) if use_maskiou else None
-        self.score_threshold, self.nms_threshold = score_threshold, nms_threshold
-        self.pre_nms_top_k, self.max_detections = pre_nms_top_k, max_detections
+        self.nms_threshold, self.pre_nms_top_k = nms_threshold, pre_nms_top_k
         self.loss_weights = {"cls": 1.0, "box": 1.5, "mask": 6.0, "semantic": 1.0, "maskiou": 1.0}
         self.loss_weights.update(loss_weights or {})
         self.register_buffer(
@@ -235,7 +175,7 @@ class YOLACT(nn.Module):
 
     # ---- shared trunk -------------------------------------------------------------------------
     def _features(self, batch: Tensor) -> tuple[list[Tensor], Tensor, Tensor, Tensor, Tensor]:
-        feats = self.fpn(self.backbone(normalize(batch, self.pixel_mean, self.pixel_std)))
+        feats = self.features(batch)
         cls, box, coef = self.head(feats)
         protos = self.protonet(feats[0])  # [B, k, S/p, S/p], p = proto_stride
         return feats, cls, box, coef, protos
@@ -243,11 +183,12 @@ class YOLACT(nn.Module):
     def _proto_stride(self, protos: Tensor) -> float:
         return self.input_size / protos.shape[-1]
 
-    # ---- inference graph (fixed shapes, exportable) -------------------------------------------
-    def forward_tensor(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """[B, 3, S, S] letterboxed RGB in [0, 1] -> (boxes [B, K, 4] XYXY canvas px, scores [B, K]
-        (0 where suppressed), labels [B, K] (1..C-1), masks [B, K, S/p, S/p] probabilities at the
-        prototype stride ``p``)."""
+    # ---- inference (fixed shapes, tensor-only: the export graph runs it too) ------------------
+    def detect_canvas(self, batch: Tensor, score_thresh: Tensor | float) -> Raw:
+        """See :meth:`LetterboxModel.detect_canvas`; masks are at the prototype stride, uncropped: the
+        box-relative output samples them inside the box only, which crops each mask to its box at the
+        output resolution (YOLACT's crop) rather than at the prototype cells. ``score_thresh`` is
+        applied later (:meth:`LetterboxModel.finish`)."""
         _, cls, box, coef, protos = self._features(batch)
         probs = cls.softmax(-1)[..., 1:]
         best, label = probs.max(-1)
@@ -263,32 +204,17 @@ class YOLACT(nn.Module):
         boxes, labels = _gather(boxes, order), torch.gather(labels, 1, order)
         coefs = _gather(_gather(coef, idx), order)
         logits = torch.einsum("bkc,bchw->bkhw", coefs, protos)
-        masks = crop_masks(torch.sigmoid(logits), boxes, self._proto_stride(protos))
-        if self.maskiou is not None:
+        masks = torch.sigmoid(logits)
+        if self.maskiou is not None:  # re-scoring sees masks cropped at the prototype stride, as trained
             b, kk, h, w = masks.shape
-            iou = self.maskiou(masks.reshape(b * kk, 1, h, w)).reshape(b, kk, -1)
+            cropped = crop_masks(masks, boxes, self._proto_stride(protos)).reshape(b * kk, 1, h, w)
+            iou = self.maskiou(cropped).reshape(b, kk, -1)
             scores = scores * torch.gather(iou, 2, (labels - 1)[..., None])[..., 0]
             scores, order = scores.sort(dim=1, descending=True)
             boxes, labels = _gather(boxes, order), torch.gather(labels, 1, order)
             masks = _gather(masks, order)
+        scores = torch.where(scores > 0, scores, -torch.ones_like(scores))  # suppressed by NMS
         return boxes, scores, labels, masks
-
-    def preprocess(self, images: list[Tensor]) -> tuple[Tensor, list[tuple[int, int]], Tensor]:
-        return letterbox(images, self.input_size)
-
-    def postprocess(
-        self, outputs: tuple[Tensor, ...], image_sizes: list[tuple[int, int]], scales: Tensor
-    ) -> list[dict[str, Tensor]]:
-        return postprocess(*outputs, image_sizes, scales, self.input_size, self.score_threshold)
-
-    def forward(self, images: list[Tensor], targets: list[dict[str, Any]] | None = None) -> Any:
-        validate_images(images)
-        if self.training:
-            validate_targets(images, targets, self.num_classes)
-        batch, sizes, scales = self.preprocess(images)
-        if self.training:
-            return self.compute_losses(batch, letterbox_targets(targets, sizes, scales, self.input_size))
-        return self.postprocess(self.forward_tensor(batch), sizes, scales)
 
     # ---- training -----------------------------------------------------------------------------
     def compute_losses(self, batch: Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
@@ -346,13 +272,6 @@ class YOLACT(nn.Module):
         return losses
 
 
-def _upsample(mask_stride: int) -> int:
-    """Upsampling factor from P3 (stride 8) to a mask output at ``mask_stride``."""
-    if mask_stride not in (2, 4, 8):
-        raise ConfigError(f"proto_stride must be 2, 4 or 8 canvas pixels, got {mask_stride}")
-    return 8 // mask_stride
-
-
 def _gather(x: Tensor, idx: Tensor) -> Tensor:
     """x [B, N, ...] indexed by idx [B, K] along dim 1 -> [B, K, ...]."""
     view = idx.reshape(*idx.shape, *([1] * (x.dim() - 2))).expand(*idx.shape, *x.shape[2:])
@@ -399,23 +318,9 @@ def _semantic_loss(logits: Tensor, gt_masks: Tensor, gt_labels: Tensor) -> Tenso
     return F.binary_cross_entropy_with_logits(logits, target, reduction="mean")
 
 
-def build_yolact(
-    *,
-    num_classes: int,
-    backbone: str,
-    fpn_channels: int,
-    backbone_weights: str | None = None,
-    weights: str | None = None,
-    **kwargs: Any,
-) -> YOLACT:
-    """Build a :class:`YOLACT` on ``backbone`` (see ``rt_common.BACKBONES``); ``backbone_weights`` is
-    None, "imagenet" or a local file; ``weights`` a local full-model checkpoint (class-specific layers
-    are re-initialised when the number of classes differs)."""
-    check_input_size(kwargs.get("input_size", 544))  # fail before building the backbone
-    trunk = MultiScaleBackbone(backbone, backbone_weights)
-    model = YOLACT(trunk, FPN(trunk.out_channels, fpn_channels), num_classes=num_classes, **kwargs)
-    load_full_weights(model, weights, ("head.cls.", "semantic.", "maskiou."))
-    return model
+def build_yolact(**kwargs: Any) -> YOLACT:
+    """Build a :class:`YOLACT` (see :func:`instaseg.models.onestage.build_letterbox_model`)."""
+    return build_letterbox_model(YOLACT, class_specific=("head.cls.", "semantic.", "maskiou."), **kwargs)
 
 
 @register_model()

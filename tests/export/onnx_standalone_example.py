@@ -15,11 +15,11 @@ from PIL import Image
 session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 meta = session.get_modelmeta().custom_metadata_map  # instaseg.* keys, JSON values
 class_names = json.loads(meta["instaseg.class_names"])  # index = label, [0] = "background"
-mask_kind = meta["instaseg.mask_kind"]  # "box": masks relative to each box; "image": the whole image
+mask_kind = meta["instaseg.mask_kind"]  # "box": relative to each box; "image" (older files): whole image
 
 rgb = np.asarray(Image.open(sys.argv[2]).convert("RGB"))
 image = rgb.transpose(2, 0, 1).astype(np.float32) / 255  # [3, H, W] RGB in [0, 1]; any H, W
-threshold = np.array(0.5, dtype=np.float32)  # drop detections scoring <= 0.5
+threshold = np.array(0.5, dtype=np.float32)  # keep detections scoring >= 0.5
 boxes, scores, labels, masks = session.run(None, {"image": image, "score_threshold": threshold})
 
 

@@ -17,12 +17,16 @@ import onnx
 import pytest
 import torch
 from PIL import Image
+from pycocotools import mask as mask_utils
 
 from instaseg.cli import main
 from instaseg.engine.checkpoint import save_checkpoint
 from instaseg.errors import CheckpointError
 from instaseg.export.runtime import load_onnx_model
 from instaseg.models import get_model
+from instaseg.ops.lowres import lowres_inference
+from instaseg.ops.paste import paste_masks_dense, paste_masks_to_rles
+from instaseg.predict.predictor import Predictor
 from tests.export.helpers import assert_empty_detections
 
 CLASS_NAMES = ["background", "person"]
@@ -80,13 +84,13 @@ def _assert_parity(ref: dict, got: dict) -> None:
 
 
 def _torch_run(model, image, threshold):
-    saved = model.roi_heads.score_thresh
-    model.roi_heads.score_thresh = threshold
+    saved = model.score_thresh
+    model.score_thresh = threshold
     try:
         with torch.no_grad():
             return model([image])[0]
     finally:
-        model.roi_heads.score_thresh = saved
+        model.score_thresh = saved
 
 
 def test_file_metadata_and_dynamic_axes(exported):
@@ -113,7 +117,7 @@ def test_parity_on_real_images_of_several_sizes(exported, real_images):
     assert len(sizes) == len(real_images)  # different sizes / aspect ratios through one file
     for image in real_images:
         ref = _torch_run(model, image, 0.5)
-        onnx_model.score_threshold = 0.5
+        onnx_model.score_thresh = 0.5
         got = onnx_model([image])[0]
         assert len(ref["boxes"]) > 0  # a non-empty comparison
         assert (ref["masks"] >= 0.5).any()
@@ -131,7 +135,7 @@ def test_partial_threshold_and_batch_of_mixed_sizes(exported, real_images):
     threshold = float(all_scores[k] + all_scores[k + 1]) / 2
     ref = _torch_run(model, image, threshold)
     assert 0 < len(ref["boxes"]) < len(all_scores)
-    onnx_model.score_threshold = threshold
+    onnx_model.score_thresh = threshold
     outs = onnx_model(real_images[:2])
     assert len(outs) == 2
     _assert_parity(ref, outs[0])
@@ -143,7 +147,7 @@ def test_sizes_where_float32_resize_sizes_would_round_differently(exported):
     from instaseg.export.onnx_export import compare_detections
 
     model, onnx_model, _, _, _ = exported
-    onnx_model.score_threshold = 0.05
+    onnx_model.score_thresh = 0.05
     for size in [(445, 479), (300, 479), (200, 215), (77, 513)]:
         image = torch.rand(3, *size, generator=torch.Generator().manual_seed(0))
         ref = _torch_run(model, image, 0.05)
@@ -157,8 +161,8 @@ def test_sizes_where_float32_resize_sizes_would_round_differently(exported):
 def test_no_detections_is_empty_and_well_formed(exported, case):
     model, onnx_model, _, _, _ = exported
     image = torch.rand(3, 150, 210) if case == "high_threshold" else torch.zeros(3, 150, 210)
-    threshold = 1.0 if case == "high_threshold" else 0.999
-    onnx_model.score_threshold = threshold
+    threshold = 1.01 if case == "high_threshold" else 0.999
+    onnx_model.score_thresh = threshold
     out = onnx_model([image])[0]
     assert len(_torch_run(model, image, threshold)["boxes"]) == 0
     assert_empty_detections(out, 150, 210)
@@ -166,15 +170,33 @@ def test_no_detections_is_empty_and_well_formed(exported, case):
 
 
 def test_predictor_gives_the_same_instances(exported, real_images):
-    predictor_mod = pytest.importorskip("instaseg.predict.predictor")
     model, _, _, path, ckpt = exported
     rgb = (real_images[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    torch_pred = predictor_mod.Predictor.from_checkpoint(ckpt, score_thresh=0.5)
-    onnx_pred = predictor_mod.Predictor.load(backend="onnxruntime", model=path, score_thresh=0.5)
+    torch_pred = Predictor.from_checkpoint(ckpt, score_thresh=0.5)
+    onnx_pred = Predictor.load(backend="onnxruntime", model=path, score_thresh=0.5)
     a, b = torch_pred.predict(rgb), onnx_pred.predict(rgb)
     assert len(a.scores) == len(b.scores) > 0
     np.testing.assert_allclose(a.boxes.numpy(), b.boxes.numpy(), atol=1.0)
     np.testing.assert_allclose(a.scores.numpy(), b.scores.numpy(), atol=1e-3)
+
+
+def test_lowres_inference_gives_the_same_instances_for_both_backends(exported, real_images):
+    # the path the predictor takes: lowres_inference, then RLEs pasted inside the boxes
+    model, onnx_model, _, _, _ = exported
+    image = real_images[0]
+    h, w = image.shape[-2:]
+    model.score_thresh = onnx_model.score_thresh = 0.5
+    try:
+        a, b = lowres_inference(model, [image])[0], lowres_inference(onnx_model, [image])[0]
+    finally:
+        model.score_thresh = 0.05
+    assert len(a["scores"]) == len(b["scores"]) > 0 and float(a["scores"].min()) >= 0.5
+    np.testing.assert_allclose(a["boxes"], b["boxes"], atol=1.0)
+    np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-3)
+    rles_a = paste_masks_to_rles(a["mask_lowres"].numpy(), a["boxes"].numpy(), h, w)
+    rles_b = paste_masks_to_rles(b["mask_lowres"].numpy(), b["boxes"].numpy(), h, w)
+    ious = mask_utils.iou(rles_a, rles_b, [0] * len(rles_b)).diagonal()
+    assert ious.min() >= 0.98
 
 
 def test_standalone_example_needs_only_onnxruntime(exported, shared_data, tmp_path):
@@ -188,16 +210,15 @@ def test_standalone_example_needs_only_onnxruntime(exported, shared_data, tmp_pa
     )
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout)
-    onnx_model.score_threshold = 0.5
+    onnx_model.score_thresh = 0.5
     ref = onnx_model.forward_lowres([_image(image_path)])[0]
     assert len(found) == len(ref["boxes"]) > 0
     assert {f["class"] for f in found} == {"person"}
     np.testing.assert_allclose([f["score"] for f in found], ref["scores"].numpy(), atol=1e-3)
     np.testing.assert_allclose([f["box"] for f in found], ref["boxes"].numpy(), atol=0.06)
     # the same masks as `instaseg predict` (instaseg.ops.paste samples box masks the same way)
-    paste = pytest.importorskip("instaseg.ops.paste")
     height, width = np.asarray(Image.open(image_path)).shape[:2]
-    expected = paste.paste_masks_dense(ref["mask_lowres"].numpy(), ref["boxes"].numpy(), height, width)
+    expected = paste_masks_dense(ref["mask_lowres"].numpy(), ref["boxes"].numpy(), height, width)
     masks = np.load(masks_path)
     assert masks.shape == expected.shape and masks.any()
     inter = (masks & expected).sum((1, 2))

@@ -1,5 +1,5 @@
-"""The export-graph protocol (a model plugging in with its own graph, whole-image masks) and the
-TorchScript format, on real images."""
+"""Export through the model contract (a model outside the zoo plugging in with its own graph), files
+of earlier exports, and the TorchScript format, on real images."""
 
 from __future__ import annotations
 
@@ -11,55 +11,56 @@ from PIL import Image
 from torch import nn
 
 from instaseg.errors import CheckpointError, ConfigError
-from instaseg.export.graphs import export_graph, register_export_graph
+from instaseg.export.graphs import export_graph
 from instaseg.export.onnx_export import export_onnx
+from instaseg.export.postprocess import raw_to_detections
 from instaseg.export.runtime import load_onnx_model
 from instaseg.export.torchscript_export import export_torchscript, load_torchscript_model
 from instaseg.models import get_model
+from instaseg.models.protocol import ExportGraph, InputSpec, InstanceSegmentationModel
+from instaseg.ops.lowres import lowres_inference
+from instaseg.ops.masks import masks_in_boxes
 
 
-class ToySeg(nn.Module):
-    """One detection per image covering it: mask = sigmoid(conv(image at half size)), score = its mean."""
+class ToySeg(InstanceSegmentationModel):
+    """A model outside the zoo plugging into export through the contract: one detection per image,
+    box = the whole image, mask = sigmoid(conv(image at half size)) resampled to 8 x 8, score = its mean."""
+
+    score_thresh = 0.0
+    num_classes = 2
 
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(1)
         self.conv = nn.Conv2d(3, 1, 3, padding=1)
 
-    def _raw(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        prob = torch.sigmoid(self.conv(F.avg_pool2d(image[None], 2)))[0]  # [1, h/2, w/2]
-        return prob, prob.mean().reshape(1)
+    @property
+    def input_spec(self) -> InputSpec:
+        return InputSpec((0.0,) * 3, (1.0,) * 3, min_size=32, max_size=4096)
 
-    def forward(self, images):  # the eager contract, for comparison
-        out = []
-        for img in images:
-            prob, score = self._raw(img)
-            h, w = img.shape[-2:]
-            masks = F.interpolate(prob[None], size=(h, w), mode="bilinear", align_corners=False)
-            boxes = torch.tensor([[0.0, 0.0, w, h]])
-            labels = torch.ones(1, dtype=torch.int64)
-            out.append({"boxes": boxes, "scores": score, "labels": labels, "masks": masks})
-        return out
+    def detect(self, image: torch.Tensor, score_thresh) -> tuple[torch.Tensor, ...]:
+        prob = torch.sigmoid(self.conv(F.avg_pool2d(image[None], 2)))  # [1, 1, h/2, w/2]
+        score = prob.mean().reshape(1)
+        hw = torch._shape_as_tensor(image)[1:].to(torch.float32)
+        boxes = torch.cat([torch.zeros(2), hw.flip(0)])[None]
+        keep = score >= score_thresh
+        low = masks_in_boxes(prob[0], boxes, 2.0, 8)  # [1, 8, 8]: the mask map over the whole-image box
+        return boxes[keep], score[keep], torch.ones(1, dtype=torch.int64)[keep], low[keep]
 
-    def export_graph(self) -> nn.Module:
+    def forward_lowres(self, images):
+        return [dict(zip(("boxes", "scores", "labels", "mask_lowres"), self.detect(img, self.score_thresh),
+                          strict=True)) for img in images]
+
+    def forward(self, images, targets=None):
+        return self.paste_full_size(images)
+
+    def export_graph(self) -> ExportGraph:
         return ToyGraph(self)
 
 
-class ToyGraph(nn.Module):
-    mask_kind = "image"
-    default_score_threshold = 0.0
-    preprocessing = {"resize": "none"}
-
-    def __init__(self, model: ToySeg) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, image, score_threshold):
-        prob, score = self.model._raw(image)
-        hw = torch._shape_as_tensor(image)[1:].to(torch.float32)
-        boxes = torch.cat([torch.zeros(2), hw.flip(0)])[None]
-        keep = score > score_threshold
-        return boxes[keep], score[keep], torch.ones(1, dtype=torch.int64)[keep], prob[keep]
+class ToyGraph(ExportGraph):
+    def forward(self, image, score_thresh):
+        return self.model.detect(image, score_thresh)
 
 
 class NotExportable(nn.Module):
@@ -75,13 +76,14 @@ def _image(path, max_side: int = 256) -> torch.Tensor:
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255
 
 
-def test_model_with_its_own_graph_exports_whole_image_masks(tmp_path, shared_data):
+def test_model_outside_the_zoo_exports_through_the_contract(tmp_path, shared_data):
     model = ToySeg().eval()
     meta = {"model_spec": {"name": "toy"}, "class_names": ["background", "thing"]}
     result = export_onnx(model, tmp_path / "toy.onnx", meta=meta, image_size=(64, 96))
     assert all(c["ok"] for c in result.checks)
     onnx_model, onnx_meta = load_onnx_model(result.path)
-    assert onnx_meta["mask_kind"] == "image" and onnx_meta["model_name"] == "toy"
+    assert onnx_meta["mask_kind"] == "box" and onnx_meta["model_name"] == "toy"
+    assert onnx_meta["preprocessing"]["normalize_std"] == [1.0, 1.0, 1.0]
     images = [_image(p) for p in sorted((shared_data / "nuclei").glob("*/images/*.png"))[:2]]
     images.append(_image(next((shared_data / "cityscapes_sample").rglob("*_leftImg8bit.png"))))
     with torch.no_grad():
@@ -91,22 +93,16 @@ def test_model_with_its_own_graph_exports_whole_image_masks(tmp_path, shared_dat
         assert torch.allclose(got["boxes"], ref["boxes"])
         assert torch.allclose(got["scores"], ref["scores"], atol=1e-5)
         assert (got["masks"] - ref["masks"]).abs().max() < 1e-4
-    onnx_model.score_threshold = 1.0
+    onnx_model.score_thresh = 1.01
     empty = onnx_model(images[:1])[0]
     assert empty["boxes"].shape == (0, 4) and empty["masks"].shape == (0, 1, *images[0].shape[-2:])
 
 
-def test_registry_and_unexportable_models():
+def test_models_without_the_contract_are_refused():
     with pytest.raises(ConfigError, match="NotExportable cannot be exported"):
         export_graph(NotExportable())
-
-    class Sub(NotExportable):
-        pass
-
-    register_export_graph(Sub)(lambda m: ToyGraph(ToySeg()))
-    assert export_graph(Sub()).mask_kind == "image"
-    with pytest.raises(ValueError, match="already registered"):
-        register_export_graph(Sub)(lambda m: ToyGraph(ToySeg()))
+    with pytest.raises(TypeError, match="NotExportable does not implement"):
+        lowres_inference(NotExportable(), [torch.rand(3, 8, 8)])
 
 
 def test_torchscript_export_matches_pytorch_on_real_images(tmp_path, shared_data):
@@ -119,8 +115,8 @@ def test_torchscript_export_matches_pytorch_on_real_images(tmp_path, shared_data
         export_torchscript(model, result.path)
     ts_model, meta = load_torchscript_model(result.path)
     assert meta["model_name"] == "maskrcnn_r18_slim" and meta["mask_kind"] == "box"
-    ts_model.score_threshold = 0.5
-    model.roi_heads.score_thresh = 0.5
+    ts_model.score_thresh = 0.5
+    model.score_thresh = 0.5
     paths = [sorted((shared_data / "pennfudan" / "PNGImages").glob("*.png"))[5],
              sorted((shared_data / "coco_tiny" / "val2017").glob("*.jpg"))[3]]
     for path in paths:
@@ -145,43 +141,17 @@ def test_torchscript_loader_rejects_junk(tmp_path):
         load_torchscript_model(plain)
 
 
-class FakeLetterbox(nn.Module):
-    """The rt_common letterbox contract with a parameter-free ``forward_tensor``: 4 detections with
-    distinct scores, canvas boxes, and masks = the canvas's red channel pooled to stride 4."""
-
-    input_size = 128
-    score_threshold = 0.05
-
-    def forward_tensor(self, batch):
-        b = batch.shape[0]
-        boxes = torch.tensor([[4.0, 8.0, 60.0, 90.0], [10.0, 0.0, 128.0, 50.0], [0.0, 0.0, 20.0, 20.0],
-                              [30.0, 30.0, 100.0, 120.0]]).expand(b, 4, 4)
-        scores = torch.tensor([0.9, 0.6, 0.3, 0.01]).expand(b, 4) * (0.5 + batch.mean((1, 2, 3)))[:, None]
-        labels = torch.tensor([1, 2, 1, 2]).expand(b, 4)
-        pooled = F.avg_pool2d(batch[:, :1], 4)  # [B, 1, S/4, S/4]
-        masks = torch.cat([pooled, 1 - pooled, pooled.pow(2), pooled], 1)
-        return boxes, scores, labels, masks
-
-    def forward(self, images):
-        from instaseg.models.rt_common import letterbox, postprocess
-
-        batch, sizes, scales = letterbox(images, self.input_size)
-        return postprocess(*self.forward_tensor(batch), sizes, scales, self.input_size, self.score_threshold)
-
-
-def test_letterbox_models_export_like_their_eager_postprocess(tmp_path, shared_data):
-    model = FakeLetterbox().eval()
-    result = export_onnx(model, tmp_path / "lb.onnx", meta={"model_spec": {"name": "fake"}})
-    assert all(c["ok"] for c in result.checks)
-    onnx_model, meta = load_onnx_model(result.path)
-    assert meta["mask_kind"] == "image"
-    paths = [sorted((shared_data / "pennfudan" / "PNGImages").glob("*.png"))[0],
-             sorted((shared_data / "coco_tiny" / "val2017").glob("*.jpg"))[1]]
-    images = [_image(p, 200) for p in paths] + [torch.rand(3, 77, 131)]
-    for image, ref, got in zip(images, model(images), onnx_model(images), strict=True):
-        assert len(ref["boxes"]) == len(got["boxes"]) == 3
-        assert (ref["boxes"] - got["boxes"]).abs().max() <= 1e-3
-        assert torch.equal(ref["labels"], got["labels"])
-        assert (ref["scores"] - got["scores"]).abs().max() <= 1e-5
-        assert got["masks"].shape == ref["masks"].shape == (3, 1, *image.shape[-2:])
-        assert (ref["masks"] - got["masks"]).abs().max() <= 1e-3
+def test_files_with_whole_image_masks_from_earlier_exports_still_load():
+    # mask_kind "image": [K, h, w] masks covering the whole image at a lower resolution
+    h, w = 60, 90
+    masks = torch.zeros(1, 30, 45)
+    masks[0, 5:15, 10:30] = 1.0  # image pixels y 10..30, x 20..60
+    boxes = torch.tensor([[10.0, 5.0, 80.0, 50.0]])
+    low = raw_to_detections(boxes, torch.ones(1), torch.ones(1), masks, mask_kind="image",
+                            image_size=(h, w), paste=False)["mask_lowres"]
+    full = raw_to_detections(boxes, torch.ones(1), torch.ones(1), masks, mask_kind="image",
+                             image_size=(h, w), paste=True)["masks"][0, 0] >= 0.5
+    assert low.shape[0] == 1 and low.shape[1] == low.shape[2]
+    expected = torch.zeros(h, w, dtype=torch.bool)
+    expected[10:30, 20:60] = True
+    assert int((full ^ expected).sum()) <= 0.05 * int(expected.sum())

@@ -79,11 +79,11 @@ def _torch_run(model, image: torch.Tensor, threshold: float) -> dict:
 
 
 def _candidates(model, image: torch.Tensor, threshold: float) -> int:
-    """How many (location, class) scores exceed ``threshold`` before top-k and NMS."""
+    """How many (location, class) scores reach ``threshold`` before top-k and NMS."""
     with torch.no_grad():
         batch, _ = model.transform([image])
         logits = model._heads(model.backbone(batch.tensors)["0"])[0]
-    return int((logits.sigmoid() > threshold).sum())
+    return int((logits.sigmoid() >= threshold).sum())
 
 
 def _pairs(ref: dict, got: dict) -> list[tuple[int, int]]:
@@ -116,14 +116,14 @@ def _assert_parity(ref: dict, got: dict) -> None:
 def test_onnx_parity_on_real_images_of_two_shapes(model_and_ckpt, exported, real_images):
     model, _ = model_and_ckpt
     onnx_model, meta = load_onnx_model(exported)
-    assert meta["model_name"] == "simple_fpn" and meta["mask_kind"] == "image"
+    assert meta["model_name"] == "simple_fpn" and meta["mask_kind"] == "box"
     assert meta["class_names"] == CLASS_NAMES
     assert len({tuple(img.shape[-2:]) for img in real_images}) == 2
     fg_fractions = []
     for image in real_images:
         for threshold in (0.5, 0.9):
             ref = _torch_run(model, image, threshold)
-            onnx_model.score_threshold = threshold
+            onnx_model.score_thresh = threshold
             got = onnx_model([image])[0]
             _assert_parity(ref, got)
             fg_fractions += (ref["masks"][:, 0] >= 0.5).flatten(1).float().mean(1).tolist()
@@ -143,7 +143,7 @@ def test_onnx_no_detections_is_empty_and_well_formed(model_and_ckpt, exported, c
         image = torch.zeros(3, 150, 210)
         # just above the best score: nothing left (margin: runtimes differ by ~1e-7)
         threshold = float(_torch_run(model, image, 0.0)["scores"].max()) + 1e-3
-    onnx_model.score_threshold = threshold
+    onnx_model.score_thresh = threshold
     out = onnx_model([image])[0]
     assert len(_torch_run(model, image, threshold)["boxes"]) == 0
     assert_empty_detections(out, 150, 210)
@@ -157,8 +157,8 @@ def test_torchscript_export_matches_eager(model_and_ckpt, real_images, tmp_path)
     model, ckpt = model_and_ckpt
     out = tmp_path / "simple_fpn.pt"
     assert main(["export", "--checkpoint", str(ckpt), "--format", "torchscript", "--output", str(out)]) == 0
-    ts_model, meta = load_torchscript_model(out, score_threshold=0.5)
-    assert meta["mask_kind"] == "image"
+    ts_model, meta = load_torchscript_model(out, score_thresh=0.5)
+    assert meta["mask_kind"] == "box"
     image = real_images[1]  # traced at the default landscape size; this one is portrait
     _assert_parity(_torch_run(model, image, 0.5), ts_model([image])[0])
 

@@ -1,13 +1,17 @@
+import ast
+from pathlib import Path
+
 import pytest
 from torch import nn
 
 from instaseg.errors import ConfigError
 from instaseg.models import registry
 
+MODELS_DIR = Path(registry.__file__).parent
+
 
 def test_register_get_and_duplicate_raises(monkeypatch):
     monkeypatch.setattr(registry, "_MODELS", {})
-    monkeypatch.setattr(registry, "_ensure_builtin_models", lambda: None)
 
     @registry.register_model()
     def tiny(*, num_classes: int = 2) -> nn.Module:
@@ -19,3 +23,36 @@ def test_register_get_and_duplicate_raises(monkeypatch):
         registry.register_model("tiny")(tiny)
     with pytest.raises(ConfigError, match="unknown model 'nope'.*tiny"):
         registry.get_model("nope")
+
+
+def _imports(path: Path) -> set[str]:
+    """instaseg.models.* modules that ``path`` imports (at any level of the file)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("instaseg.models"):
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("instaseg.models"))
+    return {m for m in found if (MODELS_DIR / f"{m.rsplit('.', 1)[-1]}.py").exists()
+            and m.count(".") == 2}
+
+
+def test_model_modules_import_without_cycles():
+    # the registry imports no model code; the package __init__ imports the model modules
+    graph = {f"instaseg.models.{p.stem}": _imports(p) for p in MODELS_DIR.glob("*.py")
+             if p.stem != "__init__"}
+    assert not graph["instaseg.models.registry"]
+    assert "instaseg.models.registry" in graph["instaseg.models.yolact"]
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import cycle: {' -> '.join((*path, module))}"
+        if module in done:
+            return
+        for dep in graph.get(module, ()):
+            visit(dep, (*path, module))
+        done.add(module)
+
+    for module in graph:
+        visit(module, ())

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from instaseg.errors import ConfigError
+from instaseg.export.onnx_export import export_onnx
+from instaseg.export.runtime import load_onnx_model
 from instaseg.models.registry import get_model, list_models
-from instaseg.models.rt_common import TensorForward
-from instaseg.models.solov2 import dice_loss, matrix_nms
 from tests.models.rt_synth import mask_ap, overfit_case, synthetic_samples, zero_mask_head
-from tests.models.test_yolact import empty_target, spread_scores
+from tests.models.test_yolact import KEYS, assert_parity, empty_target, spread_scores
 
 
 @pytest.fixture(autouse=True)
@@ -33,27 +33,6 @@ def test_registered_and_bad_config():
         get_model("solov2_lite", num_classes=3, input_size=64, grids=(8, 4))
 
 
-def test_matrix_nms_decays_same_class_overlaps_only():
-    masks = torch.zeros(1, 4, 10, 10, dtype=torch.bool)
-    masks[0, 0, :5] = True
-    masks[0, 1, :5] = True  # duplicate of 0, same class
-    masks[0, 2, :5] = True  # duplicate of 0, other class
-    masks[0, 3, 6:] = True  # disjoint
-    scores = torch.tensor([[0.9, 0.8, 0.7, 0.6]])
-    labels = torch.tensor([[1, 1, 2, 1]])
-    out = matrix_nms(masks.flatten(2), labels, scores, sigma=2.0)[0]
-    assert out[0] == pytest.approx(0.9) and out[2] == pytest.approx(0.7) and out[3] == pytest.approx(0.6)
-    assert out[1] == pytest.approx(0.8 * math.exp(-2.0), rel=1e-4)
-
-
-def test_dice_loss_is_zero_for_perfect_and_high_for_inverted():
-    target = torch.zeros(2, 8, 8)
-    target[:, 2:6, 2:6] = 1
-    good = dice_loss((target * 2 - 1) * 20, target)
-    bad = dice_loss((1 - target * 2) * 20, target)
-    assert float(good.max()) < 1e-3 and float(bad.min()) > 0.99
-
-
 def test_train_losses_with_empty_targets_are_finite_and_backprop():
     model = tiny().train()
     samples = synthetic_samples(1)
@@ -69,7 +48,7 @@ def test_train_losses_with_empty_targets_are_finite_and_backprop():
 
 
 def test_eval_output_contract_variable_sizes():
-    model = tiny(score_threshold=0.0, final_threshold=0.0).eval()
+    model = tiny(score_thresh=0.0, final_threshold=0.0).eval()
     images = [torch.rand(3, 48, 80), torch.rand(3, 90, 60)]
     with torch.no_grad():
         outputs = model(images)
@@ -88,24 +67,20 @@ def test_eval_output_contract_variable_sizes():
 
 
 def test_onnx_export_parity(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    model = spread_scores(tiny(score_threshold=0.0, final_threshold=0.0), ("head.cate_out",)).eval()
-    batch = torch.rand(1, 3, 64, 64)
+    # Eager inference and the export graph run the same tensor-only code (detect_image), so they
+    # agree as tightly as YOLACT's. Matrix NMS thresholds mask probabilities at 0.5: random kernels
+    # would leave most pixels within float noise of 0.5 (see the README), so the kernels are spread.
+    model = tiny(score_thresh=0.0, final_threshold=0.0)
+    model = spread_scores(model, ("head.cate_out", "head.kernel_out", "mask_branch.out.0")).eval()
+    result = export_onnx(model, tmp_path / "solov2.onnx", meta={"model_spec": {"name": "solov2_lite"}})
+    assert all(c["ok"] for c in result.checks)
+    onnx_model, _ = load_onnx_model(result.path, score_thresh=0.0)
+    images = [torch.rand(3, 64, 64), torch.rand(3, 50, 90)]
     with torch.no_grad():
-        want = model.forward_tensor(batch)
-    path = tmp_path / "solov2.onnx"
-    torch.onnx.export(TensorForward(model), (batch,), str(path), input_names=["images"],
-                      output_names=["boxes", "scores", "labels", "masks"], opset_version=17, dynamo=False)
-    got = [torch.from_numpy(a) for a in ort.InferenceSession(str(path)).run(None, {"images": batch.numpy()})]
-    # Matrix NMS decays by IoUs of thresholded masks; a pixel whose probability sits at 0.5 within float
-    # noise may flip, so a few decayed scores can differ. Everything else must match exactly.
-    diff = (want[1][0][:, None] - got[1][0][None, :]).abs()
-    dist = diff.min(1).values
-    close = dist < 1e-5
-    assert close.float().mean() >= 0.7 and bool(close[0])  # measured 0.79 with these random weights
-    # the top detection is never decayed: its mask, box and label must match exactly
-    assert torch.allclose(got[3][0][0], want[3][0][0], atol=1e-4)
-    assert torch.allclose(got[0][0][0], want[0][0][0], atol=1e-3) and got[2][0][0] == want[2][0][0]
+        want = model.forward_lowres(images)
+    for w, g in zip(want, onnx_model.forward_lowres(images), strict=True):
+        assert len(w["scores"]) > 0
+        assert_parity([g[k][None] for k in KEYS], [w[k][None] for k in KEYS])
 
 
 def test_mask_stride_option_sets_mask_resolution_and_is_validated():
@@ -114,7 +89,7 @@ def test_mask_stride_option_sets_mask_resolution_and_is_validated():
     for stride in (2, 4):
         model = tiny(mask_stride=stride).eval()
         with torch.no_grad():
-            masks = model.forward_tensor(torch.rand(1, 3, 64, 64))[3]
+            masks = model.detect_canvas(torch.rand(1, 3, 64, 64), 0.0)[3]
         assert masks.shape[-2:] == (64 // stride, 64 // stride)
 
 

@@ -183,7 +183,7 @@ def test_engine_checkpoint_rebuilds_simple_fpn_trained_from_pretrained_backbone(
 def test_unknown_model_option_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="option.*'rpn_batchsize'.*rpn_batch_size_per_image"):
         get_model("maskrcnn_r50_fpn", rpn_batchsize=3)
-    model = get_model("maskrcnn_r18_slim", num_classes=3, box_batch_size_per_image=16, box_score_thresh=0.3,
+    model = get_model("maskrcnn_r18_slim", num_classes=3, box_batch_size_per_image=16, score_thresh=0.3,
                       bbox_reg_weights=[1, 1, 1, 1])
     assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 16
     assert model.roi_heads.score_thresh == 0.3

@@ -6,9 +6,11 @@ import torch
 
 from instaseg.config import load_config
 from instaseg.errors import ConfigError
+from instaseg.export.onnx_export import export_onnx
+from instaseg.export.runtime import load_onnx_model
 from instaseg.models.registry import get_model, list_models
-from instaseg.models.rt_common import TensorForward
-from instaseg.models.yolact import decode_boxes, encode_boxes, fast_nms_keep, make_anchors
+from instaseg.models.yolact import make_anchors
+from instaseg.ops.boxes import decode_boxes, encode_boxes
 from tests.models.rt_synth import mask_ap, overfit_case, synthetic_samples, zero_mask_head
 
 
@@ -78,14 +80,6 @@ def test_box_encoding_roundtrip_and_anchor_count():
     assert torch.allclose(back, gt, atol=1e-3)
 
 
-def test_fast_nms_suppresses_same_class_only():
-    boxes = torch.tensor([[[0, 0, 10, 10], [1, 1, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]]]).float()
-    scores = torch.tensor([[0.9, 0.8, 0.7, 0.6]])
-    labels = torch.tensor([[1, 1, 2, 1]])
-    keep = fast_nms_keep(boxes, scores, labels, 0.5)
-    assert keep.tolist() == [[True, False, True, True]]
-
-
 def test_train_losses_with_empty_targets_are_finite_and_backprop():
     model = tiny().train()
     samples = synthetic_samples(1)
@@ -103,7 +97,7 @@ def test_train_losses_with_empty_targets_are_finite_and_backprop():
 
 
 def test_eval_output_contract_variable_sizes():
-    model = tiny(score_threshold=0.0).eval()
+    model = tiny(score_thresh=0.0).eval()
     images = [torch.rand(3, 48, 80), torch.rand(3, 90, 60)]
     with torch.no_grad():
         outputs = model(images)
@@ -132,17 +126,20 @@ def spread_scores(model, prefixes):
 
 
 def test_onnx_export_parity(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    # through `instaseg export`'s path: the graph runs the very code of forward_lowres
     model = spread_scores(tiny(), ("head.cls", "head.box", "maskiou.")).eval()
-    batch = torch.rand(1, 3, 64, 64)
+    result = export_onnx(model, tmp_path / "yolact.onnx", meta={"model_spec": {"name": "yolact_lite"}})
+    assert all(c["ok"] for c in result.checks) and not model.training
+    onnx_model, _ = load_onnx_model(result.path, score_thresh=model.score_thresh)
+    images = [torch.rand(3, 64, 64), torch.rand(3, 50, 90)]
     with torch.no_grad():
-        want = model.forward_tensor(batch)
-    path = tmp_path / "yolact.onnx"
-    torch.onnx.export(TensorForward(model), (batch,), str(path), input_names=["images"],
-                      output_names=["boxes", "scores", "labels", "masks"], opset_version=17, dynamo=False)
-    assert not model.training
-    got = [torch.from_numpy(a) for a in ort.InferenceSession(str(path)).run(None, {"images": batch.numpy()})]
-    assert_parity(got, want)
+        want = model.forward_lowres(images)
+    for w, g in zip(want, onnx_model.forward_lowres(images), strict=True):
+        assert len(w["scores"]) > 0
+        assert_parity([g[k][None] for k in KEYS], [w[k][None] for k in KEYS])
+
+
+KEYS = ("boxes", "scores", "labels", "mask_lowres")
 
 
 def assert_parity(got, want):
@@ -164,7 +161,7 @@ def test_mask_stride_option_sets_mask_resolution_and_is_validated():
     for stride in (2, 4):
         model = tiny(proto_stride=stride).eval()
         with torch.no_grad():
-            masks = model.forward_tensor(torch.rand(1, 3, 64, 64))[3]
+            masks = model.detect_canvas(torch.rand(1, 3, 64, 64), 0.0)[3]
         assert masks.shape[-2:] == (64 // stride, 64 // stride)
 
 

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import numpy as np
+import pytest
 import torch
-from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from instaseg.models import get_model
-from instaseg.ops.lowres import lowres_inference, supports_lowres
-from instaseg.ops.paste import paste_masks_to_rles
+from instaseg.ops.lowres import LowResDetector, lowres_inference
+from instaseg.ops.masks import paste_in_image
+from instaseg.ops.paste import paste_masks_dense, paste_masks_to_rles
 
 
 def test_rcnn_lowres_matches_full_forward() -> None:
-    import instaseg.models.zoo  # noqa: F401  (registers the builders)
-
     torch.manual_seed(0)
-    model = get_model("maskrcnn_r18_slim", num_classes=3, box_score_thresh=0.0).eval()
-    assert supports_lowres(model)
+    model = get_model("maskrcnn_r18_slim", num_classes=3, score_thresh=0.0).eval()
+    assert isinstance(model, LowResDetector)
     image = torch.rand(3, 90, 150)
     with torch.inference_mode():
         full = model([image])[0]
@@ -25,22 +23,30 @@ def test_rcnn_lowres_matches_full_forward() -> None:
     torch.testing.assert_close(low["boxes"], full["boxes"])
     torch.testing.assert_close(low["scores"], full["scores"])
     assert torch.equal(low["labels"], full["labels"])
-    # The low-res masks are exactly what torchvision would have pasted at full size.
-    pasted = paste_masks_in_image(low["mask_lowres"][:, None], low["boxes"], (90, 150))
+    # forward(images) pastes exactly these low-res masks, as the predictor's RLEs do
+    pasted = paste_in_image(low["mask_lowres"], low["boxes"], 90, 150)[:, None]
     torch.testing.assert_close(pasted, full["masks"])
+    dense = paste_masks_dense(low["mask_lowres"].numpy(), low["boxes"].numpy(), 90, 150)
+    assert (torch.from_numpy(dense) != (full["masks"][:, 0] >= 0.5)).float().mean() < 1e-4
     rles = paste_masks_to_rles(low["mask_lowres"].numpy(), low["boxes"].numpy(), 90, 150)
     assert len(rles) == len(full["boxes"]) and all(r["size"] == [90, 150] for r in rles)
 
 
-def test_plain_callables_fall_back_to_their_forward() -> None:
-    calls = []
+def test_score_thresh_keeps_scores_at_or_above_it() -> None:
+    torch.manual_seed(0)
+    model = get_model("maskrcnn_r18_slim", num_classes=3, score_thresh=0.0).eval()
+    image = torch.rand(3, 64, 64)
+    scores = lowres_inference(model, [image])[0]["scores"]
+    assert len(scores) > 2
+    model.score_thresh = float(scores[2])  # exactly the third score: it stays
+    kept = lowres_inference(model, [image])[0]["scores"]
+    assert float(kept.min()) == float(scores[2]) and len(kept) >= 3
 
+
+def test_callables_without_the_contract_are_refused() -> None:
     def model(images):
-        calls.append(len(images))
-        return [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0), "scores": torch.zeros(0),
-                 "masks": torch.zeros(0, 1, 5, 5)}]
+        return [{"boxes": torch.zeros(0, 4), "masks": torch.zeros(0, 1, 5, 5)}]
 
-    assert not supports_lowres(model)
-    out = lowres_inference(model, [torch.zeros(3, 5, 5)])
-    assert calls == [1] and "masks" in out[0]
-    assert np.asarray(out[0]["masks"]).shape == (0, 1, 5, 5)
+    assert not isinstance(model, LowResDetector)
+    with pytest.raises(TypeError, match="does not implement the instaseg model contract"):
+        lowres_inference(model, [torch.zeros(3, 5, 5)])

@@ -28,15 +28,14 @@ def red_blobs(image: Tensor) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 class BlobModel:
-    """Callable like a torchvision detector in eval mode. Blob k gets score 0.9 - 0.2 k and label
-    1 + (k % 2). ``lowres=True`` adds ``forward_lowres`` (28 x 28 box-relative masks)."""
+    """A detector on the model contract's inference side: ``forward_lowres`` gives 28 x 28 box-relative
+    masks (calling it gives full-size masks, as an eval-mode model does). Blob k gets score 0.9 - 0.2 k
+    and label 1 + (k % 2)."""
 
-    def __init__(self, *, lowres: bool = False, delay: float = 0.0) -> None:
+    def __init__(self, *, delay: float = 0.0) -> None:
         self.delay = delay
         self.started = threading.Event()
         self.calls = 0
-        if lowres:
-            self.forward_lowres = self._forward_lowres
 
     def _dets(self, image: Tensor) -> tuple[list, dict[str, Tensor]]:
         self.calls += 1
@@ -62,7 +61,7 @@ class BlobModel:
             out.append(det)
         return out
 
-    def _forward_lowres(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+    def forward_lowres(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         out = []
         for image in images:
             blobs, det = self._dets(image)

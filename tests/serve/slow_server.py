@@ -20,7 +20,7 @@ def main(argv: list[str]) -> None:
     port, delay, max_queue, max_upload = int(argv[0]), float(argv[1]), int(argv[2]), int(argv[3])
     torch.set_num_threads(1)
     limits = ServiceLimits(max_upload_bytes=max_upload, max_queue=max_queue)
-    app = create_app(Predictor(BlobModel(lowres=True, delay=delay), CLASS_NAMES), None, limits)
+    app = create_app(Predictor(BlobModel(delay=delay), CLASS_NAMES), None, limits)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

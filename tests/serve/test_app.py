@@ -34,7 +34,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture()
 def client() -> TestClient:
-    app = create_app(Predictor(BlobModel(lowres=True), CLASS_NAMES), ClickSegmenter(),
+    app = create_app(Predictor(BlobModel(), CLASS_NAMES), ClickSegmenter(),
                      ServiceLimits(max_upload_bytes=200_000, max_pixels=300 * 300))
     with TestClient(app) as c:
         yield c

@@ -52,7 +52,7 @@ def _free_port() -> int:
 def server_url():
     import uvicorn
 
-    app = create_app(Predictor(BlobModel(lowres=True), CLASS_NAMES), ClickSegmenter())
+    app = create_app(Predictor(BlobModel(), CLASS_NAMES), ClickSegmenter())
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

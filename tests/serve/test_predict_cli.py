@@ -83,7 +83,7 @@ def test_image_ids_use_coco_numbers_only_when_unambiguous(tmp_path) -> None:
 def test_glob_source_and_overwrite(tmp_path) -> None:
     _write_images(tmp_path / "a", ("1.png", "2.png"))
     _write_images(tmp_path / "b", ("1.png",))
-    pred = Predictor(BlobModel(lowres=True), CLASS_NAMES)
+    pred = Predictor(BlobModel(), CLASS_NAMES)
     summary = run_predict(pred, str(tmp_path / "*" / "*.png"), tmp_path / "out", log=lambda m: None)
     assert summary.images == 3 and summary.instances == 6
     assert sorted(p.name for p in (tmp_path / "out").glob("*.jpg")) == ["1.jpg", "1_2.jpg", "2.jpg"]
