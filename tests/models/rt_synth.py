@@ -138,9 +138,13 @@ def overfit_case(
 
 
 def zero_mask_head(model: torch.nn.Module) -> None:
-    """Zeros the mask branch (YOLACT's protonet, SOLOv2's / simple_fpn's mask features): a model that
-    still finds boxes but has no mask signal. A learning test must fail on such a model."""
-    branch = getattr(model, "protonet", None) or model.mask_branch
+    """Zeros the whole mask head: YOLACT's protonet, SOLOv2's mask features, simple_fpn's mask features
+    and the controller that generates its dynamic mask kernels (its relative-coordinate input alone
+    still draws a blob around each centre). A model that still finds boxes but has no mask signal:
+    a learning test must fail on it."""
+    names = ("protonet", "mask_branch", "controller")
+    parts = [getattr(model, name) for name in names if hasattr(model, name)]
     with torch.no_grad():
-        for p in branch.parameters():
-            p.zero_()
+        for part in parts:
+            for p in part.parameters():
+                p.zero_()
