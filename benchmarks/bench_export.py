@@ -38,8 +38,8 @@ from PIL import Image
 
 from instaseg.export.graphs import export_graph
 from instaseg.export.onnx_export import export_onnx
-from instaseg.export.runtime import load_onnx_model
 from instaseg.models import get_model
+from instaseg.predict.runtime import load_onnx_model
 
 DEFAULT_MODELS = [
     "maskrcnn_r18_slim", "maskrcnn_mobilenet_v3", "maskrcnn_effnet_lite0", "yolact_lite", "solov2_lite",

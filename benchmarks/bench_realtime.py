@@ -74,7 +74,7 @@ def onnx_runner(
     name: str, model: torch.nn.Module, threads: int, workdir: Path
 ) -> Callable[[np.ndarray], int]:
     from instaseg.export.onnx_export import export_onnx
-    from instaseg.export.runtime import load_onnx_model
+    from instaseg.predict.runtime import load_onnx_model
 
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / f"{name}.onnx"

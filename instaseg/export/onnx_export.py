@@ -18,6 +18,7 @@ import json
 import os
 import warnings
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +28,11 @@ from torch import nn
 from instaseg.errors import ConfigError
 from instaseg.export.graphs import export_graph, trace_inputs
 from instaseg.fileio import atomic_path
+from instaseg.predict.runtime import FORMAT_VERSION, INPUT_NAMES, MASK_THRESHOLD, META_PREFIX, OUTPUT_NAMES
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 16
 MAX_OPSET = 20
-FORMAT_VERSION = "1"
-META_PREFIX = "instaseg."
-INPUT_NAMES = ("image", "score_threshold")
-OUTPUT_NAMES = ("boxes", "scores", "labels", "masks")
-MASK_THRESHOLD = 0.5
 
 INPUTS_DOC = {
     "image": "float32 [3, H, W] RGB in [0, 1], any H and W (normalisation and resizing are in the graph)",
@@ -74,10 +71,16 @@ def other_size(size: tuple[int, int]) -> tuple[int, int]:
     return (w, h) if h != w else (max(32, h * 3 // 4), w)
 
 
+def _package_version() -> str:
+    """The installed instaseg version (package metadata, so this layer needs no package-face import)."""
+    try:
+        return version("instaseg")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
 def build_metadata(graph: nn.Module, meta: dict[str, Any], *, opset: int) -> dict[str, str]:
     """The ``metadata_props`` of an exported model (all values strings)."""
-    from instaseg import __version__
-
     spec = dict(meta.get("model_spec") or {})
     class_names = list(meta.get("class_names") or [])
     if not class_names:
@@ -97,7 +100,7 @@ def build_metadata(graph: nn.Module, meta: dict[str, Any], *, opset: int) -> dic
     }
     values: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
-        "version": __version__,
+        "version": _package_version(),
         "model_name": str(spec.get("name") or type(getattr(graph, "model", graph)).__name__),
         "model_spec": json.dumps(_jsonable(spec)),
         "class_names": json.dumps(class_names),

@@ -17,7 +17,6 @@ import torch
 import torchvision  # noqa: F401  (registers the torchvision:: ops the loaded graphs call)
 from torch import nn
 
-from instaseg.errors import CheckpointError
 from instaseg.export.graphs import export_graph, trace_inputs
 from instaseg.export.onnx_export import (
     META_PREFIX,
@@ -28,10 +27,8 @@ from instaseg.export.onnx_export import (
     default_image_size,
     other_size,
 )
-from instaseg.export.runtime import TorchScriptDetector, parse_metadata
 from instaseg.fileio import atomic_path
-
-EXTRA_FILE = "instaseg.json"
+from instaseg.predict.runtime import EXTRA_FILE, load_torchscript_model
 
 
 def export_torchscript(
@@ -73,27 +70,3 @@ def _verify(path: Path, graph: nn.Module, size: tuple[int, int]) -> list[dict[st
     check: dict[str, Any] = {"size": list(size), "torch": len(ref[0]), "torchscript": len(got[0])}
     check.update(compare_detections([t.numpy() for t in ref], [t.numpy() for t in got]))
     return [check]
-
-
-def load_torchscript_model(
-    path: str | Path, *, score_thresh: float | None = None
-) -> tuple[TorchScriptDetector, dict[str, Any]]:
-    """Load a TorchScript export: ``(model, meta)`` as :func:`instaseg.export.runtime.load_onnx_model`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: TorchScript file does not exist")
-    extra = {EXTRA_FILE: ""}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.jit's deprecation notice
-            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    except Exception as exc:  # torch raises RuntimeError/ValueError/zipfile errors for junk
-        first = (str(exc).strip().splitlines() or ["unknown error"])[0]
-        raise CheckpointError(f"{path}: not a loadable TorchScript file ({first[:300]})") from None
-    try:
-        props = json.loads(extra[EXTRA_FILE] or "{}")
-    except ValueError:
-        props = {}
-    meta = parse_metadata(props if isinstance(props, dict) else {}, path)
-    meta["path"] = str(path)
-    return TorchScriptDetector(module.eval(), meta, score_thresh=score_thresh), meta

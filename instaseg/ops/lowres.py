@@ -1,7 +1,7 @@
 """The one entry point for inference with box-relative low-resolution masks.
 
 Every instaseg model (:class:`instaseg.models.protocol.InstanceSegmentationModel`) and every exported
-model loaded back (:class:`instaseg.export.runtime.ExportedDetector`) implements ``forward_lowres``:
+model loaded back (:class:`instaseg.predict.runtime.ExportedDetector`) implements ``forward_lowres``:
 per image ``boxes`` Tensor[K, 4] XYXY input pixels, ``labels``, ``scores`` and ``mask_lowres``
 Tensor[K, M, M] probabilities relative to each box, which :mod:`instaseg.ops.paste` turns into RLEs
 without ever building a full-size float mask per detection. :class:`LowResDetector` is that

@@ -31,6 +31,7 @@ from instaseg.data.io import read_image
 from instaseg.errors import CheckpointError, ConfigError
 from instaseg.models.checkpoint import load_model
 from instaseg.ops.lowres import lowres_inference
+from instaseg.predict import runtime
 from instaseg.structures.instances import Instances
 
 BACKENDS = ("torch", "onnxruntime")
@@ -124,15 +125,8 @@ class Predictor:
 
     @classmethod
     def from_onnx(cls, path: str | Path, **kwargs: Any) -> Predictor:
-        """A predictor for an exported ONNX model (ONNX Runtime, CPU), via ``instaseg.export.runtime``."""
-        try:
-            from instaseg.export.runtime import load_onnx_model
-        except ImportError as exc:
-            raise CheckpointError(
-                f"{path}: the onnxruntime backend needs instaseg.export.runtime, which is not available "
-                f"in this install ({exc})"
-            ) from None
-        model, meta = load_onnx_model(path)
+        """A predictor for an exported ONNX model (ONNX Runtime, CPU; :mod:`instaseg.predict.runtime`)."""
+        model, meta = runtime.load_onnx_model(path)
         meta = dict(meta or {})
         class_names = meta.get("class_names") or _default_class_names(meta)
         meta.setdefault("path", str(path))

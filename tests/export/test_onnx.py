@@ -22,11 +22,11 @@ from pycocotools import mask as mask_utils
 from instaseg.cli import main
 from instaseg.engine.checkpoint import save_checkpoint
 from instaseg.errors import CheckpointError
-from instaseg.export.runtime import load_onnx_model
 from instaseg.models import get_model
 from instaseg.ops.lowres import lowres_inference
 from instaseg.ops.paste import paste_masks_dense, paste_masks_to_rles
 from instaseg.predict.predictor import Predictor
+from instaseg.predict.runtime import load_onnx_model
 from tests.export.helpers import assert_empty_detections
 
 CLASS_NAMES = ["background", "person"]

@@ -13,13 +13,12 @@ from torch import nn
 from instaseg.errors import CheckpointError, ConfigError
 from instaseg.export.graphs import export_graph
 from instaseg.export.onnx_export import export_onnx
-from instaseg.export.postprocess import raw_to_detections
-from instaseg.export.runtime import load_onnx_model
-from instaseg.export.torchscript_export import export_torchscript, load_torchscript_model
+from instaseg.export.torchscript_export import export_torchscript
 from instaseg.models import get_model
 from instaseg.models.protocol import ExportGraph, InputSpec, InstanceSegmentationModel
 from instaseg.ops.lowres import lowres_inference
 from instaseg.ops.masks import masks_in_boxes
+from instaseg.predict.runtime import load_onnx_model, load_torchscript_model, raw_to_detections
 
 
 class ToySeg(InstanceSegmentationModel):

@@ -18,8 +18,8 @@ from PIL import Image
 
 from instaseg.cli import main
 from instaseg.engine.checkpoint import save_checkpoint
-from instaseg.export.runtime import load_onnx_model
 from instaseg.models import get_model
+from instaseg.predict.runtime import load_onnx_model
 from tests.export.helpers import assert_empty_detections
 
 CLASS_NAMES = ["background", "person"]
@@ -152,7 +152,7 @@ def test_onnx_no_detections_is_empty_and_well_formed(model_and_ckpt, exported, c
 
 
 def test_torchscript_export_matches_eager(model_and_ckpt, real_images, tmp_path):
-    from instaseg.export.torchscript_export import load_torchscript_model
+    from instaseg.predict.runtime import load_torchscript_model
 
     model, ckpt = model_and_ckpt
     out = tmp_path / "simple_fpn.pt"

@@ -5,8 +5,8 @@ import torch
 
 from instaseg.errors import ConfigError
 from instaseg.export.onnx_export import export_onnx
-from instaseg.export.runtime import load_onnx_model
 from instaseg.models.registry import get_model, list_models
+from instaseg.predict.runtime import load_onnx_model
 from tests.models.rt_synth import mask_ap, overfit_case, synthetic_samples, zero_mask_head
 from tests.models.test_yolact import KEYS, assert_parity, empty_target, spread_scores
 

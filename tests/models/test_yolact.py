@@ -7,10 +7,10 @@ import torch
 from instaseg.config import load_config
 from instaseg.errors import ConfigError
 from instaseg.export.onnx_export import export_onnx
-from instaseg.export.runtime import load_onnx_model
 from instaseg.models.registry import get_model, list_models
 from instaseg.models.yolact import make_anchors
 from instaseg.ops.boxes import decode_boxes, encode_boxes
+from instaseg.predict.runtime import load_onnx_model
 from tests.models.rt_synth import mask_ap, overfit_case, synthetic_samples, zero_mask_head
 
 

@@ -1,4 +1,5 @@
-"""Run an exported ONNX model with ONNX Runtime (CPU) behind the torch detection-model interface.
+"""Run an exported model (ONNX Runtime or TorchScript, CPU) behind the model contract's inference side:
+the runtime half of the export file format, so the predictor can load exports without the exporter.
 
 >>> model, meta = load_onnx_model("model.onnx")
 >>> outputs = model([image])  # list of Tensor[3, H, W] RGB in [0, 1]
@@ -7,23 +8,76 @@
 ``model.forward_lowres`` gives box-relative low-resolution masks instead (``mask_lowres``), the cheap
 path :func:`instaseg.ops.lowres.lowres_inference` takes. The graph runs one image at a time, so a
 batch of any size (and of mixed image sizes) is a loop over images. :class:`ExportedDetector` is the
-base of the ONNX Runtime and TorchScript runtimes.
+base of the ONNX Runtime and TorchScript runtimes; :func:`raw_to_detections` turns one image's graph
+outputs into the contract's detection dict (files from earlier exports with whole-image masks,
+``mask_kind`` "image", are converted to box-relative masks).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torchvision  # noqa: F401  (registers the torchvision:: ops that loaded TorchScript graphs call)
 from torch import Tensor
 
 from instaseg.errors import CheckpointError
-from instaseg.export.onnx_export import INPUT_NAMES, META_PREFIX, OUTPUT_NAMES
-from instaseg.export.postprocess import raw_to_detections
+from instaseg.ops.masks import masks_in_boxes, paste_in_image
+
+# The export file format (written by instaseg.export, read here).
+FORMAT_VERSION = "1"
+META_PREFIX = "instaseg."
+INPUT_NAMES = ("image", "score_threshold")
+OUTPUT_NAMES = ("boxes", "scores", "labels", "masks")
+MASK_THRESHOLD = 0.5
+EXTRA_FILE = "instaseg.json"  # TorchScript: the metadata file inside the archive
+IMAGE_MASK_SIZE = 56  # box-relative side for whole-image masks of earlier exports
+
+
+def _tensor(value: Any, dtype: torch.dtype) -> Tensor:
+    if isinstance(value, Tensor):
+        return value.to(dtype)
+    return torch.from_numpy(np.ascontiguousarray(value)).to(dtype)
+
+
+def raw_to_detections(
+    boxes: Any, scores: Any, labels: Any, masks: Any, *, mask_kind: str, image_size: tuple[int, int],
+    paste: bool,
+) -> dict[str, Tensor]:
+    """One image's graph outputs -> a detection dict.
+
+    Args:
+        boxes: [K, 4] XYXY input pixels; scores: [K]; labels: [K]; masks: [K, M, M] probabilities
+            relative to each box (``mask_kind`` "box"), or [K, h, w] covering the whole image ("image").
+        image_size: the input image's (H, W).
+        paste: True -> ``masks`` [K, 1, H, W] probabilities; False -> ``mask_lowres`` [K, M, M].
+    """
+    height, width = image_size
+    out = {
+        "boxes": _tensor(boxes, torch.float32).reshape(-1, 4),
+        "labels": _tensor(labels, torch.int64).reshape(-1),
+        "scores": _tensor(scores, torch.float32).reshape(-1),
+    }
+    k = out["boxes"].shape[0]
+    m = _tensor(masks, torch.float32)
+    m = m.reshape(k, *m.shape[-2:]) if k else m.new_zeros(0, *(m.shape[-2:] if m.ndim == 3 else (28, 28)))
+    if mask_kind == "image":
+        # the masks cover the whole image at a lower resolution: cut each box out, in mask cells
+        cells = out["boxes"].new_tensor([m.shape[-1] / width, m.shape[-2] / height]).repeat(2)
+        m = masks_in_boxes(m, out["boxes"] * cells, 1.0, IMAGE_MASK_SIZE)
+    elif mask_kind != "box":
+        raise ValueError(f"unknown mask_kind {mask_kind!r}")
+    if paste:
+        out["masks"] = paste_in_image(m, out["boxes"], height, width)[:, None]
+    else:
+        out["mask_lowres"] = m
+    return out
+
 
 REQUIRED_KEYS = ("format_version", "class_names", "mask_kind", "score_threshold")  # file format 1
 
@@ -186,3 +240,27 @@ def load_onnx_model(
         )
     meta["path"] = str(path)
     return OnnxDetector(session, meta, score_thresh=score_thresh), meta
+
+
+def load_torchscript_model(
+    path: str | Path, *, score_thresh: float | None = None
+) -> tuple[TorchScriptDetector, dict[str, Any]]:
+    """Load a TorchScript export: ``(model, meta)`` as :func:`load_onnx_model`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: TorchScript file does not exist")
+    extra = {EXTRA_FILE: ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit's deprecation notice
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except Exception as exc:  # torch raises RuntimeError/ValueError/zipfile errors for junk
+        first = (str(exc).strip().splitlines() or ["unknown error"])[0]
+        raise CheckpointError(f"{path}: not a loadable TorchScript file ({first[:300]})") from None
+    try:
+        props = json.loads(extra[EXTRA_FILE] or "{}")
+    except ValueError:
+        props = {}
+    meta = parse_metadata(props if isinstance(props, dict) else {}, path)
+    meta["path"] = str(path)
+    return TorchScriptDetector(module.eval(), meta, score_thresh=score_thresh), meta
