@@ -69,7 +69,7 @@ def timed(fn, images: list[torch.Tensor], repeat: int) -> float:
     return statistics.median(passes)
 
 
-def set_score_threshold(model: torch.nn.Module, threshold: float) -> None:
+def set_score_thresh(model: torch.nn.Module, threshold: float) -> None:
     """The eager model's own score threshold (``score_thresh`` of the model contract)."""
     model.score_thresh = threshold
 
@@ -77,7 +77,7 @@ def set_score_threshold(model: torch.nn.Module, threshold: float) -> None:
 def threshold_for(model: torch.nn.Module, image: torch.Tensor, target: int) -> float:
     """A score threshold leaving about ``target`` eager detections on ``image``: halfway between the
     target-th and the next best score (below the lowest one when there are fewer)."""
-    set_score_threshold(model, 0.0)
+    set_score_thresh(model, 0.0)
     scores = model([image])[0]["scores"].sort(descending=True).values.tolist()
     if len(scores) <= target:
         return max(0.0, scores[-1] - 1e-4) if scores else 0.0
@@ -97,7 +97,7 @@ def bench_model(name: str, images: list[torch.Tensor], repeat: int, threshold: f
     graph = export_graph(model)
     onnx_model, meta = load_onnx_model(result.path, threads=threads, score_thresh=threshold)
     thr = torch.tensor(threshold)
-    set_score_threshold(model, threshold)
+    set_score_thresh(model, threshold)
     detections = [len(onnx_model.run_raw(img)[0]) for img in images]
     row = {
         "model": name,

@@ -8,8 +8,8 @@ with RoiAlign's ``coordinate_transformation_mode``, which torchvision uses for `
 
 The file is one self-contained ``.onnx`` (no external data); its ``metadata_props`` hold, as strings
 (JSON where structured), under the ``instaseg.`` prefix: ``format_version``, ``version`` (instaseg),
-``model_name``, ``model_spec``, ``class_names``, ``category_ids``, ``mask_kind``, ``mask_threshold``,
-``score_threshold``, ``preprocessing``, ``inputs``, ``outputs``, ``opset``.
+``model_name``, ``model_spec``, ``class_names``, ``category_ids``, ``mask_kind``, ``mask_thresh``,
+``score_thresh``, ``preprocessing``, ``inputs``, ``outputs``, ``opset``.
 """
 
 from __future__ import annotations
@@ -36,14 +36,14 @@ MAX_OPSET = 20
 
 INPUTS_DOC = {
     "image": "float32 [3, H, W] RGB in [0, 1], any H and W (normalisation and resizing are in the graph)",
-    "score_threshold": "float32 scalar []: detections scoring below it are dropped (score >= it is kept)",
+    "score_thresh": "float32 scalar []: detections scoring below it are dropped (score >= it is kept)",
 }
 OUTPUTS_DOC = {
     "boxes": "float32 [K, 4] XYXY pixels of the input image",
     "scores": "float32 [K], sorted decreasing",
     "labels": "int64 [K], 1..C-1 (index into class_names)",
     "masks": "float32 [K, M, M] probabilities relative to each box (mask_kind 'box': paste into the box); "
-    "foreground where >= mask_threshold",
+    "foreground where >= mask_thresh",
 }
 
 
@@ -106,8 +106,8 @@ def build_metadata(graph: nn.Module, meta: dict[str, Any], *, opset: int) -> dic
         "class_names": json.dumps(class_names),
         "category_ids": json.dumps([int(c) for c in category_ids]),
         "mask_kind": graph.mask_kind,
-        "mask_threshold": str(MASK_THRESHOLD),
-        "score_threshold": str(float(graph.default_score_thresh)),
+        "mask_thresh": str(MASK_THRESHOLD),
+        "score_thresh": str(float(graph.default_score_thresh)),
         "preprocessing": json.dumps(preprocessing),
         "inputs": json.dumps(INPUTS_DOC),
         "outputs": json.dumps(OUTPUTS_DOC),
@@ -203,7 +203,7 @@ def verify_onnx(path: str | Path, graph: nn.Module, sizes: list[tuple[int, int]]
     for i, size in enumerate(sizes):
         image, _ = trace_inputs(tuple(size), seed=i + 1)
         ref = [t.numpy() for t in graph(image, thr)]
-        got = session.run(None, {"image": image.numpy(), "score_threshold": thr.numpy()})
+        got = session.run(None, {"image": image.numpy(), "score_thresh": thr.numpy()})
         check: dict[str, Any] = {"size": list(size), "torch": len(ref[0]), "onnx": len(got[0])}
         check.update(compare_detections(ref, got))
         checks.append(check)

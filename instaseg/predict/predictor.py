@@ -130,8 +130,8 @@ class Predictor:
         meta = dict(meta or {})
         class_names = meta.get("class_names") or _default_class_names(meta)
         meta.setdefault("path", str(path))
-        if "mask_threshold" in meta:
-            kwargs.setdefault("mask_thresh", float(meta["mask_threshold"]))
+        if "mask_thresh" in meta:
+            kwargs.setdefault("mask_thresh", float(meta["mask_thresh"]))
         return cls(model, class_names, category_ids=meta.get("category_ids"), meta=meta, **kwargs)
 
     @classmethod

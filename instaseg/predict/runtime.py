@@ -30,9 +30,12 @@ from instaseg.errors import CheckpointError
 from instaseg.ops.masks import masks_in_boxes, paste_in_image
 
 # The export file format (written by instaseg.export, read here).
-FORMAT_VERSION = "1"
+# Format 2 names the threshold as everywhere else (``score_thresh``, ``mask_thresh``); format 1 files
+# (``score_threshold``, ``mask_threshold``) still load.
+FORMAT_VERSION = "2"
 META_PREFIX = "instaseg."
-INPUT_NAMES = ("image", "score_threshold")
+INPUT_NAMES = ("image", "score_thresh")
+FORMAT1_INPUT_NAMES = ("image", "score_threshold")
 OUTPUT_NAMES = ("boxes", "scores", "labels", "masks")
 MASK_THRESHOLD = 0.5
 EXTRA_FILE = "instaseg.json"  # TorchScript: the metadata file inside the archive
@@ -79,7 +82,8 @@ def raw_to_detections(
     return out
 
 
-REQUIRED_KEYS = ("format_version", "class_names", "mask_kind", "score_threshold")  # file format 1
+REQUIRED_KEYS = ("format_version", "class_names", "mask_kind")
+OLD_KEYS = {"score_threshold": "score_thresh", "mask_threshold": "mask_thresh"}  # format 1 -> 2
 
 
 def parse_metadata(props: dict[str, str], path: str | Path) -> dict[str, Any]:
@@ -87,7 +91,8 @@ def parse_metadata(props: dict[str, str], path: str | Path) -> dict[str, Any]:
     ``category_ids``, ``model_spec``, ``mask_kind``, ``score_thresh``, ...). CheckpointError if they are
     missing/bad."""
     ours = {k[len(META_PREFIX):]: v for k, v in props.items() if k.startswith(META_PREFIX)}
-    missing = [k for k in REQUIRED_KEYS if k not in ours]
+    ours = {OLD_KEYS.get(k, k): v for k, v in ours.items()}
+    missing = [k for k in (*REQUIRED_KEYS, "score_thresh") if k not in ours]
     if missing:
         raise CheckpointError(
             f"{path}: not an instaseg export (its metadata lacks {META_PREFIX}{missing[0]}); "
@@ -102,8 +107,8 @@ def parse_metadata(props: dict[str, str], path: str | Path) -> dict[str, Any]:
             "class_names": list(json.loads(ours["class_names"])),
             "category_ids": [int(c) for c in json.loads(ours.get("category_ids", "null") or "null") or []],
             "mask_kind": ours["mask_kind"],
-            "mask_threshold": float(ours.get("mask_threshold", 0.5)),
-            "score_thresh": float(ours["score_threshold"]),
+            "mask_thresh": float(ours.get("mask_thresh", 0.5)),
+            "score_thresh": float(ours["score_thresh"]),
             "preprocessing": json.loads(ours.get("preprocessing", "{}")),
             "opset": int(ours["opset"]) if "opset" in ours else None,
         }
@@ -170,13 +175,15 @@ class OnnxDetector(ExportedDetector):
     def __init__(self, session: Any, meta: dict[str, Any], *, score_thresh: float | None = None) -> None:
         super().__init__(meta, score_thresh=score_thresh)
         self.session = session
+        self.input_names = [i.name for i in session.get_inputs()]  # format 1 or 2 (see INPUT_NAMES)
 
     def run_raw(self, image: Tensor | np.ndarray) -> list[np.ndarray]:
         array = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
         array = np.ascontiguousarray(array, dtype=np.float32)
         if array.ndim != 3 or array.shape[0] != 3:
             raise ValueError(f"expected an image Tensor[3, H, W], got shape {tuple(array.shape)}")
-        feeds = {INPUT_NAMES[0]: array, INPUT_NAMES[1]: np.array(self.score_thresh, dtype=np.float32)}
+        image_name, thresh_name = self.input_names
+        feeds = {image_name: array, thresh_name: np.array(self.score_thresh, dtype=np.float32)}
         return self.session.run(list(OUTPUT_NAMES), feeds)
 
 
@@ -233,7 +240,7 @@ def load_onnx_model(
     meta = parse_metadata(dict(session.get_modelmeta().custom_metadata_map), path)
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
-    if inputs != list(INPUT_NAMES) or outputs != list(OUTPUT_NAMES):
+    if tuple(inputs) not in (INPUT_NAMES, FORMAT1_INPUT_NAMES) or outputs != list(OUTPUT_NAMES):
         raise CheckpointError(
             f"{path}: unexpected graph signature (inputs {inputs}, outputs {outputs}); "
             f"expected inputs {list(INPUT_NAMES)} and outputs {list(OUTPUT_NAMES)}"

@@ -20,7 +20,7 @@ mask_kind = meta["instaseg.mask_kind"]  # "box": relative to each box; "image" (
 rgb = np.asarray(Image.open(sys.argv[2]).convert("RGB"))
 image = rgb.transpose(2, 0, 1).astype(np.float32) / 255  # [3, H, W] RGB in [0, 1]; any H, W
 threshold = np.array(0.5, dtype=np.float32)  # keep detections scoring >= 0.5
-boxes, scores, labels, masks = session.run(None, {"image": image, "score_threshold": threshold})
+boxes, scores, labels, masks = session.run(None, {"image": image, "score_thresh": threshold})
 
 
 def resample(n_px: int, lo: float, hi: float, m: int) -> np.ndarray:
@@ -36,7 +36,7 @@ binary_masks, found = [], []
 for box, score, label, mask in zip(boxes, scores, labels, masks, strict=True):
     x1, y1, x2, y2 = box if mask_kind == "box" else (0, 0, width, height)
     prob = resample(height, y1, y2, mask.shape[0]) @ mask @ resample(width, x1, x2, mask.shape[1]).T
-    binary = prob >= float(meta["instaseg.mask_threshold"])  # [H, W] bool
+    binary = prob >= float(meta["instaseg.mask_thresh"])  # [H, W] bool
     binary_masks.append(binary)
     found.append({"class": class_names[label], "score": round(float(score), 4),
                   "box": [round(float(v), 1) for v in box], "mask_pixels": int(binary.sum())})

@@ -258,3 +258,28 @@ def test_cli_refuses_to_overwrite_and_reports_errors(exported, tmp_path, capsys)
         assert main(["export", "--checkpoint", str(ckpt), "--output", str(tmp_path / "b.onnx"), *args]) == 2
     assert not (tmp_path / "b.onnx").exists()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_format_1_files_with_the_old_threshold_names_still_load(exported, real_images, tmp_path):
+    # Format 1 named the threshold input and metadata `score_threshold` / `mask_threshold`; rewrite a
+    # fresh export into that form and check the runtime gives the same detections.
+    _, onnx_model, new_meta, path, _ = exported
+    proto = onnx.load(str(path))
+    for node in proto.graph.node:
+        node.input[:] = ["score_threshold" if name == "score_thresh" else name for name in node.input]
+    proto.graph.input[1].name = "score_threshold"
+    renames = {"instaseg.score_thresh": "instaseg.score_threshold",
+               "instaseg.mask_thresh": "instaseg.mask_threshold"}
+    for prop in proto.metadata_props:
+        prop.key = renames.get(prop.key, prop.key)
+        if prop.key == "instaseg.format_version":
+            prop.value = "1"
+    old = tmp_path / "format1.onnx"
+    onnx.save(proto, str(old))
+    old_model, meta = load_onnx_model(old)
+    assert meta["format_version"] == "1" and meta["score_thresh"] == new_meta["score_thresh"]
+    assert meta["mask_thresh"] == new_meta["mask_thresh"] == 0.5
+    old_model.score_thresh = onnx_model.score_thresh
+    a, b = onnx_model([real_images[0]])[0], old_model([real_images[0]])[0]
+    assert len(a["scores"]) == len(b["scores"])
+    np.testing.assert_array_equal(a["scores"].numpy(), b["scores"].numpy())
