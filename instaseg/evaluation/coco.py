@@ -32,11 +32,13 @@ from typing import Any
 import numpy as np
 
 from instaseg.errors import DataError
+from instaseg.evaluation.cocoengine import auto_workers
+from instaseg.evaluation.cocoengine import evaluate as engine_evaluate
 from instaseg.structures.masks import encode_masks, rle_areas, rle_boxes, to_rle, xywh_to_polygon
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 IOU_TYPES = ("segm", "bbox")
-BACKENDS = ("auto", "faster", "pycocotools")
+BACKENDS = ("auto", "instaseg", "faster", "pycocotools")
 
 
 def load_coco_gt(gt: Any) -> dict[str, Any]:
@@ -144,6 +146,8 @@ class CocoEval:
     recall: np.ndarray
     cat_ids: list[int]
     iou_thresholds: np.ndarray
+    backend: str = ""
+    workers: int = 1
 
 
 def run_coco_eval(
@@ -152,6 +156,7 @@ def run_coco_eval(
     iou_type: str,
     *,
     backend: str = "auto",
+    workers: int | None = None,
 ) -> CocoEval:
     """Evaluate ``results`` (COCO results entries) against COCO ground-truth dict ``gt`` for
     ``iou_type`` ("segm" or "bbox"), with pycocotools' semantics exactly. Neither argument is modified.
@@ -165,6 +170,21 @@ def run_coco_eval(
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend in ("auto", "instaseg"):
+        n_workers = auto_workers(len(results)) if workers is None else int(workers)
+        if n_workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        res = engine_evaluate(gt, results, iou_type, workers=n_workers)
+        return CocoEval(
+            iou_type=iou_type,
+            stats={name: float(v) for name, v in zip(STAT_NAMES, res.stats, strict=True)},
+            precision=res.precision,
+            recall=res.recall,
+            cat_ids=[int(c) for c in sorted({int(c["id"]) for c in gt["categories"]})],
+            iou_thresholds=np.asarray(res.params.iouThrs),
+            backend="instaseg",
+            workers=n_workers,
+        )
     coco_cls, eval_cls = _backend_classes(backend)
     dets = load_detections(gt, results, with_masks=iou_type == "segm")
     with contextlib.redirect_stdout(io.StringIO()):
@@ -184,6 +204,7 @@ def run_coco_eval(
         recall=np.asarray(evaluator.eval["recall"]),
         cat_ids=[int(c) for c in evaluator.params.catIds],
         iou_thresholds=np.asarray(evaluator.params.iouThrs),
+        backend=backend,
     )
 
 
