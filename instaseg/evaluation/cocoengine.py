@@ -344,38 +344,38 @@ def accumulate(cols: _Columns, tp: np.ndarray, fp: np.ndarray, params: Any) -> t
     bounds = np.searchsorted(cols.d_cat[order], np.arange(n_k + 1))
     for k in range(n_k):
         idx = order[bounds[k] : bounds[k + 1]]
+        areas = np.nonzero(npig[k] > 0)[0]
+        if areas.size == 0:
+            continue
         for mi, max_det in enumerate(params.maxDets):
             sel = idx[cols.d_rank[idx] < max_det]
-            for a in range(n_a):
-                if npig[k, a] == 0:
-                    continue
-                _pr_curve(tp[sel, a].T, fp[sel, a].T, int(npig[k, a]), rec_thrs, precision[:, :, k, a, mi],
-                          recall[:, k, a, mi])
+            prec, rec = _pr_curves(tp[sel][:, areas], fp[sel][:, areas], npig[k, areas], rec_thrs)
+            precision[:, :, k, areas, mi] = prec.transpose(2, 1, 0)
+            recall[:, k, areas, mi] = rec.T
     return precision, recall
 
 
-def _pr_curve(
-    tps: np.ndarray, fps: np.ndarray, npig: int, rec_thrs: np.ndarray, prec_out: np.ndarray, rec_out: np.ndarray
-) -> None:
-    """One (category, area, max-dets) cell: ``tps``/``fps`` (T, nd) in score order -> ``prec_out``
-    (T, R) and ``rec_out`` (T,), written in place with pycocotools' arithmetic."""
-    nd = tps.shape[1]
+def _pr_curves(
+    tps: np.ndarray, fps: np.ndarray, npig: np.ndarray, rec_thrs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One (category, max-dets) cell for A' area ranges: ``tps``/``fps`` bool (nd, A', T) in score order
+    and ``npig`` (A',) non-ignored ground-truth counts -> precision (A', R, T) and recall (A', T), with
+    pycocotools' arithmetic (counts are exact in float64, so summing in float64 changes nothing)."""
+    nd, n_a, n_t = tps.shape
     if nd == 0:
-        prec_out[:] = 0.0
-        rec_out[:] = 0.0
-        return
-    tp_sum = np.cumsum(tps, axis=1).astype(float)
-    fp_sum = np.cumsum(fps, axis=1).astype(float)
-    rc = tp_sum / npig
+        return np.zeros((n_a, len(rec_thrs), n_t)), np.zeros((n_a, n_t))
+    tp_sum = np.cumsum(tps, axis=0, dtype=np.float64)
+    fp_sum = np.cumsum(fps, axis=0, dtype=np.float64)
+    rc = tp_sum / npig[None, :, None]
     pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
-    rec_out[:] = rc[:, -1]
-    pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]  # precision made non-increasing
-    for t in range(tps.shape[0]):
-        inds = np.searchsorted(rc[t], rec_thrs, side="left")
-        valid = inds < nd
-        q = np.zeros(len(rec_thrs))
-        q[valid] = pr[t, inds[valid]]
-        prec_out[t] = q
+    pr = np.maximum.accumulate(pr[::-1], axis=0)[::-1]  # precision made non-increasing, as the loop does
+    prec = np.zeros((n_a, len(rec_thrs), n_t))
+    for a in range(n_a):
+        for t in range(n_t):
+            inds = np.searchsorted(rc[:, a, t], rec_thrs, side="left")
+            valid = inds < nd
+            prec[a, valid, t] = pr[inds[valid], a, t]
+    return prec, rc[-1]
 
 
 def summarize(iou_type: str, precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
