@@ -318,6 +318,7 @@ def evaluate_results(
     iou_types: Iterable[str] = IOU_TYPES,
     backend: str = "auto",
     return_evals: bool = False,
+    workers: int | None = None,
 ) -> dict[str, Any] | tuple[dict[str, Any], dict[str, CocoEval]]:
     """COCO metrics of ``results`` against ``gt`` (dataset, COCO dict or path).
 
@@ -331,7 +332,7 @@ def evaluate_results(
     evals: dict[str, CocoEval] = {}
     per_class: dict[str, dict[str, Any]] = {}
     for iou_type in iou_types:
-        ev = run_coco_eval(gt_dict, results, iou_type, backend=backend)
+        ev = run_coco_eval(gt_dict, results, iou_type, backend=backend, workers=workers)
         evals[iou_type] = ev
         metrics[iou_type] = ev.stats
         for cat, row in per_class_ap(ev).items():
@@ -360,6 +361,7 @@ class COCOEvaluator:
         iou_types: Iterable[str] = IOU_TYPES,
         score_thresh: float = 0.0,
         backend: str = "auto",
+        workers: int | None = None,
     ) -> None:
         self.gt = load_coco_gt(gt)
         if category_ids is None:
@@ -370,6 +372,7 @@ class COCOEvaluator:
         self.iou_types = tuple(iou_types)
         self.score_thresh = score_thresh
         self.backend = backend
+        self.workers = workers
         self._sizes = {int(im["id"]): (int(im["height"]), int(im["width"])) for im in self.gt["images"]}
         self._results: list[dict[str, Any]] = []
         self.last_evals: dict[str, CocoEval] = {}
@@ -413,7 +416,8 @@ class COCOEvaluator:
     def evaluate(self) -> dict[str, Any]:
         """Metrics of everything processed since the last :meth:`reset` (see :func:`evaluate_results`)."""
         metrics, evals = evaluate_results(
-            self.gt, self._results, iou_types=self.iou_types, backend=self.backend, return_evals=True
+            self.gt, self._results, iou_types=self.iou_types, backend=self.backend, return_evals=True,
+            workers=self.workers,
         )
         self.last_evals = evals
         return metrics

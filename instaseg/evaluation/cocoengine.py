@@ -64,7 +64,9 @@ class EngineResult:
     workers: int
 
 
-def evaluate(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str, *, workers: int = 1) -> EngineResult:
+def evaluate(
+    gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str, *, workers: int = 1
+) -> EngineResult:
     """Evaluate COCO ``results`` against ground-truth dict ``gt`` (``iou_type`` "segm" or "bbox") with
     pycocotools' default parameters, matching in ``workers`` processes (1: in this one). Neither
     argument is modified. Raises ValueError for a result without ``bbox`` and ``segmentation`` or with
@@ -97,9 +99,14 @@ class WorkerPool:
 
     def __init__(self, n: int) -> None:
         root = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
+        }
         cmd = [sys.executable, "-m", "instaseg.evaluation.cocoworker"]
-        self.procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env) for _ in range(n)]
+        self.procs = [
+            subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env) for _ in range(n)
+        ]
 
     def map(self, chunks: Iterable[dict[str, Any]]) -> list[Any]:
         """Answers of :func:`~instaseg.evaluation.cocoworker.evaluate_chunk` for ``chunks``, in order."""
@@ -244,8 +251,13 @@ def _det_columns(
     rank = _rank_in_groups(img[order] * (len(cat_index) + 1) + cat[order])
     order, rank = order[rank < max_det], rank[rank < max_det]
     return {
-        "d_img": img[order], "d_cat": cat[order], "d_score": score[order], "d_rank": rank,
-        "d_area": area[order], "d_box": None if segm else box[order], "d_size": size[order],
+        "d_img": img[order],
+        "d_cat": cat[order],
+        "d_score": score[order],
+        "d_rank": rank,
+        "d_area": area[order],
+        "d_box": None if segm else box[order],
+        "d_size": size[order],
         "d_counts": [counts[i] for i in order.tolist()],
     }
 
@@ -316,12 +328,19 @@ def make_chunks(cols: _Columns, iou_type: str, params: Any, *, n_chunks: int) ->
             "iou_type": iou_type,
             "area_rng": params.areaRng,
             "iou_thrs": params.iouThrs,
-            "d_img": cols.d_img[ds:de], "d_cat": cols.d_cat[ds:de], "d_area": cols.d_area[ds:de],
+            "d_img": cols.d_img[ds:de],
+            "d_cat": cols.d_cat[ds:de],
+            "d_area": cols.d_area[ds:de],
             "d_box": None if cols.d_box is None else cols.d_box[ds:de],
-            "d_size": cols.d_size[ds:de], "d_counts": cols.d_counts[ds:de],
-            "g_img": cols.g_img[gs:ge], "g_cat": cols.g_cat[gs:ge], "g_crowd": cols.g_crowd[gs:ge],
-            "g_area": cols.g_area[gs:ge], "g_id_nonzero": cols.g_id_nonzero[gs:ge],
-            "g_size": cols.g_size[gs:ge], "g_geom": cols.g_geom[gs:ge],
+            "d_size": cols.d_size[ds:de],
+            "d_counts": cols.d_counts[ds:de],
+            "g_img": cols.g_img[gs:ge],
+            "g_cat": cols.g_cat[gs:ge],
+            "g_crowd": cols.g_crowd[gs:ge],
+            "g_area": cols.g_area[gs:ge],
+            "g_id_nonzero": cols.g_id_nonzero[gs:ge],
+            "g_size": cols.g_size[gs:ge],
+            "g_geom": cols.g_geom[gs:ge],
         }
 
 
@@ -330,12 +349,20 @@ def accumulate(cols: _Columns, tp: np.ndarray, fp: np.ndarray, params: Any) -> t
     ``cols``' detection order. Returns precision (T, R, K, A, M) and recall (T, K, A, M), -1 where
     a category has no non-ignored ground truth in an area range."""
     rec_thrs = np.asarray(params.recThrs)
-    n_t, n_r, n_k, n_a, n_m = len(params.iouThrs), len(rec_thrs), cols.n_cats, len(params.areaRng), len(params.maxDets)
+    n_t, n_r, n_k, n_a, n_m = (
+        len(params.iouThrs),
+        len(rec_thrs),
+        cols.n_cats,
+        len(params.areaRng),
+        len(params.maxDets),
+    )
     precision = -np.ones((n_t, n_r, n_k, n_a, n_m))
     recall = -np.ones((n_t, n_k, n_a, n_m))
     area_rng = np.asarray(params.areaRng, dtype=np.float64)
-    g_ignore = (cols.g_crowd[:, None] != 0) | (cols.g_area[:, None] < area_rng[:, 0]) | (
-        cols.g_area[:, None] > area_rng[:, 1]
+    g_ignore = (
+        (cols.g_crowd[:, None] != 0)
+        | (cols.g_area[:, None] < area_rng[:, 0])
+        | (cols.g_area[:, None] > area_rng[:, 1])
     )
     npig = np.zeros((n_k, n_a), dtype=np.int64)
     np.add.at(npig, cols.g_cat, (~g_ignore).astype(np.int64))

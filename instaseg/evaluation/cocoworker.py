@@ -50,7 +50,9 @@ def _evaluate_chunk(c: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     g_crowd = c["g_crowd"]
     g_area = c["g_area"]
     out_of_range = (d_area[:, None] < area_rng[:, 0]) | (d_area[:, None] > area_rng[:, 1])  # (n, A)
-    g_ignore = (g_crowd[:, None] != 0) | (g_area[:, None] < area_rng[:, 0]) | (g_area[:, None] > area_rng[:, 1])
+    g_ignore = (
+        (g_crowd[:, None] != 0) | (g_area[:, None] < area_rng[:, 0]) | (g_area[:, None] > area_rng[:, 1])
+    )
     # default: unmatched; tp nowhere, fp wherever the detection is inside the area range
     tp = np.zeros((n, n_a, n_t), dtype=bool)
     fp = np.repeat(~out_of_range[:, :, None], n_t, axis=2)
@@ -59,7 +61,9 @@ def _evaluate_chunk(c: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     for (ds, de), (gs, ge) in pairs:
         crowd = [int(v) for v in g_crowd[gs:ge]]
         ious = np.asarray(_mask.iou(d_geom[ds:de], g_geom[gs:ge], crowd), dtype=np.float64)
-        by_g.setdefault(ge - gs, []).append((np.arange(ds, de), np.arange(gs, ge), ious.reshape(de - ds, ge - gs)))
+        by_g.setdefault(ge - gs, []).append(
+            (np.arange(ds, de), np.arange(gs, ge), ious.reshape(de - ds, ge - gs))
+        )
     for g, items in by_g.items():
         _match_group(items, g, thrs, g_ignore, g_crowd, c["g_id_nonzero"], out_of_range, tp, fp)
     return tp, fp
@@ -87,8 +91,9 @@ def _det_geometry(c: dict[str, Any], d_area: np.ndarray, segm: bool) -> list[Any
 def _areas(rles: list[Any]) -> np.ndarray:
     """``mask.area`` in slices of 255 (pycocotools' ``area`` overflows a uint8 on longer lists under
     NumPy 2)."""
-    return np.concatenate([np.asarray(_mask.area(rles[i : i + 255]), dtype=np.float64)
-                           for i in range(0, len(rles), 255)])
+    return np.concatenate(
+        [np.asarray(_mask.area(rles[i : i + 255]), dtype=np.float64) for i in range(0, len(rles), 255)]
+    )
 
 
 def _gt_geometry(c: dict[str, Any], segm: bool) -> Any:
