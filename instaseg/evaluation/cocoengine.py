@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from pycocotools.cocoeval import COCOeval, Params
 
-from instaseg.evaluation.cocoworker import evaluate_chunk
+from instaseg.evaluation.cocoworker import run_task
 from instaseg.structures.masks import rle_boxes, to_rle, xywh_to_polygon
 
 #: below this many results one process is faster than starting workers
@@ -77,15 +77,18 @@ def evaluate(
         cols = _columns(gt, results, iou_type, params)
         n_chunks = max(2 * workers, len(cols.d_img) // CHUNK_DETS)
         chunks = make_chunks(cols, iou_type, params, n_chunks=n_chunks)
-        outs = pool.map(chunks) if pool is not None else [evaluate_chunk(c) for c in chunks]
+        outs = pool.map(chunks) if pool is not None else [run_task(c) for c in chunks]
+        n_a, n_t = len(params.areaRng), len(params.iouThrs)
+        tp = np.concatenate([o[0] for o in outs]) if outs else np.zeros((0, n_a, n_t), dtype=bool)
+        fp = np.concatenate([o[1] for o in outs]) if outs else np.zeros((0, n_a, n_t), dtype=bool)
+        del outs
+        tasks, _ = accumulation_tasks(cols, tp, fp, params, n_tasks=2 * workers)
+        del tp, fp
+        answers = pool.map(tasks) if pool is not None else [run_task(t) for t in tasks]
     finally:
         if pool is not None:
             pool.close()
-    n_a, n_t = len(params.areaRng), len(params.iouThrs)
-    tp = np.concatenate([o[0] for o in outs]) if outs else np.zeros((0, n_a, n_t), dtype=bool)
-    fp = np.concatenate([o[1] for o in outs]) if outs else np.zeros((0, n_a, n_t), dtype=bool)
-    del outs
-    precision, recall = accumulate(cols, tp, fp, params)
+    precision, recall = fill_arrays(answers, tasks, cols.n_cats, params)
     return EngineResult(precision, recall, summarize(iou_type, precision, recall), params, workers)
 
 
@@ -109,7 +112,7 @@ class WorkerPool:
         ]
 
     def map(self, chunks: Iterable[dict[str, Any]]) -> list[Any]:
-        """Answers of :func:`~instaseg.evaluation.cocoworker.evaluate_chunk` for ``chunks``, in order."""
+        """Answers of :func:`~instaseg.evaluation.cocoworker.run_task` for ``chunks``, in order."""
         todo = enumerate(chunks)
         lock = threading.Lock()
         answers: dict[int, Any] = {}
@@ -344,20 +347,14 @@ def make_chunks(cols: _Columns, iou_type: str, params: Any, *, n_chunks: int) ->
         }
 
 
-def accumulate(cols: _Columns, tp: np.ndarray, fp: np.ndarray, params: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``COCOeval.accumulate`` on the matched detections: ``tp``/``fp`` bool (n_dets, A, T) in
-    ``cols``' detection order. Returns precision (T, R, K, A, M) and recall (T, K, A, M), -1 where
-    a category has no non-ignored ground truth in an area range."""
-    rec_thrs = np.asarray(params.recThrs)
-    n_t, n_r, n_k, n_a, n_m = (
-        len(params.iouThrs),
-        len(rec_thrs),
-        cols.n_cats,
-        len(params.areaRng),
-        len(params.maxDets),
-    )
-    precision = -np.ones((n_t, n_r, n_k, n_a, n_m))
-    recall = -np.ones((n_t, n_k, n_a, n_m))
+def accumulation_tasks(
+    cols: _Columns, tp: np.ndarray, fp: np.ndarray, params: Any, *, n_tasks: int
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Split ``COCOeval.accumulate`` by category into about ``n_tasks`` tasks of similar size (payloads
+    of :func:`instaseg.evaluation.cocoworker.accumulate_categories`): ``tp``/``fp`` bool (n_dets, A, T)
+    are in ``cols``' detection order; each task gets its categories' rows in COCOeval's score order.
+    Also returns ``npig`` (K, A), the non-ignored ground truth per category and area range."""
+    n_k, n_a = cols.n_cats, len(params.areaRng)
     area_rng = np.asarray(params.areaRng, dtype=np.float64)
     g_ignore = (
         (cols.g_crowd[:, None] != 0)
@@ -369,40 +366,45 @@ def accumulate(cols: _Columns, tp: np.ndarray, fp: np.ndarray, params: Any) -> t
     # COCOeval's order: score descending; ties by image (sorted ids), then rank within the image
     order = np.lexsort((cols.d_rank, cols.d_img, -cols.d_score, cols.d_cat))
     bounds = np.searchsorted(cols.d_cat[order], np.arange(n_k + 1))
-    for k in range(n_k):
-        idx = order[bounds[k] : bounds[k + 1]]
-        areas = np.nonzero(npig[k] > 0)[0]
-        if areas.size == 0:
+    cats = [k for k in range(n_k) if npig[k].any()]  # others stay -1
+    sizes = np.diff(bounds)
+    groups: list[list[int]] = [[] for _ in range(max(1, min(n_tasks, len(cats))))]
+    load = np.zeros(len(groups))
+    for k in sorted(cats, key=lambda k: -sizes[k]):  # largest first onto the lightest task
+        j = int(np.argmin(load))
+        groups[j].append(k)
+        load[j] += sizes[k] + 1
+    tasks = []
+    for group in groups:
+        if not group:
             continue
-        for mi, max_det in enumerate(params.maxDets):
-            sel = idx[cols.d_rank[idx] < max_det]
-            prec, rec = _pr_curves(tp[sel][:, areas], fp[sel][:, areas], npig[k, areas], rec_thrs)
-            precision[:, :, k, areas, mi] = prec.transpose(2, 1, 0)
-            recall[:, k, areas, mi] = rec.T
-    return precision, recall
+        idx = [order[bounds[k] : bounds[k + 1]] for k in group]
+        tasks.append(
+            {
+                "kind": "accumulate",
+                "cats": group,
+                "tp": [tp[i] for i in idx],
+                "fp": [fp[i] for i in idx],
+                "rank": [cols.d_rank[i] for i in idx],
+                "npig": npig[group],
+                "rec_thrs": np.asarray(params.recThrs),
+                "max_dets": list(params.maxDets),
+            }
+        )
+    return tasks, npig
 
 
-def _pr_curves(
-    tps: np.ndarray, fps: np.ndarray, npig: np.ndarray, rec_thrs: np.ndarray
+def fill_arrays(
+    answers: list[Any], tasks: list[dict[str, Any]], n_k: int, params: Any
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One (category, max-dets) cell for A' area ranges: ``tps``/``fps`` bool (nd, A', T) in score order
-    and ``npig`` (A',) non-ignored ground-truth counts -> precision (A', R, T) and recall (A', T), with
-    pycocotools' arithmetic (counts are exact in float64, so summing in float64 changes nothing)."""
-    nd, n_a, n_t = tps.shape
-    if nd == 0:
-        return np.zeros((n_a, len(rec_thrs), n_t)), np.zeros((n_a, n_t))
-    tp_sum = np.cumsum(tps, axis=0, dtype=np.float64)
-    fp_sum = np.cumsum(fps, axis=0, dtype=np.float64)
-    rc = tp_sum / npig[None, :, None]
-    pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
-    pr = np.maximum.accumulate(pr[::-1], axis=0)[::-1]  # precision made non-increasing, as the loop does
-    prec = np.zeros((n_a, len(rec_thrs), n_t))
-    for a in range(n_a):
-        for t in range(n_t):
-            inds = np.searchsorted(rc[:, a, t], rec_thrs, side="left")
-            valid = inds < nd
-            prec[a, valid, t] = pr[inds[valid], a, t]
-    return prec, rc[-1]
+    """precision (T, R, K, A, M) and recall (T, K, A, M) from the tasks' answers, -1 elsewhere."""
+    n_t, n_r, n_a, n_m = len(params.iouThrs), len(params.recThrs), len(params.areaRng), len(params.maxDets)
+    precision = -np.ones((n_t, n_r, n_k, n_a, n_m))
+    recall = -np.ones((n_t, n_k, n_a, n_m))
+    for task, (prec, rec) in zip(tasks, answers, strict=True):
+        precision[:, :, task["cats"]] = prec
+        recall[:, task["cats"]] = rec
+    return precision, recall
 
 
 def summarize(iou_type: str, precision: np.ndarray, recall: np.ndarray) -> np.ndarray:

@@ -25,6 +25,14 @@ import numpy as np
 from pycocotools import mask as _mask
 
 
+def run_task(task: dict[str, Any]) -> Any:
+    """A matching chunk (:func:`evaluate_chunk`) or, with ``kind`` "accumulate", a group of categories
+    (:func:`accumulate_categories`)."""
+    if task.get("kind") == "accumulate":
+        return accumulate_categories(task)
+    return evaluate_chunk(task)
+
+
 def evaluate_chunk(chunk: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Match one chunk of images (see :func:`instaseg.evaluation.cocoengine.make_chunks` for the keys).
 
@@ -178,6 +186,51 @@ def _match_group(
         fp[d] = ~matched & ~dt_ig
 
 
+def accumulate_categories(task: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``COCOeval.accumulate`` for a few categories. ``task``: per category ``tp``/``fp`` bool
+    (nd, A, T) and ``rank`` (nd,) (the detection's place in its image, by score) in COCOeval's score
+    order, ``npig`` (k, A) non-ignored ground truth, ``rec_thrs`` (R,), ``max_dets`` (M,). Returns
+    precision (T, R, k, A, M) and recall (T, k, A, M), -1 where ``npig`` is 0."""
+    rec_thrs, max_dets, npig = task["rec_thrs"], task["max_dets"], task["npig"]
+    n_k, n_a = npig.shape
+    n_t = task["tp"][0].shape[2] if task["tp"] else 0
+    precision = -np.ones((n_t, len(rec_thrs), n_k, n_a, len(max_dets)))
+    recall = -np.ones((n_t, n_k, n_a, len(max_dets)))
+    for j, (tp, fp, rank) in enumerate(zip(task["tp"], task["fp"], task["rank"], strict=True)):
+        areas = np.nonzero(npig[j] > 0)[0]
+        for mi, max_det in enumerate(max_dets):
+            sel = rank < max_det
+            prec, rec = _pr_curves(tp[sel][:, areas], fp[sel][:, areas], npig[j, areas], rec_thrs)
+            precision[:, :, j, areas, mi] = prec.transpose(2, 1, 0)
+            recall[:, j, areas, mi] = rec.T
+    return precision, recall
+
+
+def _pr_curves(
+    tps: np.ndarray, fps: np.ndarray, npig: np.ndarray, rec_thrs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One (category, max-dets) cell for A' area ranges: ``tps``/``fps`` bool (nd, A', T) in score order
+    and ``npig`` (A',) -> precision (A', R, T) and recall (A', T), with pycocotools' arithmetic: the
+    running counts are integers, exact in float64, then ``tp / npig`` and ``tp / (fp + tp + eps)``; the
+    precision is made non-increasing from the right and read at the first index whose recall reaches
+    each recall threshold (0 past the end)."""
+    nd, n_a, n_t = tps.shape
+    if nd == 0:
+        return np.zeros((n_a, len(rec_thrs), n_t)), np.zeros((n_a, n_t))
+    tp_sum = np.cumsum(tps, axis=0, dtype=np.float64)
+    fp_sum = np.cumsum(fps, axis=0, dtype=np.float64)
+    rc = tp_sum / npig[None, :, None]
+    pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
+    pr = np.maximum.accumulate(pr[::-1], axis=0)[::-1]
+    prec = np.zeros((n_a, len(rec_thrs), n_t))
+    for a in range(n_a):
+        for t in range(n_t):
+            inds = np.searchsorted(rc[:, a, t], rec_thrs, side="left")
+            valid = inds < nd
+            prec[a, valid, t] = pr[inds[valid], a, t]
+    return prec, rc[-1]
+
+
 def serve(stdin: Any, stdout: Any) -> None:
     """Worker loop: a pickled chunk in, ``(True, answer)`` or ``(False, traceback text)`` out, until the
     end of ``stdin`` (binary streams)."""
@@ -187,7 +240,7 @@ def serve(stdin: Any, stdout: Any) -> None:
         except EOFError:
             return
         try:
-            answer: tuple[bool, Any] = (True, evaluate_chunk(chunk))
+            answer: tuple[bool, Any] = (True, run_task(chunk))
         except Exception:  # reported to the parent, which raises it
             answer = (False, traceback.format_exc())
         pickle.dump(answer, stdout, protocol=pickle.HIGHEST_PROTOCOL)
