@@ -126,6 +126,8 @@ def _peak_rss_mib() -> float:
 def run_side(side: str, gt: str, res: str) -> dict:
     """One timed evaluation in this (fresh) process."""
     t0 = time.perf_counter()
+    if side == "profile":
+        return profile_stages(gt, res)
     if side == "pycocotools":
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -165,6 +167,72 @@ def run_side(side: str, gt: str, res: str) -> dict:
         "seconds": time.perf_counter() - t0,
         "peak_rss_mib": _peak_rss_mib(),
         "stats": stats,
+    }
+
+
+def profile_stages(gt: str, res: str) -> dict:
+    """Where the time and memory of ``instaseg evaluate``'s segm evaluation go, stage by stage, all in
+    this process (one worker's share of the work is half of the matching and accumulation rows)."""
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+
+    def lap(stage: str, seconds: float | None = None) -> None:
+        nonlocal t0
+        now = time.perf_counter()
+        rows.append(
+            {
+                "stage": stage,
+                "seconds": now - t0 if seconds is None else seconds,
+                "peak_rss_mib": _peak_rss_mib(),
+            }
+        )
+        t0 = now
+
+    import instaseg.predict.evaluate  # noqa: F401  (what the CLI imports: torch, models, evaluation)
+    from instaseg.evaluation import cocoengine, cocoworker
+    from instaseg.evaluation.coco import load_coco_gt
+    from instaseg.evaluation.results import validate_results
+
+    lap("imports (torch, instaseg)")
+    gt_dict = load_coco_gt(gt)
+    lap("ground truth JSON")
+    raw = json.loads(Path(res).read_text())
+    lap("results JSON parse")
+    results = validate_results(raw, gt_dict, copy=False)
+    lap("results validation")
+    params = cocoengine.Params(iouType="segm")
+    cols = cocoengine.build_columns(gt_dict, results, "segm", params)
+    lap("columns (loadRes completion, sort, 100-per-image cut)")
+    timings: dict[str, float] = {}
+    outs = [
+        cocoworker.evaluate_chunk(c, timings)
+        for c in cocoengine.make_chunks(cols, "segm", params, n_chunks=25)
+    ]
+    chunk_total = time.perf_counter() - t0
+    for stage, seconds in timings.items():
+        lap(stage, seconds)
+    t0 = time.perf_counter()
+    rows.append(
+        {
+            "stage": "chunk bookkeeping",
+            "seconds": chunk_total - sum(timings.values()),
+            "peak_rss_mib": _peak_rss_mib(),
+        }
+    )
+    tp = np.concatenate([o[0] for o in outs])
+    fp = np.concatenate([o[1] for o in outs])
+    tasks, _ = cocoengine.accumulation_tasks(cols, tp, fp, params, n_tasks=4)
+    answers = [cocoworker.run_task(t) for t in tasks]
+    precision, recall = cocoengine.fill_arrays(answers, tasks, cols.n_cats, params)
+    lap("accumulation")
+    cocoengine.summarize("segm", precision, recall)
+    lap("summarize")
+    return {
+        "side": "profile",
+        "stages": rows,
+        "peak_rss_mib": _peak_rss_mib(),
+        "seconds": sum(r["seconds"] for r in rows),
+        "stats": [],
     }
 
 
@@ -320,7 +388,8 @@ def main() -> None:
     ap.add_argument(
         "--scaling", default="1000,5000,20000", help="image counts for the scaling run ('' for none)"
     )
-    ap.add_argument("--side", choices=["pycocotools", "instaseg"], help=argparse.SUPPRESS)
+    ap.add_argument("--side", choices=["pycocotools", "instaseg", "profile"], help=argparse.SUPPRESS)
+    ap.add_argument("--no-profile", action="store_true", help="skip the stage-by-stage profile")
     ap.add_argument("--gt", help=argparse.SUPPRESS)
     ap.add_argument("--res", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(HERE / "results" / "bench_eval.json"))
@@ -341,6 +410,14 @@ def main() -> None:
             f"(gt {sizes['gt']:.0f} MiB, results {sizes['results']:.0f} MiB)"
         )
         comparison = compare(args.images, args.dets, args.repeats, tmpdir)
+        profile = None
+        if not args.no_profile:
+            profile = run_child("profile", str(tmpdir / "gt.json"), str(tmpdir / "results.json"))
+            for row in profile["stages"]:
+                _say(
+                    f"  profile {row['stage']:55s} {row['seconds']:6.2f} s  "
+                    f"peak RSS {row['peak_rss_mib']:6.0f} MiB"
+                )
     s = comparison["summary"]
     _say(
         f"speedup {s['speedup_median']:.2f}x (medians {s['pycocotools_s_median']:.1f} s vs "
@@ -359,6 +436,7 @@ def main() -> None:
         "repeats": args.repeats,
         **s,
         "scaling": rows,
+        "profile_serial": profile,
         "load_average_start": load_start,
         "load_average_end": os.getloadavg(),
         "data_mib": sizes,

@@ -13,11 +13,15 @@ Semantics are pycocotools' exactly: results are completed as ``COCO.loadRes`` co
 its ``bbox`` ``w * h`` whenever the results carry boxes, for "segm" too), the ground truth is used as
 given (its ``area`` fields, ``iscrowd`` as the ignore flag), with COCO's default parameters.
 
-Backends: ``"faster"`` (faster-coco-eval, C++ matching and accumulation) and ``"pycocotools"``
-(the reference's ``COCOeval``), both fed the same completed detections. Their stats equal pycocotools'
-``loadRes`` + ``COCOeval`` to float rounding (~1e-16; tests/evaluation/test_coco.py asserts 1e-9 on real
-COCO ground truth, with and without result boxes); ``"auto"`` uses faster-coco-eval, measured faster in
-benchmarks/bench_eval.py.
+Backends: ``"instaseg"`` (:mod:`instaseg.evaluation.cocoengine`: our own engine; IoU and matching per
+chunk of images and accumulation per category in ``workers`` processes, pycocotools' C IoU routine and
+its ``summarize``), ``"faster"`` (faster-coco-eval, C++ matching and accumulation, fed the detections of
+:func:`load_detections`) and ``"pycocotools"`` (the reference's ``COCOeval``, fed the same). The engine's
+``precision``, ``recall`` and stats are bit-identical to pycocotools' ``loadRes`` + ``COCOeval``; the
+other two equal them to float rounding (~1e-16). tests/evaluation/test_coco.py and test_cocoengine.py
+check this on real COCO ground truth, with and without result boxes. ``"auto"`` is the engine, with 2
+worker processes from :data:`~instaseg.evaluation.cocoengine.PARALLEL_MIN_RESULTS` results on (see
+:func:`~instaseg.evaluation.cocoengine.auto_workers`); benchmarks/bench_eval.py measures it.
 """
 
 from __future__ import annotations
@@ -137,7 +141,8 @@ class CocoEval:
 
     ``precision`` is pycocotools' ``eval["precision"]``: (T iou thresholds, R=101 recall points,
     K categories, A=4 area ranges [all, small, medium, large], M=3 max-dets [1, 10, 100]), -1 where
-    undefined; ``recall`` is (T, K, A, M); ``cat_ids`` orders the K axis.
+    undefined; ``recall`` is (T, K, A, M); ``cat_ids`` orders the K axis. ``backend`` is the one that
+    computed it ("instaseg", "faster" or "pycocotools") and ``workers`` the processes it used.
     """
 
     iou_type: str
@@ -164,7 +169,9 @@ def run_coco_eval(
     The results are completed as pycocotools' ``COCO.loadRes`` completes them (see
     :func:`load_detections`): in particular a detection's ``area``, which decides its small/medium/large
     range, is its box's ``w * h`` when the results carry ``bbox`` (also for "segm"), and its mask's
-    pixel count only when they do not. Both backends evaluate the same completed detections.
+    pixel count only when they do not. All backends evaluate the same completed detections.
+    ``workers`` (backends "auto"/"instaseg" only): processes for IoU, matching and accumulation; by
+    default :func:`~instaseg.evaluation.cocoengine.auto_workers` of the number of results.
     """
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
@@ -324,7 +331,8 @@ def evaluate_results(
 
     Returns ``{"segm": {12 stats}, "bbox": {12 stats}, "per_class": {name: {"category_id",
     "segm": {AP, AP50, AP75}, "bbox": {...}}}}``; with ``return_evals`` also the :class:`CocoEval`
-    objects by iou type (for PR curves and the dashboard).
+    objects by iou type (for PR curves and the dashboard). ``backend`` and ``workers``: see
+    :func:`run_coco_eval`.
     """
     gt_dict = load_coco_gt(gt)
     names = {int(c["id"]): str(c.get("name", c["id"])) for c in gt_dict["categories"]}
@@ -351,6 +359,9 @@ class COCOEvaluator:
 
     Outputs whose masks are not at the GT image size (a resizing eval transform) are rescaled to it
     before encoding: boxes by the size ratio, mask probabilities bilinearly.
+
+    ``backend`` and ``workers`` are passed to :func:`run_coco_eval` (by default the engine of
+    :mod:`instaseg.evaluation.cocoengine`, in 2 worker processes for large result sets).
     """
 
     def __init__(

@@ -74,7 +74,7 @@ def evaluate(
     params = Params(iouType=iou_type)
     pool = WorkerPool(workers) if workers > 1 else None
     try:
-        cols = _columns(gt, results, iou_type, params)
+        cols = build_columns(gt, results, iou_type, params)
         n_chunks = max(2 * workers, len(cols.d_img) // CHUNK_DETS)
         chunks = make_chunks(cols, iou_type, params, n_chunks=n_chunks)
         outs = pool.map(chunks) if pool is not None else [run_task(c) for c in chunks]
@@ -184,7 +184,9 @@ class _Columns:
     n_cats: int
 
 
-def _columns(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str, params: Any) -> _Columns:
+def build_columns(gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str, params: Any) -> _Columns:
+    """Step 1 of :func:`evaluate`: the detection and ground-truth columns (``params``: COCOeval's
+    ``Params``)."""
     img_ids = sorted({int(im["id"]) for im in gt["images"]})
     img_index = {i: k for k, i in enumerate(img_ids)}
     sizes = {int(im["id"]): (int(im["height"]), int(im["width"])) for im in gt["images"]}

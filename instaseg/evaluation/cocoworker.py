@@ -15,10 +15,13 @@ and whether as a false positive, for each (area range, threshold); ignored detec
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import sys
+import time
 import traceback
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -33,28 +36,40 @@ def run_task(task: dict[str, Any]) -> Any:
     return evaluate_chunk(task)
 
 
-def evaluate_chunk(chunk: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_chunk(
+    chunk: dict[str, Any], timings: dict[str, float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Match one chunk of images (see :func:`instaseg.evaluation.cocoengine.make_chunks` for the keys).
 
     Detections come sorted by (image, category, score descending, result order) and already cut to
     the largest max-dets per image and category. Returns ``tp`` and ``fp``, bool (n_dets, A, T) for
-    A area ranges and T IoU thresholds, in the chunk's detection order.
+    A area ranges and T IoU thresholds, in the chunk's detection order. With ``timings``, adds the
+    seconds spent per stage to it (for benchmarks/bench_eval.py's profile).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        return _evaluate_chunk(chunk)
+        return _evaluate_chunk(chunk, {} if timings is None else timings)
 
 
-def _evaluate_chunk(c: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    yield
+    timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
+
+
+def _evaluate_chunk(c: dict[str, Any], timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
     area_rng = np.asarray(c["area_rng"], dtype=np.float64)  # (A, 2)
     thrs = np.minimum(np.asarray(c["iou_thrs"], dtype=np.float64), 1 - 1e-10)  # (T,)
     segm = c["iou_type"] == "segm"
     d_img, d_cat = c["d_img"], c["d_cat"]
     n, n_a, n_t = len(d_img), len(area_rng), len(thrs)
     d_area = c["d_area"].copy()
-    d_geom = _det_geometry(c, d_area, segm)
+    with _timed(timings, "detection RLE decode, areas, boxes"):
+        d_geom = _det_geometry(c, d_area, segm)
     g_img, g_cat = c["g_img"], c["g_cat"]
-    g_geom = _gt_geometry(c, segm)
+    with _timed(timings, "ground-truth polygons to RLE"):
+        g_geom = _gt_geometry(c, segm)
     g_crowd = c["g_crowd"]
     g_area = c["g_area"]
     out_of_range = (d_area[:, None] < area_rng[:, 0]) | (d_area[:, None] > area_rng[:, 1])  # (n, A)
@@ -64,16 +79,17 @@ def _evaluate_chunk(c: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     # default: unmatched; tp nowhere, fp wherever the detection is inside the area range
     tp = np.zeros((n, n_a, n_t), dtype=bool)
     fp = np.repeat(~out_of_range[:, :, None], n_t, axis=2)
-    pairs = _pairs(d_img, d_cat, g_img, g_cat)
-    by_g: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
-    for (ds, de), (gs, ge) in pairs:
-        crowd = [int(v) for v in g_crowd[gs:ge]]
-        ious = np.asarray(_mask.iou(d_geom[ds:de], g_geom[gs:ge], crowd), dtype=np.float64)
-        by_g.setdefault(ge - gs, []).append(
-            (np.arange(ds, de), np.arange(gs, ge), ious.reshape(de - ds, ge - gs))
-        )
-    for g, items in by_g.items():
-        _match_group(items, g, thrs, g_ignore, g_crowd, c["g_id_nonzero"], out_of_range, tp, fp)
+    by_g: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    with _timed(timings, "IoU (pycocotools maskUtils.iou)"):
+        for (ds, de), (gs, ge) in _pairs(d_img, d_cat, g_img, g_cat):
+            crowd = [int(v) for v in g_crowd[gs:ge]]
+            ious = np.asarray(_mask.iou(d_geom[ds:de], g_geom[gs:ge], crowd), dtype=np.float64)
+            by_g.setdefault(ge - gs, []).append(
+                (np.arange(ds, de), np.arange(gs, ge), ious.reshape(de - ds, ge - gs))
+            )
+    with _timed(timings, "matching (evaluateImg)"):
+        for g, items in by_g.items():
+            _match_group(items, g, thrs, g_ignore, g_crowd, c["g_id_nonzero"], out_of_range, tp, fp)
     return tp, fp
 
 
