@@ -214,9 +214,18 @@ def accumulate_categories(task: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]
     recall = -np.ones((n_t, n_k, n_a, len(max_dets)))
     for j, (tp, fp, rank) in enumerate(zip(task["tp"], task["fp"], task["rank"], strict=True)):
         areas = np.nonzero(npig[j] > 0)[0]
+        # (A', T, nd): the running sums go along the last, contiguous axis
+        tp_t = np.ascontiguousarray(tp[:, areas].transpose(1, 2, 0))
+        fp_t = np.ascontiguousarray(fp[:, areas].transpose(1, 2, 0))
         for mi, max_det in enumerate(max_dets):
             sel = rank < max_det
-            prec, rec = _pr_curves(tp[sel][:, areas], fp[sel][:, areas], npig[j, areas], rec_thrs)
+            everything = bool(sel.all())
+            prec, rec = _pr_curves(
+                tp_t if everything else tp_t[:, :, sel],
+                fp_t if everything else fp_t[:, :, sel],
+                npig[j, areas],
+                rec_thrs,
+            )
             precision[:, :, j, areas, mi] = prec.transpose(2, 1, 0)
             recall[:, j, areas, mi] = rec.T
     return precision, recall
@@ -225,26 +234,26 @@ def accumulate_categories(task: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]
 def _pr_curves(
     tps: np.ndarray, fps: np.ndarray, npig: np.ndarray, rec_thrs: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One (category, max-dets) cell for A' area ranges: ``tps``/``fps`` bool (nd, A', T) in score order
+    """One (category, max-dets) cell for A' area ranges: ``tps``/``fps`` bool (A', T, nd) in score order
     and ``npig`` (A',) -> precision (A', R, T) and recall (A', T), with pycocotools' arithmetic: the
-    running counts are integers, exact in float64, then ``tp / npig`` and ``tp / (fp + tp + eps)``; the
-    precision is made non-increasing from the right and read at the first index whose recall reaches
-    each recall threshold (0 past the end)."""
-    nd, n_a, n_t = tps.shape
+    running counts are integers (summed in int32, exact in float64), then ``tp / npig`` and
+    ``tp / (fp + tp + eps)``; the precision is made non-increasing from the right and read at the first
+    index whose recall reaches each recall threshold (0 past the end)."""
+    n_a, n_t, nd = tps.shape
     if nd == 0:
         return np.zeros((n_a, len(rec_thrs), n_t)), np.zeros((n_a, n_t))
-    tp_sum = np.cumsum(tps, axis=0, dtype=np.float64)
-    fp_sum = np.cumsum(fps, axis=0, dtype=np.float64)
-    rc = tp_sum / npig[None, :, None]
+    tp_sum = np.cumsum(tps, axis=2, dtype=np.int32).astype(np.float64)
+    fp_sum = np.cumsum(fps, axis=2, dtype=np.int32).astype(np.float64)
+    rc = tp_sum / npig[:, None, None]
     pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
-    pr = np.maximum.accumulate(pr[::-1], axis=0)[::-1]
+    pr = np.maximum.accumulate(pr[:, :, ::-1], axis=2)[:, :, ::-1]
     prec = np.zeros((n_a, len(rec_thrs), n_t))
     for a in range(n_a):
         for t in range(n_t):
-            inds = np.searchsorted(rc[:, a, t], rec_thrs, side="left")
+            inds = np.searchsorted(rc[a, t], rec_thrs, side="left")
             valid = inds < nd
-            prec[a, valid, t] = pr[inds[valid], a, t]
-    return prec, rc[-1]
+            prec[a, valid, t] = pr[a, t, inds[valid]]
+    return prec, rc[:, :, -1]
 
 
 def serve(stdin: Any, stdout: Any) -> None:
