@@ -239,7 +239,7 @@ def test_mask_only_results_get_boxes_for_bbox_eval(backend):
     assert run_coco_eval(gt, mask_only + box_only, "segm", backend=backend).stats["AP"] == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("backend", ["instaseg", "faster", "pycocotools"])
+@pytest.mark.parametrize("backend", ["instaseg", "instaseg-2-workers", "faster", "pycocotools"])
 @pytest.mark.parametrize("with_bbox", [True, False])
 def test_ignore_flags_crowd_ties_and_max_dets_equal_pycocotools(backend, with_bbox):
     """GT ``ignore`` flags (COCO replaces them by ``iscrowd``), a crowd region, tied scores, more than
@@ -268,7 +268,11 @@ def test_ignore_flags_crowd_ties_and_max_dets_equal_pycocotools(backend, with_bb
     for iou_type in ("segm", "bbox"):
         ref = pycocotools_eval(gt, results, iou_type)
         assert 0.05 < ref.stats[0] < 0.95
-        ours = run_coco_eval(gt, results, iou_type, backend=backend)
+        if backend == "instaseg-2-workers":
+            ours = run_coco_eval(gt, results, iou_type, backend="instaseg", workers=2)
+            assert ours.workers == 2
+        else:
+            ours = run_coco_eval(gt, results, iou_type, backend=backend)
         for name, expected in zip(STAT_NAMES, ref.stats, strict=True):
             assert ours.stats[name] == pytest.approx(float(expected), abs=1e-9), (iou_type, name)
         np.testing.assert_allclose(ours.precision, ref.eval["precision"], atol=1e-9, rtol=0)

@@ -69,7 +69,7 @@ def test_workers_give_what_one_process_and_pycocotools_give(coco_tiny_val, resul
 
 
 @pytest.mark.data
-def test_coco_evaluator_uses_the_engine_with_workers(coco_tiny_val):
+def test_coco_evaluator_uses_the_engine_with_workers(coco_tiny_val, monkeypatch):
     """COCOEvaluator -> evaluate_results -> the engine, in worker processes when asked (and by default
     for large result sets); the metrics equal the single-process ones."""
     outputs, targets = [], []
@@ -103,8 +103,16 @@ def test_coco_evaluator_uses_the_engine_with_workers(coco_tiny_val):
     assert evs[1][0] == evs[2][0]
     for kind in ("segm", "bbox"):
         _assert_same(evs[1][1][kind], evs[2][1][kind])
-    # the default picks workers by the number of results
+    # by default the number of workers follows the number of results
     assert COCOEvaluator(coco_tiny_val).workers is None
+    monkeypatch.setattr(cocoengine, "PARALLEL_MIN_RESULTS", len(targets) * 6)
+    ev = COCOEvaluator(coco_tiny_val)
+    ev.process(targets, outputs)
+    assert ev.evaluate() == evs[1][0]
+    assert {e.workers for e in ev.last_evals.values()} == {min(2, len(os.sched_getaffinity(0)))}
+    monkeypatch.setattr(cocoengine, "PARALLEL_MIN_RESULTS", len(targets) * 6 + 1)
+    assert ev.evaluate() == evs[1][0]
+    assert {e.workers for e in ev.last_evals.values()} == {1}
     assert cocoengine.auto_workers(10) == 1
     assert cocoengine.auto_workers(cocoengine.PARALLEL_MIN_RESULTS) == min(2, len(os.sched_getaffinity(0)))
 
