@@ -68,7 +68,8 @@ def evaluate(
     gt: dict[str, Any], results: list[dict[str, Any]], iou_type: str, *, workers: int = 1
 ) -> EngineResult:
     """Evaluate COCO ``results`` against ground-truth dict ``gt`` (``iou_type`` "segm" or "bbox") with
-    pycocotools' default parameters, matching in ``workers`` processes (1: in this one). Neither
+    pycocotools' default parameters, matching and accumulating in ``workers`` processes (1: in this
+    one; the answer does not depend on it). Neither
     argument is modified. Raises ValueError for a result without ``bbox`` and ``segmentation`` or with
     an image id that is not in ``gt``."""
     params = Params(iouType=iou_type)

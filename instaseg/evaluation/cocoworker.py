@@ -1,7 +1,9 @@
-"""The per-image half of :mod:`instaseg.evaluation.cocoengine`: IoU and matching for a chunk of images.
+"""The worker half of :mod:`instaseg.evaluation.cocoengine`: IoU and matching for a chunk of images,
+accumulation for a group of categories.
 
-This module runs inside worker processes started with the ``spawn`` method, so it imports only NumPy
-and pycocotools' mask C routines (no torch: a worker starts in a fraction of a second and stays small).
+This module runs as ``python -m instaseg.evaluation.cocoworker`` in the engine's worker subprocesses
+(pickled tasks on stdin, answers on stdout, see :func:`serve`), so it imports only NumPy and
+pycocotools' mask C routines (no torch: a worker starts in a fraction of a second and stays small).
 It is the one place outside :mod:`instaseg.structures.masks` that calls pycocotools' mask functions,
 for that reason; it uses exactly the routines COCOeval uses (``frPyObjects``/``merge`` as ``annToRLE``,
 ``area``, ``toBbox``, ``iou``), so every value is the reference's bit for bit.
