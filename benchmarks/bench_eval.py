@@ -18,7 +18,9 @@ its descendants (the evaluation workers), sampled every 20 ms from /proc; the tr
 shared between processes (libraries) once per process, so it is an upper bound.
 
 A scaling run then times ``instaseg`` alone (median of ``--repeats``) at ``--scaling`` image counts
-(default 1k, 5k, 20k) and reports seconds per 1,000 images.
+(default 1k, 5k, 20k) and reports seconds per 1,000 images, and (unless ``--no-profile``) one more
+fresh process times each stage of instaseg's evaluation in a single process, with its peak RSS after
+each stage (the ``profile_serial`` entry).
 
 Run: ``.venv/bin/python benchmarks/bench_eval.py [--images 5000] [--dets 100] [--repeats 3]``; writes
 ``benchmarks/results/bench_eval.json``.
