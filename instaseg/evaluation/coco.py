@@ -13,11 +13,15 @@ Semantics are pycocotools' exactly: results are completed as ``COCO.loadRes`` co
 its ``bbox`` ``w * h`` whenever the results carry boxes, for "segm" too), the ground truth is used as
 given (its ``area`` fields, ``iscrowd`` as the ignore flag), with COCO's default parameters.
 
-Backends: ``"faster"`` (faster-coco-eval, C++ matching and accumulation) and ``"pycocotools"``
-(the reference's ``COCOeval``), both fed the same completed detections. Their stats equal pycocotools'
-``loadRes`` + ``COCOeval`` to float rounding (~1e-16; tests/evaluation/test_coco.py asserts 1e-9 on real
-COCO ground truth, with and without result boxes); ``"auto"`` uses faster-coco-eval, measured faster in
-benchmarks/bench_eval.py.
+Backends: ``"instaseg"`` (:mod:`instaseg.evaluation.cocoengine`: our own engine; IoU and matching per
+chunk of images and accumulation per category in ``workers`` processes, pycocotools' C IoU routine and
+its ``summarize``), ``"faster"`` (faster-coco-eval, C++ matching and accumulation, fed the detections of
+:func:`load_detections`) and ``"pycocotools"`` (the reference's ``COCOeval``, fed the same). The engine's
+``precision``, ``recall`` and stats are bit-identical to pycocotools' ``loadRes`` + ``COCOeval``; the
+other two equal them to float rounding (~1e-16). tests/evaluation/test_coco.py and test_cocoengine.py
+check this on real COCO ground truth, with and without result boxes. ``"auto"`` is the engine, with 2
+worker processes from :data:`~instaseg.evaluation.cocoengine.PARALLEL_MIN_RESULTS` results on (see
+:func:`~instaseg.evaluation.cocoengine.auto_workers`); benchmarks/bench_eval.py measures it.
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ from typing import Any
 import numpy as np
 
 from instaseg.errors import DataError
+from instaseg.evaluation.cocoengine import auto_workers
+from instaseg.evaluation.cocoengine import evaluate as engine_evaluate
 from instaseg.structures.masks import encode_masks, rle_areas, rle_boxes, to_rle, xywh_to_polygon
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 IOU_TYPES = ("segm", "bbox")
-BACKENDS = ("auto", "faster", "pycocotools")
+BACKENDS = ("auto", "instaseg", "faster", "pycocotools")
 
 
 def load_coco_gt(gt: Any) -> dict[str, Any]:
@@ -135,7 +141,8 @@ class CocoEval:
 
     ``precision`` is pycocotools' ``eval["precision"]``: (T iou thresholds, R=101 recall points,
     K categories, A=4 area ranges [all, small, medium, large], M=3 max-dets [1, 10, 100]), -1 where
-    undefined; ``recall`` is (T, K, A, M); ``cat_ids`` orders the K axis.
+    undefined; ``recall`` is (T, K, A, M); ``cat_ids`` orders the K axis. ``backend`` is the one that
+    computed it ("instaseg", "faster" or "pycocotools") and ``workers`` the processes it used.
     """
 
     iou_type: str
@@ -144,6 +151,8 @@ class CocoEval:
     recall: np.ndarray
     cat_ids: list[int]
     iou_thresholds: np.ndarray
+    backend: str = ""
+    workers: int = 1
 
 
 def run_coco_eval(
@@ -152,6 +161,7 @@ def run_coco_eval(
     iou_type: str,
     *,
     backend: str = "auto",
+    workers: int | None = None,
 ) -> CocoEval:
     """Evaluate ``results`` (COCO results entries) against COCO ground-truth dict ``gt`` for
     ``iou_type`` ("segm" or "bbox"), with pycocotools' semantics exactly. Neither argument is modified.
@@ -159,12 +169,29 @@ def run_coco_eval(
     The results are completed as pycocotools' ``COCO.loadRes`` completes them (see
     :func:`load_detections`): in particular a detection's ``area``, which decides its small/medium/large
     range, is its box's ``w * h`` when the results carry ``bbox`` (also for "segm"), and its mask's
-    pixel count only when they do not. Both backends evaluate the same completed detections.
+    pixel count only when they do not. All backends evaluate the same completed detections.
+    ``workers`` (backends "auto"/"instaseg" only): processes for IoU, matching and accumulation; by
+    default :func:`~instaseg.evaluation.cocoengine.auto_workers` of the number of results.
     """
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend in ("auto", "instaseg"):
+        n_workers = auto_workers(len(results)) if workers is None else int(workers)
+        if n_workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        res = engine_evaluate(gt, results, iou_type, workers=n_workers)
+        return CocoEval(
+            iou_type=iou_type,
+            stats={name: float(v) for name, v in zip(STAT_NAMES, res.stats, strict=True)},
+            precision=res.precision,
+            recall=res.recall,
+            cat_ids=[int(c) for c in sorted({int(c["id"]) for c in gt["categories"]})],
+            iou_thresholds=np.asarray(res.params.iouThrs),
+            backend="instaseg",
+            workers=n_workers,
+        )
     coco_cls, eval_cls = _backend_classes(backend)
     dets = load_detections(gt, results, with_masks=iou_type == "segm")
     with contextlib.redirect_stdout(io.StringIO()):
@@ -184,6 +211,7 @@ def run_coco_eval(
         recall=np.asarray(evaluator.eval["recall"]),
         cat_ids=[int(c) for c in evaluator.params.catIds],
         iou_thresholds=np.asarray(evaluator.params.iouThrs),
+        backend=backend,
     )
 
 
@@ -297,12 +325,14 @@ def evaluate_results(
     iou_types: Iterable[str] = IOU_TYPES,
     backend: str = "auto",
     return_evals: bool = False,
+    workers: int | None = None,
 ) -> dict[str, Any] | tuple[dict[str, Any], dict[str, CocoEval]]:
     """COCO metrics of ``results`` against ``gt`` (dataset, COCO dict or path).
 
     Returns ``{"segm": {12 stats}, "bbox": {12 stats}, "per_class": {name: {"category_id",
     "segm": {AP, AP50, AP75}, "bbox": {...}}}}``; with ``return_evals`` also the :class:`CocoEval`
-    objects by iou type (for PR curves and the dashboard).
+    objects by iou type (for PR curves and the dashboard). ``backend`` and ``workers``: see
+    :func:`run_coco_eval`.
     """
     gt_dict = load_coco_gt(gt)
     names = {int(c["id"]): str(c.get("name", c["id"])) for c in gt_dict["categories"]}
@@ -310,7 +340,7 @@ def evaluate_results(
     evals: dict[str, CocoEval] = {}
     per_class: dict[str, dict[str, Any]] = {}
     for iou_type in iou_types:
-        ev = run_coco_eval(gt_dict, results, iou_type, backend=backend)
+        ev = run_coco_eval(gt_dict, results, iou_type, backend=backend, workers=workers)
         evals[iou_type] = ev
         metrics[iou_type] = ev.stats
         for cat, row in per_class_ap(ev).items():
@@ -329,6 +359,9 @@ class COCOEvaluator:
 
     Outputs whose masks are not at the GT image size (a resizing eval transform) are rescaled to it
     before encoding: boxes by the size ratio, mask probabilities bilinearly.
+
+    ``backend`` and ``workers`` are passed to :func:`run_coco_eval` (by default the engine of
+    :mod:`instaseg.evaluation.cocoengine`, in 2 worker processes for large result sets).
     """
 
     def __init__(
@@ -339,6 +372,7 @@ class COCOEvaluator:
         iou_types: Iterable[str] = IOU_TYPES,
         score_thresh: float = 0.0,
         backend: str = "auto",
+        workers: int | None = None,
     ) -> None:
         self.gt = load_coco_gt(gt)
         if category_ids is None:
@@ -349,6 +383,7 @@ class COCOEvaluator:
         self.iou_types = tuple(iou_types)
         self.score_thresh = score_thresh
         self.backend = backend
+        self.workers = workers
         self._sizes = {int(im["id"]): (int(im["height"]), int(im["width"])) for im in self.gt["images"]}
         self._results: list[dict[str, Any]] = []
         self.last_evals: dict[str, CocoEval] = {}
@@ -392,7 +427,8 @@ class COCOEvaluator:
     def evaluate(self) -> dict[str, Any]:
         """Metrics of everything processed since the last :meth:`reset` (see :func:`evaluate_results`)."""
         metrics, evals = evaluate_results(
-            self.gt, self._results, iou_types=self.iou_types, backend=self.backend, return_evals=True
+            self.gt, self._results, iou_types=self.iou_types, backend=self.backend, return_evals=True,
+            workers=self.workers,
         )
         self.last_evals = evals
         return metrics

@@ -56,7 +56,7 @@ def result_sets(coco_tiny_val, coco_tiny_dets):
 
 
 @pytest.mark.data
-@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+@pytest.mark.parametrize("backend", ["instaseg", "faster", "pycocotools"])
 @pytest.mark.parametrize("iou_type", ["segm", "bbox"])
 @pytest.mark.parametrize("case", ["with_bbox", "without_bbox", "predictor"])
 def test_equals_pycocotools_on_coco_tiny(coco_tiny_val, result_sets, case, iou_type, backend):
@@ -166,7 +166,7 @@ def test_outputs_to_results_fields_and_threshold():
         outputs_to_results([{**out, "labels": torch.tensor([3, 1])}], [5], [0, 42])
 
 
-@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+@pytest.mark.parametrize("backend", ["instaseg", "faster", "pycocotools"])
 def test_empty_results_give_zero_where_gt_exists(backend):
     a = box_mask(40, 50, 2, 2, 20, 20)  # 324 px: "small" only
     gt = tiny_gt([[(a, 1)]], cat_ids=[1, 2])
@@ -227,7 +227,7 @@ def test_cli_predictions_on_coco_tiny_match_pycocotools(
             assert metrics[iou_type][name] == pytest.approx(float(expected), abs=1e-9), (iou_type, name)
 
 
-@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+@pytest.mark.parametrize("backend", ["instaseg", "faster", "pycocotools"])
 def test_mask_only_results_get_boxes_for_bbox_eval(backend):
     a, b = box_mask(40, 50, 2, 2, 20, 20), box_mask(40, 50, 25, 10, 45, 35)
     gt = tiny_gt([[(a, 1), (b, 1)]], cat_ids=[1])
@@ -239,7 +239,7 @@ def test_mask_only_results_get_boxes_for_bbox_eval(backend):
     assert run_coco_eval(gt, mask_only + box_only, "segm", backend=backend).stats["AP"] == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+@pytest.mark.parametrize("backend", ["instaseg", "instaseg-2-workers", "faster", "pycocotools"])
 @pytest.mark.parametrize("with_bbox", [True, False])
 def test_ignore_flags_crowd_ties_and_max_dets_equal_pycocotools(backend, with_bbox):
     """GT ``ignore`` flags (COCO replaces them by ``iscrowd``), a crowd region, tied scores, more than
@@ -268,7 +268,11 @@ def test_ignore_flags_crowd_ties_and_max_dets_equal_pycocotools(backend, with_bb
     for iou_type in ("segm", "bbox"):
         ref = pycocotools_eval(gt, results, iou_type)
         assert 0.05 < ref.stats[0] < 0.95
-        ours = run_coco_eval(gt, results, iou_type, backend=backend)
+        if backend == "instaseg-2-workers":
+            ours = run_coco_eval(gt, results, iou_type, backend="instaseg", workers=2)
+            assert ours.workers == 2
+        else:
+            ours = run_coco_eval(gt, results, iou_type, backend=backend)
         for name, expected in zip(STAT_NAMES, ref.stats, strict=True):
             assert ours.stats[name] == pytest.approx(float(expected), abs=1e-9), (iou_type, name)
         np.testing.assert_allclose(ours.precision, ref.eval["precision"], atol=1e-9, rtol=0)
