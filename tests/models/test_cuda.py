@@ -31,7 +31,7 @@ def test_train_step_and_lowres_inference_on_cuda_match_cpu(name: str) -> None:
     model.cuda().train()
     targets = [{k: v.to(cuda) for k, v in t.items()} for t in (target, empty_target(80, 100))]
     losses = model([image.to(cuda), torch.rand(3, 80, 100, device=cuda)], targets)
-    assert all(v.device.type == "cuda" and math.isfinite(float(v)) for v in losses.values())
+    assert all(v.device.type == "cuda" and math.isfinite(v.item()) for v in losses.values())
     sum(losses.values()).backward()
     assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
 
