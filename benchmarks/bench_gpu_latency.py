@@ -33,7 +33,7 @@ MODELS = {
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=int, default=544, help="model input size (short side / canvas side; one-stage models need a multiple of 32)")
+    p.add_argument("--size", type=int, default=544, help="input size (one-stage models: a multiple of 32)")
     p.add_argument("--image", default="480x640", help="HxW of the test image")
     p.add_argument("--rounds", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
