@@ -55,6 +55,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pycocotools.mask as mask_utils
 import torch
@@ -78,8 +79,8 @@ MODELS = [
 ]
 CLASS_NAMES = ["background", "rect", "disc"]
 TRAIN_SIZE = 128  # training canvas = tile side: samples are pasted at scale 1
+SOLO_STEPS = 100
 YOLO_KEY = "yolo11n-seg (ultralytics, torch)"
-REF_KEY = "yolact_nano (torch)"  # YOLO11n-seg's max_det is this row's detection count
 
 
 def noise_background(h: int, w: int, rng: np.random.Generator) -> torch.Tensor:
@@ -104,29 +105,47 @@ def training_tiles(n: int, seed: int = 0) -> list[tuple[torch.Tensor, dict]]:
     return tiles
 
 
-def test_image(h: int, w: int, seed: int = 1) -> tuple[np.ndarray, int]:
-    """uint8 (h, w, 3) RGB image: synthetic samples at scale 1 in a grid of 120x128 cells on the noise
-    background; returns (image, number of objects drawn)."""
+def tiled_sample(h: int, w: int, seed: int) -> tuple[torch.Tensor, dict]:
+    """(image Tensor[3, h, w], target): synthetic samples at scale 1 in a grid of 120x128 cells on the
+    noise background (20 samples, about 40 objects, at 480x640)."""
     rng = np.random.default_rng(seed + 1000)
     canvas = noise_background(h, w, rng)
     rows, cols = h // 120, w // 128
-    objects = 0
+    masks, labels = [], []
     for k, (img, target) in enumerate(synthetic_samples(rows * cols, seed=seed)):
         r, c = divmod(k, cols)
         ih, iw = img.shape[1:]
         canvas[:, r * 120:r * 120 + ih, c * 128:c * 128 + iw] = img
-        objects += len(target["labels"])
+        m = torch.zeros((len(target["labels"]), h, w), dtype=torch.bool)
+        m[:, r * 120:r * 120 + ih, c * 128:c * 128 + iw] = target["masks"].bool()
+        masks.append(m)
+        labels.append(target["labels"])
+    label = torch.cat(labels)
+    return canvas, make_target(torch.cat(masks), label, torch.zeros(len(label)), seed)
+
+
+def test_image(h: int, w: int, seed: int = 1) -> tuple[np.ndarray, int]:
+    """uint8 (h, w, 3) RGB :func:`tiled_sample`; returns (image, number of objects drawn)."""
+    canvas, target = tiled_sample(h, w, seed)
     image = (canvas.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
-    return image, objects
+    return image, len(target["labels"])
 
 
 def trained_model(name: str, kwargs: dict, size: int, steps: int) -> tuple[torch.nn.Module, float]:
-    """``name`` trained for ``steps`` steps on 8 training tiles at a 128 canvas, its weights loaded
-    into the same architecture at ``size``; returns (eval-mode model, final training loss)."""
+    """``name`` at input ``size``, trained full-batch (AdamW, one thread); returns (eval-mode model,
+    final training loss). YOLACT: ``steps`` steps on 8 training tiles at a 128 canvas, the weights then
+    loaded into the same architecture at ``size`` (its anchors are in pixels, so objects at scale 1
+    stay in scale). SOLOv2: its grids and scale ranges are fractions of the canvas, so it is trained
+    at ``size`` itself, on 2 tiled 480x640 images (seeds 10, 11; the test image is seed 1), for
+    ``SOLO_STEPS`` steps (about 3 minutes on one busy core)."""
     torch.manual_seed(0)
-    tiles = training_tiles(8, seed=0)
+    if name.startswith("solov2"):
+        model = get_model(name, num_classes=len(CLASS_NAMES), input_size=size, **kwargs)
+        history = overfit(model, [tiled_sample(480, 640, seed) for seed in (10, 11)], steps=SOLO_STEPS,
+                          lr=3e-3, seed=0)
+        return model.eval(), history[-1]
     small = get_model(name, num_classes=len(CLASS_NAMES), input_size=TRAIN_SIZE, **kwargs)
-    history = overfit(small, tiles, steps=steps, lr=3e-3, seed=0)
+    history = overfit(small, training_tiles(8, seed=0), steps=steps, lr=3e-3, seed=0)
     model = get_model(name, num_classes=len(CLASS_NAMES), input_size=size, **kwargs)
     model.load_state_dict(small.state_dict())
     return model.eval(), history[-1]
@@ -156,26 +175,53 @@ def onnx_predictor(
     return Predictor.from_model(detector, onnx_meta)
 
 
-def yolo_runner(imgsz: int, max_det: int) -> Callable[[np.ndarray], int] | None:
-    """YOLO11n-seg (random weights) timed with conf=0.0, NMS IoU 0.9 and ``max_det``; None without
-    ultralytics. Random weights give large (~256 px), overlapping boxes: at the default NMS IoU (0.7)
-    fewer than ``max_det`` survive, at 0.9 all do."""
+def write_yolo_dataset(root: Path, tiles: list[tuple[torch.Tensor, dict]]) -> Path:
+    """The training tiles as an Ultralytics segmentation dataset under ``root`` (PNG images, one polygon
+    per object from its mask's outer contour, normalised xy; class = label - 1); returns its YAML."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    for i, (img, target) in enumerate(tiles):
+        rgb = (img.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+        cv2.imwrite(str(root / "images" / f"{i}.png"), np.ascontiguousarray(rgb[:, :, ::-1]))
+        lines = []
+        for mask, label in zip(target["masks"], target["labels"], strict=True):
+            contours, _ = cv2.findContours(mask.numpy().astype(np.uint8), cv2.RETR_EXTERNAL,
+                                           cv2.CHAIN_APPROX_SIMPLE)
+            xy = max(contours, key=cv2.contourArea).reshape(-1, 2) / np.array([img.shape[2], img.shape[1]])
+            lines.append(" ".join([str(int(label) - 1)] + [f"{v:.4f}" for v in xy.reshape(-1)]))
+        (root / "labels" / f"{i}.txt").write_text("\n".join(lines) + "\n")
+    data = root / "data.yaml"
+    data.write_text(f"path: {root}\ntrain: images\nval: images\nnames:\n  0: rect\n  1: disc\n")
+    return data
+
+
+def yolo_runner(imgsz: int, epochs: int, workdir: Path) -> tuple[Callable[[np.ndarray], int], dict] | None:
+    """YOLO11n-seg built from its YAML (no download), trained ``epochs`` epochs on 32 training tiles at
+    128 px (no augmentation but flips), then predicting at ``imgsz`` with conf 0.5 (instaseg's
+    predictor threshold); returns (runner, training info), or None without ultralytics."""
     try:
         from ultralytics import YOLO
     except ImportError:
         return None
-    yolo = YOLO("yolo11n-seg.yaml")  # built from its YAML: random weights, offline
+    data = write_yolo_dataset(workdir / "yolo_data", training_tiles(32, seed=0))
+    yolo = YOLO("yolo11n-seg.yaml")
+    start = time.perf_counter()
+    yolo.train(data=str(data), epochs=epochs, imgsz=TRAIN_SIZE, batch=8, device="cpu", workers=0,
+               plots=False, val=False, amp=False, pretrained=False, mosaic=0.0, scale=0.0, translate=0.0,
+               hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, lr0=0.01, warmup_epochs=1, project=str(workdir / "yolo_runs"),
+               name="train", exist_ok=True, verbose=False)
+    info = {"epochs": epochs, "images": 32, "imgsz": TRAIN_SIZE,
+            "train_s": round(time.perf_counter() - start, 1)}
 
     def run(image: np.ndarray) -> int:
         # Ultralytics takes BGR numpy; its predict() does letterbox, forward, NMS and mask assembly.
-        result = yolo.predict(image[:, :, ::-1], imgsz=imgsz, conf=0.0, iou=0.9, max_det=max_det,
-                              verbose=False)[0]
+        result = yolo.predict(image[:, :, ::-1], imgsz=imgsz, conf=0.5, verbose=False)[0]
         if result.masks is None:
             return 0
         masks = np.asfortranarray(result.masks.data.cpu().numpy().transpose(1, 2, 0).astype(np.uint8))
         return len(mask_utils.encode(masks))
 
-    return run
+    return run, info
 
 
 def versions() -> dict[str, str]:
@@ -194,10 +240,11 @@ def main() -> None:
     p.add_argument("--image", default="480x640", help="HxW of the test image")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--steps", type=int, default=150, help="training steps per instaseg model")
+    p.add_argument("--steps", type=int, default=150, help="training steps per YOLACT model")
     p.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime intra-op threads")
     p.add_argument("--onnx", action="store_true", help="also time ONNX Runtime exports")
     p.add_argument("--no-yolo", action="store_true", help="skip Ultralytics even if importable")
+    p.add_argument("--yolo-epochs", type=int, default=150, help="YOLO11n-seg training epochs (4 it each)")
     p.add_argument("--models", default="", help="comma-separated labels to time (default: all)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "realtime.json"))
     args = p.parse_args()
@@ -214,7 +261,8 @@ def main() -> None:
             torch.set_num_threads(1)
             start = time.perf_counter()
             model, loss = trained_model(name, kwargs, args.size, args.steps)
-            train_info[label] = {"steps": args.steps, "final_loss": round(loss, 3),
+            steps = SOLO_STEPS if name.startswith("solov2") else args.steps
+            train_info[label] = {"steps": steps, "final_loss": round(loss, 3),
                                  "train_s": round(time.perf_counter() - start, 1)}
             print(f"trained {label}: loss {loss:.3f} in {train_info[label]['train_s']} s", flush=True)
             params[label] = sum(q.numel() for q in model.parameters()) / 1e6
@@ -225,11 +273,11 @@ def main() -> None:
                 predictor = onnx_predictor(name, kwargs, model, args.threads,
                                            Path(tmp) / label.replace("/", "_"), (h, w))
                 runners[f"{label} (onnxruntime)"] = predictor_runner(predictor)
-        torch.set_num_threads(args.threads)
-        ref_dets = runners[REF_KEY](image) if REF_KEY in runners else 0
-        yolo = None if args.no_yolo or ref_dets == 0 else yolo_runner(args.size, ref_dets)
+        yolo = None if args.no_yolo else yolo_runner(args.size, args.yolo_epochs, Path(tmp))
         if yolo is not None:
-            runners[YOLO_KEY] = yolo
+            runners[YOLO_KEY], train_info["yolo11n-seg"] = yolo
+            print(f"trained yolo11n-seg in {train_info['yolo11n-seg']['train_s']} s", flush=True)
+        torch.set_num_threads(args.threads)
 
         load_before = os.getloadavg()
         for run in runners.values():
@@ -271,11 +319,10 @@ def main() -> None:
         "test_image": f"synthetic rectangles/discs (tests/models/rt_synth.py) at scale 1, {objects} objects",
         "weights": "instaseg models trained on synthetic tiles at a 128 canvas, loaded at input_size",
         "training": train_info,
-        "yolo11n_seg_note": (
-            "YOLO11n-seg has random weights (built from yolo11n-seg.yaml, not trained): timed with conf=0.0, "
-            f"NMS iou=0.9 and max_det={ref_dets} (= yolact_nano (torch) detections on this image) so its "
-            "mask assembly runs on as many instances (its random boxes are large, ~256 px, unlike instaseg's "
-            "~20-50 px objects); masks encoded as COCO RLEs with pycocotools"
+        "yolo11n_seg": (
+            "Ultralytics YOLO11n-seg built from yolo11n-seg.yaml (no pretrained weights), trained on the "
+            "same synthetic tiles (written as a YOLO segmentation dataset), predict(imgsz, conf=0.5), then "
+            "masks encoded as COCO RLEs with pycocotools"
         ) if YOLO_KEY in times else None,
         "load_avg_1_5_15_before": before, "load_avg_1_5_15_after": after,
         "params_millions": {k: round(v, 2) for k, v in params.items()},
