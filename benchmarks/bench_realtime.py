@@ -1,30 +1,25 @@
 """Latency of the real-time models at 640 on this CPU, trained and with detections present, against
-Ultralytics YOLO11n-seg, in ONE process.
+Ultralytics YOLO11n-seg trained on the same data, in ONE process.
 
     .venv/bin/python benchmarks/bench_realtime.py --onnx            # instaseg models only
-    /tmp/ulvenv/bin/python benchmarks/bench_realtime.py --onnx      # + YOLO11n-seg (see below)
+    YOLO_OFFLINE=1 /tmp/ulvenv/bin/python benchmarks/bench_realtime.py --onnx   # + YOLO11n-seg (below)
 
 Weights: nothing can be downloaded here, and random weights detect nothing (so mask assembly never
-runs), so each instaseg model is first trained on synthetic shapes (the 64-96 px rectangle / disc
-samples of ``tests/models/rt_synth.py``, each pasted at scale 1 into a 128x128 noise tile; full-batch
-AdamW at a 128 canvas, ``--steps`` steps, one thread, about 30-90 s per model), and its weights are
-then loaded into the same architecture at ``--size`` (the letterbox canvas only changes the input
-size, not the weights). The test image is 480x640 made of the same kind of tiles at the same scale
-(20 samples, about 40 objects), so each trained model returns many detections.
+runs), so every model is first trained briefly on synthetic shapes: the 64-96 px rectangle / disc
+samples of ``tests/models/rt_synth.py`` at scale 1 (objects 16-34 px), on one thread (see
+:func:`trained_model`: YOLACT on 128 px tiles, SOLOv2 at the 640 canvas; YOLO11n-seg, built from its
+YAML, ``--yolo-epochs`` epochs on 32 tiles through Ultralytics' own trainer). The test image is
+480x640, 20 samples (43 objects) tiled on the same noise background at the same scale, unseen in
+training. Training takes about 10 minutes on the 2-core machine.
 
 Each timed call is the whole inference path a user gets: uint8 HxWx3 RGB image ->
 :class:`instaseg.predict.predictor.Predictor` (tensor conversion, letterbox, forward, NMS, the
 predictor's score filter at 0.5) -> :class:`Instances` -> COCO RLE masks (``to_rles()``: the
 box-relative low-res masks pasted at image size). Backends: PyTorch eager and, with ``--onnx``,
 ONNX Runtime through instaseg's export path (``instaseg.export.onnx_export.export_onnx``, loaded with
-``instaseg.predict.runtime.load_onnx_model``). The benchmark FAILS (exit 1, no JSON written) if any
-timed instaseg row returns 0 detections.
-
-YOLO11n-seg is built from its YAML (``YOLO("yolo11n-seg.yaml")``, random weights: nothing is
-downloaded), so it is NOT trained; to make its mask assembly run on as many instances as instaseg's,
-it is timed with ``conf=0.0``, NMS IoU 0.9 and ``max_det`` equal to the detection count of yolact_nano (torch)
-on the same image (``predict()``: letterbox, forward, NMS, mask assembly; the masks are then
-encoded as COCO RLEs with pycocotools, like instaseg's). The JSON says so in ``yolo11n_seg_note``.
+``instaseg.predict.runtime.load_onnx_model``). YOLO11n-seg: ``YOLO.predict(image, imgsz=640,
+conf=0.5)`` (its letterbox, forward, NMS, mask assembly), then RLEs with pycocotools. The benchmark
+FAILS (exit 1, no JSON written) if any timed row returns 0 detections.
 
 Rounds interleave the models (one call of each per round), so a load change on a shared machine hits
 all of them alike; the ratio column is median latency / YOLO11n-seg's median latency.
@@ -36,7 +31,7 @@ also sees instaseg's packages, e.g.::
     printf '/work/main/.venv/lib/python3.11/site-packages\\n/work/main\\n' \\
         > /tmp/ulvenv/lib/python3.11/site-packages/zz_instaseg.pth
     /tmp/ulvenv/bin/pip install ultralytics      # reuses the venv's torch
-    YOLO_OFFLINE=1 /tmp/ulvenv/bin/python benchmarks/bench_realtime.py --onnx
+    YOLO_OFFLINE=1 /tmp/ulvenv/bin/yolo settings mlflow=False   # no experiment logging
 
 Writes benchmarks/results/realtime.json.
 """
@@ -77,6 +72,9 @@ MODELS = [
     ("solov2_lite", "solov2_lite", {}),
     ("solov2_lite/mnv3-small", "solov2_lite", {"backbone": "mobilenet_v3_small"}),
 ]
+# solov2_lite/mnv3-small returns no detection on the test image after SOLO_STEPS steps (2026-12-04 run), so
+# it would fail the benchmark: it is timed only when asked for with --models.
+DEFAULT_MODELS = ("yolact_lite", "yolact_nano", "solov2_lite")
 CLASS_NAMES = ["background", "rect", "disc"]
 TRAIN_SIZE = 128  # training canvas = tile side: samples are pasted at scale 1
 SOLO_STEPS = 100
@@ -245,13 +243,17 @@ def main() -> None:
     p.add_argument("--onnx", action="store_true", help="also time ONNX Runtime exports")
     p.add_argument("--no-yolo", action="store_true", help="skip Ultralytics even if importable")
     p.add_argument("--yolo-epochs", type=int, default=150, help="YOLO11n-seg training epochs (4 it each)")
-    p.add_argument("--models", default="", help="comma-separated labels to time (default: all)")
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                   help="comma-separated labels to time, from: " + ", ".join(m[0] for m in MODELS))
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "realtime.json"))
     args = p.parse_args()
     h, w = (int(v) for v in args.image.split("x"))
     image, objects = test_image(h, w)
     wanted = set(filter(None, args.models.split(",")))
-    specs = [s for s in MODELS if not wanted or s[0] in wanted]
+    unknown = wanted - {m[0] for m in MODELS}
+    if unknown:
+        p.error(f"--models: unknown {', '.join(sorted(unknown))}")
+    specs = [s for s in MODELS if s[0] in wanted]
 
     runners: dict[str, Callable[[np.ndarray], int]] = {}
     params: dict[str, float] = {}
