@@ -10,7 +10,7 @@ samples of ``tests/models/rt_synth.py`` at scale 1 (objects 16-34 px), on one th
 :func:`trained_model`: YOLACT on 128 px tiles, SOLOv2 at the 640 canvas; YOLO11n-seg, built from its
 YAML, ``--yolo-epochs`` epochs on 32 tiles through Ultralytics' own trainer). The test image is
 480x640, 20 samples (43 objects) tiled on the same noise background at the same scale, unseen in
-training. Training takes about 10 minutes on the 2-core machine.
+training. Training takes about 7 minutes on the 2-core machine (timing about 1 more).
 
 Each timed call is the whole inference path a user gets: uint8 HxWx3 RGB image ->
 :class:`instaseg.predict.predictor.Predictor` (tensor conversion, letterbox, forward, NMS, the
