@@ -319,7 +319,8 @@ def main() -> None:
         "statistic": "median over interleaved rounds (one call of each model per round)",
         "timed_path": "uint8 RGB image -> Predictor.predict (score >= 0.5) -> Instances.to_rles()",
         "test_image": f"synthetic rectangles/discs (tests/models/rt_synth.py) at scale 1, {objects} objects",
-        "weights": "instaseg models trained on synthetic tiles at a 128 canvas, loaded at input_size",
+        "weights": "instaseg models trained briefly on synthetic shapes (see trained_model: YOLACT at a 128 "
+                   "canvas, loaded at input_size; SOLOv2 at input_size)",
         "training": train_info,
         "yolo11n_seg": (
             "Ultralytics YOLO11n-seg built from yolo11n-seg.yaml (no pretrained weights), trained on the "
