@@ -1,6 +1,6 @@
 """The embedded default: wall time and held-out AP of `instaseg train` with no config.
 
-    .venv/bin/python benchmarks/bench_default_train.py [--set KEY=VALUE ...]
+    .venv/bin/python benchmarks/bench_default_train.py [--config CONFIG.yaml] [--set KEY=VALUE ...]
 
 Runs the real CLI in a subprocess (cold start included), then reads the run's metrics.json.
 Records the 1-minute load average before and after (the machine may be shared) and writes
@@ -21,6 +21,7 @@ from pathlib import Path
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="a config file (default: the embedded default)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="config override")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "default_train.json"))
     args = p.parse_args()
@@ -28,6 +29,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         cmd = [str(exe), "train", "--output", str(run_dir)]
+        if args.config:
+            cmd += ["--config", str(Path(args.config).resolve())]
         for o in args.overrides:
             cmd += ["--set", o]
         load_before = os.getloadavg()
@@ -41,7 +44,8 @@ def main() -> None:
         metrics = json.loads((run_dir / "metrics.json").read_text())
         files = sorted(str(f.relative_to(run_dir)) for f in run_dir.rglob("*") if f.is_file())
     result = {
-        "command": " ".join(["instaseg", "train", *[f"--set {o}" for o in args.overrides]]),
+        "command": " ".join(["instaseg", "train", *([f"--config {args.config}"] if args.config else []),
+                             *[f"--set {o}" for o in args.overrides]]),
         "wall_s": round(wall, 1),
         "mask_AP": round(metrics["segm"]["AP"], 4),
         "box_AP": round(metrics["bbox"]["AP"], 4),
