@@ -373,8 +373,8 @@ def yolact_nano(
     backbone_weights: str | None = None,
     **kwargs: Any,
 ) -> YOLACT:
-    """The fastest instaseg real-time configuration: :func:`yolact_lite` on MobileNetV3-Small (about
-    0.7x YOLO11n-seg's CPU latency at 640 through ONNX Runtime; see BENCHMARKS.md)."""
+    """The fastest instaseg real-time configuration: :func:`yolact_lite` on MobileNetV3-Small (its CPU
+    latency against YOLO11n-seg is in ``benchmarks/results/realtime.json``; see BENCHMARKS.md)."""
     return yolact_lite(
         num_classes=num_classes, backbone=backbone, input_size=input_size,
         backbone_weights=backbone_weights, **kwargs,
