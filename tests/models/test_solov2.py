@@ -44,7 +44,7 @@ def test_train_losses_with_empty_targets_are_finite_and_backprop():
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     only_empty = model([torch.rand(3, 40, 40)], [empty_target(40, 40)])
-    assert float(only_empty["loss_cate"]) > 0 and float(only_empty["loss_mask"]) == 0
+    assert only_empty["loss_cate"].item() > 0 and only_empty["loss_mask"].item() == 0
 
 
 def test_eval_output_contract_variable_sizes():
