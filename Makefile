@@ -10,6 +10,7 @@ setup:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 	$(BIN)/pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/nodeps.txt
 	$(BIN)/pip install -q --no-deps -e .
 
 test:
@@ -22,13 +23,14 @@ train:
 # Refreshes the lock from pyproject.toml's ranges (runtime + dev extras).
 lock:
 	$(BIN)/pip install -q pip-tools
-	$(BIN)/pip-compile -q --extra dev --generate-hashes --strip-extras --allow-unsafe -U -o $(LOCK) pyproject.toml
+	$(BIN)/pip-compile -q --extra dev --extra pipeline --extra points --extra video --generate-hashes --strip-extras --allow-unsafe -U -o $(LOCK) pyproject.toml
 
 # The newest versions the ranges allow, in a separate venv: shows drift without touching main's set-up.
 test-latest:
 	rm -rf $(LATEST)
 	$(PY) -m venv $(LATEST)
 	$(LATEST)/bin/pip install -q -U pip
-	$(LATEST)/bin/pip install -q -U -e ".[dev]"
+	$(LATEST)/bin/pip install -q -U -e ".[dev,pipeline,points,video]"
+	$(LATEST)/bin/pip install -q --no-deps panopticapi-lite
 	$(LATEST)/bin/ruff check instaseg tests benchmarks
 	$(LATEST)/bin/pytest
