@@ -14,13 +14,22 @@ built-in models (the model modules below import only the registry, never this pa
 
 from instaseg.models import mask_rcnn, simple_fpn, solov2, yolact  # noqa: F401  (they register)
 from instaseg.models.protocol import InputSpec, InstanceSegmentationModel
-from instaseg.models.registry import get_model, get_model_builder, list_models, register_model
+from instaseg.models.registry import (
+    TASKS,
+    get_model,
+    get_model_builder,
+    list_models,
+    model_task,
+    register_model,
+)
 
 __all__ = [
+    "TASKS",
     "InputSpec",
     "InstanceSegmentationModel",
     "get_model",
     "get_model_builder",
     "list_models",
+    "model_task",
     "register_model",
 ]

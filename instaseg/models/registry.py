@@ -18,21 +18,29 @@ from torch import nn
 from instaseg.errors import ConfigError
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+_TASKS: dict[str, str] = {}
+
+TASKS = ("instance", "panoptic", "video", "points", "interactive")
+"""What a model does; the engine, validation, predict and export pick their path from it."""
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
 
-def register_model(name: str | None = None) -> Callable[[F], F]:
-    """Decorator that registers a model builder under ``name`` (default: the function name).
+def register_model(name: str | None = None, *, task: str = "instance") -> Callable[[F], F]:
+    """Decorator that registers a model builder under ``name`` (default: the function name) for
+    ``task`` (one of :data:`TASKS`).
 
     Raises ValueError if the name is already taken, so two models can never shadow each other.
     """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
 
     def wrapper(fn: F) -> F:
         key = name or fn.__name__
         if key in _MODELS:
             raise ValueError(f"a model named {key!r} is already registered")
         _MODELS[key] = fn
+        _TASKS[key] = task
         return fn
 
     return wrapper
@@ -50,6 +58,12 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
     return get_model_builder(name)(**kwargs)
 
 
-def list_models() -> list[str]:
-    """Sorted names of all registered models."""
-    return sorted(_MODELS)
+def model_task(name: str) -> str:
+    """The task the model registered as ``name`` performs (ConfigError if unknown)."""
+    get_model_builder(name)
+    return _TASKS[name]
+
+
+def list_models(task: str | None = None) -> list[str]:
+    """Sorted names of the registered models (only those of ``task`` when given)."""
+    return sorted(k for k in _MODELS if task is None or _TASKS[k] == task)

@@ -12,6 +12,7 @@ MODELS_DIR = Path(registry.__file__).parent
 
 def test_register_get_and_duplicate_raises(monkeypatch):
     monkeypatch.setattr(registry, "_MODELS", {})
+    monkeypatch.setattr(registry, "_TASKS", {})
 
     @registry.register_model()
     def tiny(*, num_classes: int = 2) -> nn.Module:
@@ -23,6 +24,24 @@ def test_register_get_and_duplicate_raises(monkeypatch):
         registry.register_model("tiny")(tiny)
     with pytest.raises(ConfigError, match="unknown model 'nope'.*tiny"):
         registry.get_model("nope")
+
+
+def test_models_declare_their_task(monkeypatch):
+    monkeypatch.setattr(registry, "_MODELS", {})
+    monkeypatch.setattr(registry, "_TASKS", {})
+
+    @registry.register_model("pan", task="panoptic")
+    def pan() -> nn.Module:
+        return nn.Identity()
+
+    @registry.register_model("inst")
+    def inst() -> nn.Module:
+        return nn.Identity()
+
+    assert registry.model_task("pan") == "panoptic" and registry.model_task("inst") == "instance"
+    assert registry.list_models("panoptic") == ["pan"] and registry.list_models() == ["inst", "pan"]
+    with pytest.raises(ValueError, match="unknown task 'cars'"):
+        registry.register_model("x", task="cars")
 
 
 def _imports(path: Path) -> set[str]:
