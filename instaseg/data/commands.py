@@ -139,7 +139,13 @@ def convert_cmd(
         Path | None,
         typer.Option(help="Class names, one a line (labelme labels.txt): fixes the class order and ids."),
     ] = None,
-    class_attribute: Annotated[str, typer.Option(help="VIA region attribute holding the class.")] = "class",
+    class_attribute: Annotated[
+        str | None, typer.Option(help="VIA region attribute holding the class (default: class).")
+    ] = None,
+    class_name: Annotated[
+        str | None,
+        typer.Option(help="VIA: the one class of a single-class project (every region gets it)."),
+    ] = None,
     image_dir: Annotated[
         Path | None, typer.Option(help="VIA: folder of the images (default: the JSON's).")
     ] = None,
@@ -170,7 +176,12 @@ def convert_cmd(
         conv = labelme_to_coco(source, output_dir=out_dir, labels=names)
     elif kind == "via":
         conv = via_to_coco(
-            source, output_dir=out_dir, image_dir=image_dir, class_attribute=class_attribute, labels=names
+            source,
+            output_dir=out_dir,
+            image_dir=image_dir,
+            class_attribute=class_attribute,
+            class_name=class_name,
+            labels=names,
         )
     else:
         if names is not None:

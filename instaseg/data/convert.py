@@ -332,9 +332,23 @@ def _via_class(attrs: Any, attribute: str, where: str, path: Path) -> str:
     if value is None or str(value).strip() == "":
         have = sorted(attrs) if isinstance(attrs, dict) else []
         raise DataError(
-            path, f"{where}: no region attribute {attribute!r} (it has {have}; choose with --class-attribute)"
+            path,
+            f"{where}: no region attribute {attribute!r} (it has {have}; choose with --class-attribute, "
+            "or name the one class with --class-name)",
         )
     return str(value).strip()
+
+
+def _any_region_attribute(entries: list[dict[str, Any]]) -> bool:
+    """Whether any region carries any attribute (a project without any is single-class)."""
+    for entry in entries:
+        regions = entry.get("regions")
+        regions = list(regions.values()) if isinstance(regions, dict) else list(regions or [])
+        for region in regions:
+            attrs = region.get("region_attributes") if isinstance(region, dict) else None
+            if isinstance(attrs, dict) and attrs:
+                return True
+    return False
 
 
 def _via_polygon(shape: Any, where: str, conv: Conversion) -> list[float] | None:
@@ -375,15 +389,19 @@ def via_to_coco(
     *,
     output_dir: str | Path,
     image_dir: str | Path | None = None,
-    class_attribute: str = "class",
+    class_attribute: str | None = None,
+    class_name: str | None = None,
     labels: list[str] | None = None,
 ) -> Conversion:
     """Convert a VIA 2 project or export JSON to COCO; every region is one instance.
 
     Region shapes polygon / rect / circle / ellipse are kept (circles and ellipses as 64-point
-    polygons); the class name is the region attribute ``class_attribute`` (text, dropdown, radio or
-    a checkbox with one class ticked). VIA does not store image sizes, so images are read (header
-    only) from ``image_dir`` (default: the JSON's folder).
+    polygons); the class name is the region attribute ``class_attribute`` (default ``"class"``; text,
+    dropdown, radio or a checkbox with one class ticked). ``class_name`` names the one class of a
+    single-class project instead (every region gets it). With neither given and no region carrying an
+    attribute at all, the project is taken as single-class and the class is named after the JSON's
+    folder (the summary says so). VIA does not store image sizes, so images are read (header only)
+    from ``image_dir`` (default: the JSON's folder).
     """
     from instaseg.data.io import image_size, read_json
 
@@ -394,6 +412,12 @@ def via_to_coco(
         raise DataError(root, "image folder not found")
     out_dir = Path(output_dir)
     conv = Conversion(coco={})
+    if class_name is not None and not class_name.strip():
+        raise DataError(path, "--class-name must not be empty")
+    if class_name is None and class_attribute is None and not _any_region_attribute(entries):
+        class_name = path.resolve().parent.name or "object"
+        conv.warn(f"single-class project (regions have no attributes): class {class_name!r}", path.name)
+    attribute = class_attribute or "class"
     images, pending = [], []
     for entry in entries:
         image_file = root / str(entry["filename"])
@@ -411,7 +435,10 @@ def via_to_coco(
             poly = _via_polygon(region.get("shape_attributes"), where, conv)
             if poly is None:
                 continue
-            name = _via_class(region.get("region_attributes"), class_attribute, where, path)
+            if class_name is not None:
+                name = class_name.strip()
+            else:
+                name = _via_class(region.get("region_attributes"), attribute, where, path)
             pending.append((image_id, name, [poly], h, w, where))
     names = sorted({p[1] for p in pending}) if labels is None else list(labels)
     unknown = sorted({p[1] for p in pending} - set(names))

@@ -84,3 +84,12 @@ def test_convert_detects_via(tmp_path: Path, capsys) -> None:
     (tmp_path / "other.json").write_text('{"hello": 1}')
     assert main(["data", "convert", str(tmp_path / "other.json"), str(tmp_path / "x.json")]) == 2
     assert "cannot tell the format" in capsys.readouterr().err
+    # A single-class project: the user names the class.
+    data = json.loads(project.read_text())
+    for entry in data["_via_img_metadata"].values():
+        for region in entry["regions"]:
+            region["region_attributes"] = {}
+    project.write_text(json.dumps(data))
+    named = tmp_path / "out" / "named.json"
+    assert main(["data", "convert", str(project), str(named), "--class-name", "pedestrian"]) == 0
+    assert [c["name"] for c in json.loads(named.read_text())["categories"]] == ["pedestrian"]

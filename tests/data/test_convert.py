@@ -217,3 +217,26 @@ def test_labels_file(shared_data: Path, tmp_path: Path) -> None:
         read_labels_file(tmp_path / "l.txt")
     with pytest.raises(DataError, match="not found"):
         read_labels_file(tmp_path / "missing.txt")
+
+
+def test_via_single_class_project(tmp_path: Path) -> None:
+    """A VIA project whose regions carry no attributes: one class, named by --class-name or the folder."""
+    folder = tmp_path / "balloon"
+    folder.mkdir()
+    project = json.loads(_via_project(folder).read_text())
+    for entry in project["_via_img_metadata"].values():
+        for region in entry["regions"]:
+            region["region_attributes"] = {}
+    path = folder / "via_region_data.json"
+    path.write_text(json.dumps(project))
+
+    conv = via_to_coco(path, output_dir=tmp_path)
+    assert [c["name"] for c in conv.coco["categories"]] == ["balloon"]
+    assert len(conv.coco["annotations"]) == 4
+    assert any("single-class project" in kind for kind in conv.warnings)
+
+    named = via_to_coco(path, output_dir=tmp_path, class_name="ball")
+    assert [c["name"] for c in named.coco["categories"]] == ["ball"]
+    assert {a["category_id"] for a in named.coco["annotations"]} == {1}
+    with pytest.raises(DataError, match="no region attribute 'kind'.*--class-name"):
+        via_to_coco(path, output_dir=tmp_path, class_attribute="kind")
