@@ -91,7 +91,7 @@ class TrainConfig:
     channels_last: bool = True  # CUDA only
     checkpoint_period: int = 100  # also save last.pt every N iterations (0: at epoch ends only)
     log_period: int = 10  # iterations between scalar logs
-    max_time_min: float | None = None  # safety net: stop (then evaluate) after this many minutes
+    max_time_min: float | None = None  # time budget: the schedule shrinks so training + final validation fit
     num_threads: int | None = None  # torch CPU threads (None: torch's default)
 
 

@@ -1,4 +1,4 @@
-"""Hooks the training run registers: checkpoints, validation, progress, TensorBoard, MLflow, time cap.
+"""Hooks the training run registers: checkpoints, validation, progress, TensorBoard, MLflow, time budget.
 
 Only rank 0 writes files or logs; the other ranks run the same hooks as no-ops (validation makes
 them wait at a barrier).
@@ -91,6 +91,7 @@ class EvalHook(HookBase):
     def _validate(self) -> dict[str, Any] | None:
         t = self.trainer
         metrics = None
+        started = time.perf_counter()
         if du.is_main_process():
             metrics, samples = self.validator(t.module, t.device, amp=self.amp, progress=self.progress)
             ap = float(metrics["segm"]["AP"])
@@ -120,6 +121,11 @@ class EvalHook(HookBase):
             self._samples = samples
         self._done_at = t.iter
         du.barrier()
+        seconds = float(du.broadcast_object(time.perf_counter() - started))  # type: ignore[arg-type]
+        for h in t.hooks:
+            fn = getattr(h, "on_eval_timed", None)
+            if fn is not None:
+                fn(seconds)
         return metrics
 
     def after_epoch(self) -> None:
@@ -189,19 +195,104 @@ class ProgressHook(HookBase):
         self._close()
 
 
-class TimeLimitHook(HookBase):
-    """Safety net: stop (then validate as usual) once ``minutes`` of training have passed."""
+class TimeBudgetHook(HookBase):
+    """Fits the run into ``minutes``: warmup, the whole LR schedule and the final validation.
 
-    def __init__(self, minutes: float, log: Any = print) -> None:
+    After ``calibrate_after`` steps of this process it measures seconds per step (the first steps
+    are left out: they pay for allocator warm-up), reserves time for the final validation and
+    saving, and sets the schedule's length (``trainer.max_iter`` and ``scheduler.total``) to the
+    steps that fit, never more than the configured number; it re-measures every ``recheck`` steps
+    (Ultralytics' ``time=`` does this once per epoch). A cosine schedule so ends at its minimum on
+    time instead of being cut at full learning rate. It also stops the run outright once the time
+    left is no more than the reserve (a hard cap, as before).
+
+    The validation reserve: the measured duration of the last periodic validation when there was
+    one, else ``val_images`` times the training seconds per image (a validation image costs less than
+    a training one: forward only) plus ``fixed_reserve_s``.
+    """
+
+    def __init__(
+        self,
+        minutes: float,
+        *,
+        val_images: int = 0,
+        images_per_step: int = 1,
+        elapsed_before_s: float = 0.0,
+        calibrate_after: int = 10,
+        recheck: int = 50,
+        fixed_reserve_s: float = 3.0,
+        log: Any = print,
+    ) -> None:
         self.seconds = minutes * 60.0
+        self.val_images = val_images
+        self.images_per_step = max(1, images_per_step)
+        self.elapsed_before_s = elapsed_before_s
+        self.calibrate_after = max(2, calibrate_after)
+        self.recheck = max(1, recheck)
+        self.fixed_reserve_s = fixed_reserve_s
         self.log = log
+        self.configured: int | None = None
+        self.eval_seconds: float | None = None  # measured by EvalHook.on_eval_timed
+        self.sec_per_step: float | None = None
+        self._mark: tuple[float, int] | None = None
+        self._steps = 0
+        self.planned: int | None = None
+
+    def before_train(self) -> None:
+        self.configured = self.trainer.max_iter
+
+    def elapsed(self) -> float:
+        return self.elapsed_before_s + time.perf_counter() - self.trainer.start_time
+
+    def reserve(self) -> float:
+        """Seconds kept for the final validation and saving."""
+        if self.eval_seconds is not None:
+            return 1.2 * self.eval_seconds + self.fixed_reserve_s
+        if self.sec_per_step is None:
+            return self.fixed_reserve_s
+        return self.val_images * self.sec_per_step / self.images_per_step + self.fixed_reserve_s
+
+    def on_eval_timed(self, seconds: float) -> None:
+        self.eval_seconds = seconds
+        self._mark = None  # the validation's time is not training time
+
+    def _plan(self) -> None:
+        t = self.trainer
+        left = self.seconds - self.elapsed() - self.reserve()
+        fit = t.iter + max(1, int(left / self.sec_per_step))
+        total = max(t.iter + 1, min(self.configured or fit, fit))
+        if total == t.max_iter:
+            return
+        t.max_iter = total
+        if hasattr(t.scheduler, "total"):
+            t.scheduler.total = total
+        if self.planned is None or abs(total - self.planned) > 0.02 * self.planned:
+            self.log(
+                f"time budget {self.seconds / 60:.1f} min: schedule set to {total} iterations "
+                f"({self.sec_per_step:.3f} s/it, {self.reserve():.0f} s kept for validation; "
+                f"configured {self.configured})"
+            )
+        self.planned = total
 
     def after_step(self) -> None:
         t = self.trainer
-        flag = time.perf_counter() - t.start_time > self.seconds
-        if du.all_true(not flag, t.device):
+        self._steps += 1
+        now = time.perf_counter()
+        if self._steps == 2 or self._mark is None:
+            self._mark = (now, t.iter)
+        elif self._steps >= self.calibrate_after and (
+            self._steps == self.calibrate_after or self._steps % self.recheck == 0
+        ):
+            t0, it0 = self._mark
+            if t.iter > it0:
+                measured = (now - t0) / (t.iter - it0)
+                # All ranks must agree on the plan: take rank 0's view (same data, same speed).
+                self.sec_per_step = float(du.broadcast_object(measured))  # type: ignore[arg-type]
+                self._plan()
+        over = self.elapsed() > self.seconds - self.reserve()
+        if du.all_true(not over, t.device):
             return
-        t.request_stop(f"time limit of {self.seconds / 60:.1f} min reached")
+        t.request_stop(f"time budget of {self.seconds / 60:.1f} min reached")
         self.log(f"warning: stopping at iteration {t.iter}/{t.max_iter}: {t.stop_reason}")
 
 

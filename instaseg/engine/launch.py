@@ -353,7 +353,18 @@ def run_training(
     validator = make_validator(cfg) if make_validator is not None and du.is_main_process() else None
     extra, hooks = list(hooks or []), []
     if t.max_time_min:
-        hooks.append(H.TimeLimitHook(t.max_time_min, log=_log))
+        val_images = len(val_ds) if make_validator is not None else 0
+        if make_validator is not None and cfg.eval.max_images is not None:
+            val_images = min(val_images, cfg.eval.max_images)
+        hooks.append(
+            H.TimeBudgetHook(
+                t.max_time_min,
+                val_images=val_images,
+                images_per_step=t.batch_size * t.accumulate * world,
+                elapsed_before_s=time.perf_counter() - started,
+                log=_log,
+            )
+        )
     hooks.append(
         H.ProgressHook(
             bar=cfg.output.progress and sys.stderr.isatty(),
