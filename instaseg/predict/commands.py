@@ -37,13 +37,33 @@ def train(
             "--resume", help="Continue a run: its directory or a checkpoint file (uses its config)."
         ),
     ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            "-d",
+            help="Self-configure for this dataset spec (no --config): model, size, schedule and "
+            "iterations chosen from the data and this machine's speed to fit --time.",
+        ),
+    ] = None,
+    val: Annotated[
+        str | None, typer.Option("--val", help="With --data: validation spec (default: its 80/20 split).")
+    ] = None,
+    time_min: Annotated[
+        float | None,
+        typer.Option(
+            "--time", min=0.5, help="Time budget in minutes (train.max_time_min; with --data default 15)."
+        ),
+    ] = None,
 ) -> None:
     """Train a model. With no options: the default CPU Mask R-CNN on synthetic shapes.
 
-    Works unchanged under torchrun --nproc_per_node N (DistributedDataParallel).
+    `instaseg train --data SPEC --time 15` configures itself from the data. Works unchanged under
+    torchrun --nproc_per_node N (DistributedDataParallel).
     """
     from instaseg.config import load_config
     from instaseg.engine import distributed as du
+    from instaseg.engine.autoconfig import plan_training, write_plan
     from instaseg.predict.validation import train as run_training
 
     if resume is not None and config is not None:
@@ -52,11 +72,23 @@ def train(
             "(change keys with --set)"
         )
     overrides = list(set_ or [])
+    if data is not None and (config is not None or resume is not None):
+        raise ConfigError("--data configures the run itself: it cannot be combined with --config or --resume")
+    if val is not None and data is None:
+        raise ConfigError("--val goes with --data")
+    if time_min is not None and data is None:
+        overrides.append(f"train.max_time_min={time_min}")
+    plan = None
     if resume is not None:
         result = run_training(resume=resume, output=output, overrides=overrides)
+    elif data is not None:
+        plan = plan_training(data, minutes=time_min or 15.0, val=val, overrides=overrides, log=typer.echo)
+        result = run_training(plan.config, output=output)
     else:
         cfg = load_config(config, overrides)
         result = run_training(cfg, output=output)
+    if plan is not None and du.is_main_process():
+        write_plan(plan, result.run_dir, result.metrics, log=typer.echo)
     if not du.is_main_process() or result.metrics is None:
         return
     segm, bbox = result.metrics["segm"], result.metrics["bbox"]

@@ -1,0 +1,365 @@
+"""Self-configuring training: fingerprint the data, time this machine, choose a recipe for a time budget.
+
+``instaseg train --data SPEC --time MINUTES`` runs :func:`plan_training`: a :class:`Fingerprint` of the
+training set (image sizes, objects per image, object sizes, shapes, crowding: annotations only, no
+image decoding), rules that turn it into model, input size, anchors, batch size, learning rate,
+augmentation and detections per image, a few timed training steps of the chosen model on this
+machine, and the number of iterations that fit the budget (``train.max_time_min`` then keeps the
+run and its final validation inside it). Every choice comes with its reason; ``--set`` overrides win.
+The rules look only at the numbers of the fingerprint, never at a dataset's name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from instaseg.config import Config, load_config, merge_overrides
+from instaseg.data._split import load_rles
+from instaseg.data.build import build_dataset
+from instaseg.engine.launch import run_training
+from instaseg.engine.trainer import HookBase
+from instaseg.structures.masks import rle_areas, rle_boxes
+
+SLIM = "maskrcnn_r18_slim"
+PRETRAINED = "maskrcnn_effnet_lite0"
+MIN_SMALL_SIDE_PX = 12  # the 10th-percentile object should keep at least this many pixels a side
+MIN_MEDIAN_SIDE_PX = 64  # and the median object this many: the 28x28 mask head then sees real detail
+SLIM_MAX_SIZE = 256  # above this the ImageNet backbone's features pay for their cost
+MIN_EPOCHS_PRETRAINED = 6  # fewer passes than this over the data: the cheaper model learns more
+
+
+@dataclass
+class Fingerprint:
+    """Numbers that describe a training set. Object sides are ``sqrt(mask area)``; ``rel`` values are
+    relative to the image's longer side; boxes are XYXY pixels."""
+
+    images: int
+    sampled: int
+    classes: int
+    long_side_median: float
+    short_side_median: float
+    objects_per_image_median: float
+    objects_per_image_max: int
+    empty_images: int
+    object_side_rel_p10: float
+    object_side_rel_median: float
+    object_side_rel_p90: float
+    fill_median: float  # mask area / box area: low for thin or ring-like objects
+    elongation_median: float  # longer / shorter box side
+    crowding: float  # share of objects whose box overlaps another's with IoU > 0.3
+
+
+def _pairwise_overlap(boxes: np.ndarray) -> int:
+    """Number of boxes (N, 4) XYXY whose IoU with some other box exceeds 0.3."""
+    if len(boxes) < 2:
+        return 0
+    x1 = np.maximum(boxes[:, None, 0], boxes[None, :, 0])
+    y1 = np.maximum(boxes[:, None, 1], boxes[None, :, 1])
+    x2 = np.minimum(boxes[:, None, 2], boxes[None, :, 2])
+    y2 = np.minimum(boxes[:, None, 3], boxes[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    iou = inter / np.maximum(area[:, None] + area[None, :] - inter, 1e-9)
+    np.fill_diagonal(iou, 0.0)
+    return int((iou > 0.3).any(axis=1).sum())
+
+
+def fingerprint(dataset: Any, *, max_images: int = 300, seed: int = 0) -> Fingerprint:
+    """Fingerprint ``dataset`` (an instance dataset) from up to ``max_images`` images drawn at random."""
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("the training set has no images")
+    order = np.random.default_rng(seed).permutation(n)[:max_images]
+    longs, shorts, counts, sides, fills, elong = [], [], [], [], [], []
+    crowded, total = 0, 0
+    for i in order:
+        rles, _labels, iscrowd, (h, w) = load_rles(dataset, int(i))
+        keep = [r for r, c in zip(rles, iscrowd, strict=True) if not c]
+        longs.append(max(h, w))
+        shorts.append(min(h, w))
+        counts.append(len(keep))
+        if not keep:
+            continue
+        areas = np.asarray(rle_areas(keep), dtype=np.float64)
+        xywh = np.asarray(rle_boxes(keep), dtype=np.float64).reshape(-1, 4)
+        ok = areas > 0
+        areas, xywh = areas[ok], xywh[ok]
+        sides.extend((np.sqrt(areas) / max(h, w)).tolist())
+        box_area = np.maximum(xywh[:, 2] * xywh[:, 3], 1.0)
+        fills.extend((areas / box_area).tolist())
+        bw, bh = np.maximum(xywh[:, 2], 1.0), np.maximum(xywh[:, 3], 1.0)
+        elong.extend((np.maximum(bw, bh) / np.minimum(bw, bh)).tolist())
+        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        crowded += _pairwise_overlap(xyxy)
+        total += len(xyxy)
+    q = (lambda v, p: float(np.percentile(v, p)) if v else 0.0)  # noqa: E731
+    return Fingerprint(
+        images=n,
+        sampled=len(order),
+        classes=len(dataset.class_names) - 1,
+        long_side_median=q(longs, 50),
+        short_side_median=q(shorts, 50),
+        objects_per_image_median=q(counts, 50),
+        objects_per_image_max=int(max(counts)),
+        empty_images=int(sum(1 for c in counts if c == 0)),
+        object_side_rel_p10=q(sides, 10),
+        object_side_rel_median=q(sides, 50),
+        object_side_rel_p90=q(sides, 90),
+        fill_median=q(fills, 50),
+        elongation_median=q(elong, 50),
+        crowding=crowded / total if total else 0.0,
+    )
+
+
+@dataclass
+class Choice:
+    """One configured key: its value and why."""
+
+    key: str
+    value: Any
+    reason: str
+
+
+@dataclass
+class Plan:
+    """What :func:`plan_training` decided: the config, each choice with its reason, the measurements."""
+
+    config: Config
+    choices: list[Choice] = field(default_factory=list)
+    fingerprint: Fingerprint | None = None
+    sec_per_step: dict[str, float] = field(default_factory=dict)
+    planning_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fingerprint": asdict(self.fingerprint) if self.fingerprint else None,
+            "choices": [asdict(c) for c in self.choices],
+            "sec_per_step": self.sec_per_step,
+            "planning_s": round(self.planning_s, 1),
+        }
+
+
+def choose_size(fp: Fingerprint, *, cap: int) -> tuple[int, str]:
+    """Longer input side (a multiple of 32): big enough that the 10th-percentile object keeps
+    :data:`MIN_SMALL_SIDE_PX` a side and the median one :data:`MIN_MEDIAN_SIDE_PX`, no bigger than the
+    images themselves nor ``cap``."""
+    native = max(32, int(fp.long_side_median))
+    want = max(
+        MIN_SMALL_SIDE_PX / max(fp.object_side_rel_p10, 1e-3),
+        MIN_MEDIAN_SIDE_PX / max(fp.object_side_rel_median, 1e-3),
+    )
+    size = int(min(max(want, 128), native, cap))
+    size = max(128, 32 * round(size / 32))
+    reason = (
+        f"objects (10th percentile {fp.object_side_rel_p10 * native:.0f} px, median "
+        f"{fp.object_side_rel_median * native:.0f} px a side at {native} px) keep >= {MIN_SMALL_SIDE_PX} / "
+        f"{MIN_MEDIAN_SIDE_PX} px at {int(want)} px; capped by the images ({native} px) and this device "
+        f"({cap} px)"
+    )
+    return size, reason
+
+
+def anchor_sizes(fp: Fingerprint, size: int, levels: int = 4) -> tuple[int, ...]:
+    """``levels`` anchor sizes in pixels at input ``size``, spread geometrically over the objects'
+    10th..90th percentile sides (at least 8 px, each at least 1.5x the previous)."""
+    lo = max(8.0, fp.object_side_rel_p10 * size)
+    hi = max(lo * 4, fp.object_side_rel_p90 * size * 1.2)
+    out: list[int] = []
+    for k in range(levels):
+        v = int(round(lo * (hi / lo) ** (k / max(levels - 1, 1))))
+        out.append(max(v, int(math.ceil(out[-1] * 1.5)) if out else v))
+    return tuple(out)
+
+
+def rule_choices(fp: Fingerprint, *, cuda: bool) -> list[Choice]:
+    """The data-driven choices that need no timing: size, model family, anchors, batch, lr, augmentation."""
+    cap = 1024 if cuda else 512
+    size, why = choose_size(fp, cap=cap)
+    out = [Choice("model.kwargs.max_size", size, why), Choice("model.kwargs.min_size", size, why)]
+    if size <= SLIM_MAX_SIZE:
+        model, mwhy = SLIM, f"inputs of {size} px: the slim ResNet-18 Mask R-CNN learns fastest at this size"
+    else:
+        model, mwhy = PRETRAINED, (
+            f"inputs of {size} px: an ImageNet-pretrained EfficientNet-Lite0 backbone (offline weights)"
+        )
+    out.append(Choice("model.name", model, mwhy))
+    if model == PRETRAINED:
+        out.append(Choice("model.backbone_weights", "imagenet", "offline ImageNet weights (a pip package)"))
+    if model == SLIM:
+        sizes = anchor_sizes(fp, size)
+        out.append(Choice("model.kwargs.anchor_sizes", list(sizes),
+                          "spread over the objects' 10th..90th percentile sides at the input size"))
+    dets = int(max(100, 2 * fp.objects_per_image_max))
+    out.append(Choice("model.kwargs.box_detections_per_img", dets,
+                      f"up to {fp.objects_per_image_max} objects in one image"))
+    batch = 8 if cuda else (4 if size <= 384 else 2)
+    out.append(Choice("train.batch_size", batch, f"{'GPU' if cuda else 'CPU'} at {size} px"))
+    base_lr = 0.02 if model == SLIM else 0.01
+    lr = round(base_lr * batch / 4, 5)
+    out.append(Choice("train.lr", lr, f"{base_lr} per 4 images (linear scaling), SGD with cosine decay"))
+    if fp.images < 300:
+        augment = {"crop_p": 0.3, "affine_p": 0.3, "noise_p": 0.1, "distortion_p": 0.0}
+        awhy = f"only {fp.images} training images: crops, affine and noise against over-fitting"
+    else:
+        augment = {"crop_p": 0.0, "affine_p": 0.0, "noise_p": 0.0, "distortion_p": 0.0}
+        awhy = f"{fp.images} images: flips only"
+    out.append(Choice("data.augment", augment, awhy))
+    return out
+
+
+class _StepClock(HookBase):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._t0 = 0.0
+
+    def before_step(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def after_step(self) -> None:
+        self.times.append(time.perf_counter() - self._t0)
+
+
+def measure_step_seconds(cfg: Config, *, steps: int = 5) -> float:
+    """Median seconds of one optimizer step of ``cfg``'s model on its training data on this machine
+    (``steps`` steps in a throw-away run; the first step, which pays for warm-up, is left out)."""
+    clock = _StepClock()
+    probe = merge_overrides(
+        cfg,
+        [
+            f"train.max_iters={steps + 1}",
+            "train.warmup_iters=0",
+            "train.checkpoint_period=0",
+            "train.max_time_min=null",
+            "output.tensorboard=false",
+            "output.mlflow=false",
+            "output.progress=false",
+        ],
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        run_training(probe, output=Path(tmp) / "probe", hooks=[clock])
+    return statistics.median(clock.times[1:] or clock.times)
+
+
+def _as_override(key: str, value: Any) -> str:
+    return f"{key}={json.dumps(value)}"
+
+
+def plan_training(
+    data: str,
+    *,
+    minutes: float,
+    val: str | None = None,
+    overrides: list[str] | None = None,
+    measure: bool = True,
+    log: Any = print,
+) -> Plan:
+    """Configure a run on dataset ``data`` for a ``minutes`` budget (planning time included).
+
+    Without ``val`` the data's deterministic 80/20 split is used (train / val). ``overrides`` (dotted
+    ``key=value``) are applied last and win over every choice. ``measure=False`` skips the timed
+    steps and assumes 1 s a step (for tests of the rules).
+    """
+    started = time.perf_counter()
+    budget_s = minutes * 60.0
+    split = (None, None) if val else ("train", "val")
+    train_set = build_dataset(data, split=split[0])
+    fp = fingerprint(train_set)
+    cuda = torch.cuda.is_available()
+    choices = [
+        Choice("data.train", data, "given"),
+        Choice("data.val", val or data, "given" if val else "no --val: the data's 80/20 split"),
+        Choice("data.train_split", split[0], "see data.val"),
+        Choice("data.val_split", split[1], "see data.val"),
+    ]
+    choices += rule_choices(fp, cuda=cuda)
+    user = list(overrides or [])
+    base = [_as_override(c.key, c.value) for c in choices] + [
+        "train.epochs=100000",
+        "train.schedule=cosine",
+        "data.image_size=null",
+    ]
+    cfg = load_config(None, base + user)
+    if measure:
+        log(f"autoconfig: timing a few training steps of {cfg.model.name} on this machine")
+    sec = measure_step_seconds(cfg) if measure else 1.0
+    plan_s = time.perf_counter() - started
+    images_per_step = cfg.train.batch_size * cfg.train.accumulate
+    reserve = 0.05 * budget_s + 5.0
+    steps = max(10, int((budget_s - plan_s - reserve) / sec))
+    epochs = steps * images_per_step / max(len(train_set), 1)
+    choices.append(Choice("train.max_iters", steps,
+                          f"{sec:.3f} s a step measured here; {budget_s - plan_s - reserve:.0f} s left for "
+                          f"training after planning ({plan_s:.0f} s) and a validation reserve: "
+                          f"{epochs:.1f} passes over {len(train_set)} images"))
+    choices.append(Choice("train.warmup_iters", int(min(100, max(10, steps // 20))), "5% of the steps"))
+    choices.append(Choice("train.max_time_min", round((budget_s - plan_s) / 60.0, 3),
+                          "what is left of the budget: the schedule and final validation fit it"))
+    period = max(1, int(epochs // 4)) if epochs >= 2 else 0
+    choices.append(Choice("eval.period", period, "about four validations: a learning curve for the advice"))
+    choices.append(Choice("train.checkpoint_period", 0, "checkpoints at validations and the end only"))
+    final = [_as_override(c.key, c.value) for c in choices] + [
+        "train.epochs=100000", "train.schedule=cosine", "data.image_size=null",
+    ]
+    for item in user:
+        key = item.split("=", 1)[0].strip()
+        for c in choices:
+            if c.key == key:
+                c.reason = f"set by --set (the rule said {c.value!r})"
+                c.value = item.split("=", 1)[1]
+    cfg = load_config(None, final + user)
+    for c in choices:
+        log(f"autoconfig: {c.key} = {c.value}  ({c.reason})")
+    return Plan(cfg, choices, fp, {cfg.model.name: sec}, time.perf_counter() - started)
+
+
+def advise(history: list[dict[str, Any]], metrics: dict[str, Any] | None, fp: Fingerprint) -> list[str]:
+    """What would likely help next, read from the validation history (``history.jsonl`` rows with
+    ``segm`` metrics, oldest first), the final metrics and the fingerprint."""
+    tips: list[str] = []
+    aps = [float(r["segm"]["AP"]) for r in history if "segm" in r]
+    if len(aps) >= 2 and aps[-1] > 0:
+        gain = (aps[-1] - aps[-2]) / max(aps[-2], 1e-6)
+        if gain > 0.10:
+            tips.append(f"a longer budget: mask AP still rose {100 * gain:.0f}% over the last quarter "
+                        f"({aps[-2]:.3f} -> {aps[-1]:.3f})")
+    if metrics is not None:
+        s, large = float(metrics["segm"].get("APs", -1)), float(metrics["segm"].get("APl", -1))
+        if s >= 0 and large > 0 and s < 0.5 * large:
+            tips.append(f"a higher input resolution: small objects score AP {s:.3f} against {large:.3f} "
+                        "for large ones")
+    if fp.images < 100:
+        tips.append(f"more labelled images: only {fp.images} in training")
+    if not tips:
+        tips.append("the learning curve has flattened: try a larger model or more data")
+    return tips
+
+
+def write_plan(plan: Plan, run_dir: str | Path, metrics: dict[str, Any] | None, *, log: Any = print) -> Path:
+    """Write ``autoconfig.json`` (fingerprint, choices with reasons, timing, advice) into the run
+    directory and print the advice."""
+    run_dir = Path(run_dir)
+    history = []
+    hist_file = run_dir / "history.jsonl"
+    if hist_file.is_file():
+        history = [json.loads(line) for line in hist_file.read_text().splitlines() if line.strip()]
+    assert plan.fingerprint is not None
+    tips = advise(history, metrics, plan.fingerprint)
+    out = {**plan.to_json(), "advice": tips}
+    path = run_dir / "autoconfig.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    tmp.replace(path)
+    for tip in tips:
+        log(f"next: {tip}")
+    log(f"choices and reasons: {path}")
+    return path

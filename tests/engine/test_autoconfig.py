@@ -1,0 +1,105 @@
+"""Self-configuring training: the fingerprint, the rules, and `instaseg train --data ... --time ...`."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from instaseg.cli import main
+from instaseg.data.build import build_dataset
+from instaseg.engine.autoconfig import (
+    PRETRAINED,
+    SLIM,
+    Fingerprint,
+    advise,
+    anchor_sizes,
+    fingerprint,
+    rule_choices,
+)
+
+BASE = Fingerprint(
+    images=500, sampled=300, classes=2, long_side_median=128, short_side_median=128,
+    objects_per_image_median=4, objects_per_image_max=6, empty_images=0,
+    object_side_rel_p10=0.1, object_side_rel_median=0.2, object_side_rel_p90=0.3,
+    fill_median=0.6, elongation_median=1.2, crowding=0.05,
+)
+
+
+def _choices(fp: Fingerprint) -> dict:
+    return {c.key: c.value for c in rule_choices(fp, cuda=False)}
+
+
+def test_fingerprint_counts_the_objects_of_the_data() -> None:
+    ds = build_dataset("shapes:40:96")
+    fp = fingerprint(ds, max_images=40)
+    counts = [int((ds.load_record(i).iscrowd == 0).sum()) for i in range(len(ds))]
+    assert fp.images == fp.sampled == 40 and fp.classes == len(ds.class_names) - 1
+    assert fp.objects_per_image_max == max(counts)
+    assert fp.objects_per_image_median == float(np.median(counts))
+    assert fp.long_side_median == 96
+    assert 0 < fp.object_side_rel_p10 <= fp.object_side_rel_median <= fp.object_side_rel_p90 < 1
+    assert 0 < fp.fill_median <= 1 and fp.elongation_median >= 1
+
+
+def test_rules_follow_the_numbers() -> None:
+    small = _choices(BASE)
+    assert small["model.name"] == SLIM and small["model.kwargs.max_size"] == 128
+    # Big photos with small objects: a larger input, the pretrained backbone, a smaller batch.
+    photos = _choices(replace(BASE, long_side_median=1000, object_side_rel_p10=0.02,
+                              object_side_rel_median=0.1))
+    assert photos["model.kwargs.max_size"] == 512 and photos["model.name"] == PRETRAINED
+    assert photos["train.batch_size"] == 2 and photos["train.lr"] == pytest.approx(0.005)
+    # Crowded images need more detections; few images get stronger augmentation.
+    crowded = _choices(replace(BASE, objects_per_image_max=300, images=40))
+    assert crowded["model.kwargs.box_detections_per_img"] == 600
+    assert crowded["data.augment"]["crop_p"] > 0 and small["data.augment"]["crop_p"] == 0
+
+
+def test_anchor_sizes_cover_the_objects() -> None:
+    sizes = anchor_sizes(replace(BASE, object_side_rel_p10=0.05, object_side_rel_p90=0.5), 256)
+    assert len(sizes) == 4 and list(sizes) == sorted(sizes)
+    assert sizes[0] <= 0.05 * 256 + 1 and sizes[-1] >= 0.5 * 256
+
+
+def test_advice_reads_the_learning_curve() -> None:
+    rising = [{"segm": {"AP": 0.2}}, {"segm": {"AP": 0.3}}]
+    flat = [{"segm": {"AP": 0.30}}, {"segm": {"AP": 0.305}}]
+    metrics = {"segm": {"AP": 0.3, "APs": 0.05, "APl": 0.6}}
+    assert any("longer budget" in t for t in advise(rising, None, BASE))
+    assert not any("longer budget" in t for t in advise(flat, None, BASE))
+    assert any("higher input resolution" in t for t in advise(flat, metrics, BASE))
+    assert any("more labelled images" in t for t in advise(flat, None, replace(BASE, images=50)))
+
+
+def test_cli_self_configures_and_fits_the_budget(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    budget_min = 0.75
+    t0 = time.perf_counter()
+    code = main([
+        "train", "--data", "shapes:40:96", "--time", str(budget_min), "--output", str(run),
+        "--set", "train.batch_size=2", "--set", "train.num_threads=1",
+        "--set", "output.tensorboard=false", "--set", "output.mlflow=false",
+    ])
+    wall = time.perf_counter() - t0
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "autoconfig: model.name = maskrcnn_r18_slim" in out and "next:" in out
+    plan = json.loads((run / "autoconfig.json").read_text())
+    chosen = {c["key"]: c for c in plan["choices"]}
+    assert chosen["train.batch_size"]["reason"].startswith("set by --set")
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["train"]["batch_size"] == 2 and cfg["data"]["val_split"] == "val"
+    assert cfg["train"]["max_iters"] == chosen["train.max_iters"]["value"] > 10
+    assert (run / "metrics.json").is_file() and plan["advice"]
+    assert wall <= budget_min * 60 + 10, f"{wall:.0f} s for a {budget_min * 60:.0f} s budget"
+
+
+def test_cli_refuses_data_with_config(tmp_path: Path, capsys) -> None:
+    assert main(["train", "--data", "shapes:8", "--config", "configs/default.yaml"]) == 2
+    assert "--data configures the run itself" in capsys.readouterr().err
