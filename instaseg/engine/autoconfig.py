@@ -295,14 +295,18 @@ def plan_training(
     plan_s = time.perf_counter() - started
     images_per_step = cfg.train.batch_size * cfg.train.accumulate
     reserve = 0.05 * budget_s + 5.0
-    steps = max(10, int((budget_s - plan_s - reserve) / sec))
+    # A budget too small for planning plus training still trains a little (and says so).
+    left_s = max(budget_s - plan_s, 0.25 * budget_s)
+    if left_s < 0.5 * budget_s:
+        log(f"autoconfig: warning: planning took {plan_s:.0f} s of the {budget_s:.0f} s budget")
+    steps = max(10, int((left_s - reserve) / sec))
     epochs = steps * images_per_step / max(len(train_set), 1)
     choices.append(Choice("train.max_iters", steps,
-                          f"{sec:.3f} s a step measured here; {budget_s - plan_s - reserve:.0f} s left for "
+                          f"{sec:.3f} s a step measured here; {left_s - reserve:.0f} s left for "
                           f"training after planning ({plan_s:.0f} s) and a validation reserve: "
                           f"{epochs:.1f} passes over {len(train_set)} images"))
     choices.append(Choice("train.warmup_iters", int(min(100, max(10, steps // 20))), "5% of the steps"))
-    choices.append(Choice("train.max_time_min", round((budget_s - plan_s) / 60.0, 3),
+    choices.append(Choice("train.max_time_min", round(left_s / 60.0, 3),
                           "what is left of the budget: the schedule and final validation fit it"))
     period = max(1, int(epochs // 4)) if epochs >= 2 else 0
     choices.append(Choice("eval.period", period, "about four validations: a learning curve for the advice"))

@@ -1,0 +1,204 @@
+"""Self-configured training against hand-written configs and YOLO11n-seg, under one time budget.
+
+    .venv/bin/python benchmarks/bench_autoconfig.py --minutes 15                  # instaseg rows
+    YOLO_OFFLINE=1 /tmp/ulvenv/bin/python benchmarks/bench_autoconfig.py --minutes 15 --yolo
+
+For each real dataset (``$INSTASEG_DATA``: Penn-Fudan, nuclei; the deterministic 80/20 split, every
+fifth image held out) it runs, each in a subprocess with the same budget:
+
+- ``instaseg train --data SPEC --time MINUTES`` (no config: the run configures itself);
+- the best hand-written config in ``configs/`` for that data, if any, with ``train.max_time_min``;
+- with ``--yolo`` (run the script with a Python that has ultralytics, see bench_realtime.py for the
+  venv): YOLO11n-seg from its YAML (no weights can be downloaded) trained by Ultralytics' own trainer
+  with ``time=`` on the same training images, its predictions on the held-out images scored by
+  ``instaseg evaluate --predictions`` (exact COCO metrics, the same ground truth).
+
+Plus the embedded default, ``instaseg train`` with no arguments (target: mask AP >= 0.75 in <= 600 s).
+Records wall time, load average and held-out mask/box AP to benchmarks/results/autoconfig.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = {
+    "pennfudan": ("folder:{data}/pennfudan", "configs/pennfudan.yaml"),
+    "nuclei": ("folder:{data}/nuclei", None),
+}
+
+
+def _instaseg(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
+    cmd = [sys.executable, "-m", "instaseg.cli", *args]
+    t0 = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, cwd=cwd, text=True, capture_output=True, env=env)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        print(proc.stdout[-2000:], proc.stderr[-2000:], sep="\n")
+        raise SystemExit(f"instaseg {' '.join(args[:3])} failed ({proc.returncode})")
+    return proc, wall
+
+
+def _row(kind: str, command: str, run_dir: Path, wall: float, load0: float) -> dict[str, Any]:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {
+        "kind": kind,
+        "command": command,
+        "wall_s": round(wall, 1),
+        "mask_AP": round(metrics["segm"]["AP"], 4),
+        "mask_AP50": round(metrics["segm"]["AP50"], 4),
+        "box_AP": round(metrics["bbox"]["AP"], 4),
+        "loadavg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
+    }
+
+
+def run_selfconfig(spec: str, minutes: float, tmp: Path) -> dict[str, Any]:
+    run = tmp / "auto"
+    load0 = os.getloadavg()[0]
+    _, wall = _instaseg(["train", "--data", spec, "--time", str(minutes), "--output", str(run)], tmp)
+    row = _row("self-configured", f"instaseg train --data {spec} --time {minutes}", run, wall, load0)
+    plan = json.loads((run / "autoconfig.json").read_text())
+    row["choices"] = {c["key"]: c["value"] for c in plan["choices"] if not c["key"].startswith("data.")}
+    row["advice"] = plan["advice"]
+    return row
+
+
+def run_config(config: str, minutes: float, tmp: Path) -> dict[str, Any]:
+    run = tmp / "hand"
+    load0 = os.getloadavg()[0]
+    args = ["train", "-c", str(ROOT / config), "--set", f"train.max_time_min={minutes}", "--output", str(run)]
+    _, wall = _instaseg(args, tmp)
+    return _row("hand-written config", f"instaseg train -c {config} --set train.max_time_min={minutes}",
+                run, wall, load0)
+
+
+def _yolo_export(spec: str, root: Path) -> Path:
+    """The training split of ``spec`` as an Ultralytics segmentation dataset (one polygon per instance
+    from its mask's outer contour, normalised xy; class = label - 1)."""
+    from instaseg.data.build import build_dataset
+
+    ds = build_dataset(spec, split="train")
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(len(ds)):
+        rec = ds.load_record(i)
+        h, w = rec.image.shape[:2]
+        cv2.imwrite(str(root / "images" / f"{i}.png"), np.ascontiguousarray(rec.image[:, :, ::-1]))
+        lines = []
+        for mask, label in zip(rec.masks, rec.labels, strict=True):
+            contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            if not contours:
+                continue
+            xy = max(contours, key=cv2.contourArea).reshape(-1, 2) / np.array([w, h])
+            if len(xy) >= 3:
+                lines.append(" ".join([str(int(label) - 1)] + [f"{v:.5f}" for v in xy.reshape(-1)]))
+        (root / "labels" / f"{i}.txt").write_text("\n".join(lines) + "\n")
+    names = "".join(f"  {k - 1}: {n}\n" for k, n in enumerate(ds.class_names) if k > 0)
+    data = root / "data.yaml"
+    data.write_text(f"path: {root}\ntrain: images\nval: images\nnames:\n{names}")
+    return data
+
+
+def run_yolo(spec: str, minutes: float, imgsz: int, tmp: Path) -> dict[str, Any]:
+    from pycocotools import mask as mask_utils
+    from ultralytics import YOLO
+
+    from instaseg.data.build import build_dataset
+
+    data = _yolo_export(spec, tmp / "yolo_data")
+    yolo = YOLO("yolo11n-seg.yaml")
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    yolo.train(data=str(data), time=minutes / 60.0, epochs=1000, imgsz=imgsz, batch=8, device="cpu",
+               workers=0, plots=False, val=False, amp=False, pretrained=False,
+               project=str(tmp / "yolo_runs"), name="train", exist_ok=True, verbose=False)
+    wall = time.perf_counter() - t0
+    val = build_dataset(spec, split="val")
+    results = []
+    for i in range(len(val)):
+        info = val.image_info(i)
+        rec = val.load_record(i)
+        bgr = np.ascontiguousarray(rec.image[:, :, ::-1])
+        pred = yolo.predict(bgr, imgsz=imgsz, conf=0.001, retina_masks=True, verbose=False)[0]
+        if pred.masks is None:
+            continue
+        masks = pred.masks.data.cpu().numpy().astype(np.uint8)
+        for m, c, s in zip(masks, pred.boxes.cls.tolist(), pred.boxes.conf.tolist(), strict=True):
+            rle = mask_utils.encode(np.asfortranarray(m))
+            rle["counts"] = rle["counts"].decode()
+            results.append({"image_id": int(info["id"]), "category_id": int(val.category_ids[int(c) + 1]),
+                            "score": float(s), "segmentation": rle})
+    pred_file = tmp / "yolo_results.json"
+    pred_file.write_text(json.dumps(results))
+    out = tmp / "yolo_eval"
+    _instaseg(["evaluate", "--data", spec, "--split", "val", "--predictions", str(pred_file),
+               "--output", str(out), "--no-analysis"], tmp)
+    row = _row("YOLO11n-seg (Ultralytics trainer, from scratch)",
+               f"yolo train time={minutes / 60:.3f}h imgsz={imgsz}", out, wall, load0)
+    return row
+
+
+def run_default(tmp: Path) -> dict[str, Any]:
+    run = tmp / "default"
+    load0 = os.getloadavg()[0]
+    _, wall = _instaseg(["train", "--output", str(run)], tmp)
+    return _row("embedded default", "instaseg train", run, wall, load0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--minutes", type=float, default=15.0)
+    p.add_argument("--datasets", default=",".join(DATASETS))
+    p.add_argument("--yolo", action="store_true", help="also YOLO11n-seg (needs ultralytics)")
+    p.add_argument("--yolo-imgsz", type=int, default=320)
+    p.add_argument("--skip-default", action="store_true")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "autoconfig.json"))
+    args = p.parse_args()
+    data_root = os.environ.get("INSTASEG_DATA")
+    if not data_root or not Path(data_root).is_dir():
+        raise SystemExit("set INSTASEG_DATA to the shared data folder (../shared/data)")
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for name in args.datasets.split(","):
+        spec_t, config = DATASETS[name]
+        spec = spec_t.format(data=data_root)
+        rows[name] = []
+        with tempfile.TemporaryDirectory() as tmp:
+            rows[name].append(run_selfconfig(spec, args.minutes, Path(tmp)))
+            print(json.dumps(rows[name][-1]))
+            if config:
+                rows[name].append(run_config(config, args.minutes, Path(tmp)))
+                print(json.dumps(rows[name][-1]))
+            if args.yolo:
+                rows[name].append(run_yolo(spec, args.minutes, args.yolo_imgsz, Path(tmp)))
+                print(json.dumps(rows[name][-1]))
+    if not args.skip_default:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows["shapes (embedded default)"] = [run_default(Path(tmp))]
+            print(json.dumps(rows["shapes (embedded default)"][-1]))
+    out = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{os.cpu_count()} CPUs",
+        "minutes": args.minutes,
+        "targets": {"pennfudan_mask_AP": 0.55, "nuclei_mask_AP": 0.35, "default_mask_AP": 0.75,
+                    "default_wall_s": 600},
+        "rows": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
