@@ -249,6 +249,28 @@ def _parse_points(text: str | None, field: str, w: int, h: int, limit: int) -> n
     return pts
 
 
+def _parse_labelled_points(
+    points: str | None, labels: str | None, w: int, h: int, limit: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """SAM's ``point_coords``/``point_labels`` form: JSON ``[[x, y], ...]`` and ``[1, 0, ...]`` (1 =
+    foreground, 0 = background) -> float ``(P, 2)`` and int64 ``(P,)``; 422 when they do not pair up."""
+    pts = _parse_points(points, "points", w, h, limit)
+    if labels is None or not labels.strip():
+        if len(pts):
+            raise HTTPException(422, "points: give labels too, e.g. [1, 0] (1 foreground, 0 background)")
+        return pts, np.zeros(0, dtype=np.int64)
+    try:
+        lab = np.asarray(json.loads(labels))
+    except (ValueError, TypeError):
+        raise HTTPException(422, f"labels: expected JSON like [1, 0], got {labels[:80]!r}") from None
+    lab = lab.reshape(-1)
+    if len(lab) != len(pts):
+        raise HTTPException(422, f"labels: {len(lab)} labels for {len(pts)} points")
+    if not np.isin(lab, (0, 1)).all():
+        raise HTTPException(422, f"labels: each must be 1 (foreground) or 0 (background): {labels[:80]!r}")
+    return pts, lab.astype(np.int64)
+
+
 def _parse_box(text: str | None, w: int, h: int) -> np.ndarray | None:
     if text is None or not text.strip():
         return None
@@ -375,6 +397,10 @@ def create_app(
         file: UploadFile = File(..., description="the image"),
         foreground: str | None = Form(None, description="JSON [[x, y], ...] foreground clicks (pixels)"),
         background: str | None = Form(None, description="JSON [[x, y], ...] background clicks (pixels)"),
+        points: str | None = Form(
+            None, description="SAM's convention: JSON [[x, y], ...] clicks, with `labels`"
+        ),
+        labels: str | None = Form(None, description="JSON [1, 0, ...]: 1 foreground, 0 background"),
         box: str | None = Form(None, description="JSON [x1, y1, x2, y2] box around the object"),
         multimask: bool = Form(False, description="return several candidate masks"),
         format: Literal["rle", "polygon"] = Query("rle", description="mask encoding"),
@@ -388,14 +414,17 @@ def create_app(
             h, w = image.shape[:2]
             fg = _parse_points(foreground, "foreground", w, h, limits.max_points)
             bg = _parse_points(background, "background", w, h, limits.max_points)
+            sam_pts, sam_labels = _parse_labelled_points(points, labels, w, h, limits.max_points)
+            fg = np.concatenate([fg, sam_pts[sam_labels == 1]])
+            bg = np.concatenate([bg, sam_pts[sam_labels == 0]])
             prompt_box = _parse_box(box, w, h)
             if len(fg) == 0 and prompt_box is None:
                 raise HTTPException(422, "give at least one foreground point or a box")
-            points = np.concatenate([fg, bg])
-            labels = np.concatenate([np.ones(len(fg), np.int64), np.zeros(len(bg), np.int64)])
+            clicks = np.concatenate([fg, bg])
+            click_labels = np.concatenate([np.ones(len(fg), np.int64), np.zeros(len(bg), np.int64)])
             start = time.perf_counter()
             masks = []
-            for mask, score in interactive.segment(image, points, labels, prompt_box, multimask):
+            for mask, score in interactive.segment(image, clicks, click_labels, prompt_box, multimask):
                 rle = dense_masks_to_rles(mask[None])[0]
                 ys, xs = np.nonzero(mask)
                 bbox = [0.0] * 4

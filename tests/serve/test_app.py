@@ -113,6 +113,15 @@ def test_segment_interactive_click_finds_the_object(client: TestClient) -> None:
     masks = r.json()["masks"]
     assert len(masks) >= 2 and masks[0]["score"] >= masks[-1]["score"]
     assert _iou(polygons_to_mask(masks[0]["polygons"], 120, 160), disk_mask(120, 160, 70, 60, 30)) > 0.8
+    # SAM's convention (points + labels) gives the same answer as foreground/background.
+    sam = client.post(
+        "/segment_interactive", files=files, data={"points": "[[70, 60], [5, 5]]", "labels": "[1, 0]"}
+    )
+    ours = client.post(
+        "/segment_interactive", files=files, data={"foreground": "[[70, 60]]", "background": "[[5, 5]]"}
+    )
+    assert sam.status_code == 200, sam.text
+    assert sam.json()["masks"][0]["rle"] == ours.json()["masks"][0]["rle"]
 
 
 @pytest.mark.parametrize(
@@ -123,7 +132,11 @@ def test_segment_interactive_click_finds_the_object(client: TestClient) -> None:
      ({"foreground": "[[1, 2, 3]]"}, "pairs"),
      ({"foreground": "not json"}, "expected JSON"),
      ({"background": "[[5, 5]]"}, "at least one foreground point or a box"),
-     ({"box": "[50, 50, 40, 60]"}, "not a non-empty box")],
+     ({"box": "[50, 50, 40, 60]"}, "not a non-empty box"),
+     ({"points": "[[10, 10]]"}, "give labels too"),
+     ({"points": "[[10, 10], [20, 20]]", "labels": "[1]"}, "1 labels for 2 points"),
+     ({"points": "[[10, 10]]", "labels": "[2]"}, "must be 1 (foreground) or 0"),
+     ({"points": "[[10, 10]]", "labels": "[0]"}, "at least one foreground point")],
 )
 def test_segment_interactive_bad_prompts_are_422(client: TestClient, data: dict, fragment: str) -> None:
     files = {"file": ("blobs.png", _png(blob_image()), "image/png")}
