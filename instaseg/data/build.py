@@ -151,7 +151,8 @@ FORMATS: dict[str, tuple[Builder, str]] = {
     "cityscapes": (_build_cityscapes, "cityscapes:ROOT[:SPLIT]  Cityscapes gtFine instanceIds"),
     "folder": (_build_folder, "folder:ROOT  images/+masks/, PNGImages/+PedMasks/, <id>/images+masks/"),
     "shapes": (_build_shapes, "shapes[:N[:SIZE]]  synthetic shapes, generated on the fly"),
-    "video_shapes": (_build_video_shapes, "video_shapes[:N[:FRAMES[:SIZE]]]  synthetic videos with track ids"),
+    "video_shapes": (_build_video_shapes,
+                     "video_shapes[:N[:FRAMES[:SIZE]]]  synthetic videos with track ids"),
     "ytvis": (_build_ytvis, "ytvis:ANNOTATIONS.json[:FRAMES_DIR]  YouTube-VIS videos"),
 }
 

@@ -28,7 +28,9 @@ PALETTE = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
                    dtype=np.float32)
 
 
-def simulate_video(rng: np.random.Generator, size: int, frames: int, max_objects: int) -> dict[str, np.ndarray]:
+def simulate_video(
+    rng: np.random.Generator, size: int, frames: int, max_objects: int
+) -> dict[str, np.ndarray]:
     """Trajectories of one video: ``cls`` (K,), ``colour`` (K, 3), ``state`` (T, K, 5) rows
     ``(cx, cy, r, angle, brightness)``; objects are listed back to front."""
     k = int(rng.integers(2, max_objects + 1))

@@ -64,7 +64,8 @@ class YtvisDataset(VideoDataset):
         by_video: dict[int, list[dict[str, Any]]] = {}
         for a in data["annotations"]:
             if int(a["category_id"]) not in label_of:
-                raise DataError(self.path, f"annotation {a.get('id')}: unknown category_id {a['category_id']}")
+                raise DataError(self.path,
+                                f"annotation {a.get('id')}: unknown category_id {a['category_id']}")
             by_video.setdefault(int(a["video_id"]), []).append(a)
         self._tracks = [by_video.get(v.id, []) for v in self.videos]
         for v, tracks in zip(self.videos, self._tracks, strict=True):
@@ -103,11 +104,13 @@ class YtvisDataset(VideoDataset):
             try:
                 rles.append(to_rle(seg, info.height, info.width))
             except (TypeError, KeyError, ValueError) as exc:
-                raise DataError(self.path, f"annotation {a.get('id')} frame {t}: bad segmentation ({exc})") from None
+                problem = f"annotation {a.get('id')} frame {t}: bad segmentation ({exc})"
+                raise DataError(self.path, problem) from None
             labels.append(self._label_of[int(a["category_id"])])
             crowd.append(int(a.get("iscrowd", 0)))
             ids.append(int(a.get("id", len(ids) + 1)))
-        return rles, np.array(labels, dtype=np.int64), np.array(crowd, dtype=np.int64), np.array(ids, dtype=np.int64)
+        as64 = lambda x: np.array(x, dtype=np.int64)  # noqa: E731
+        return rles, as64(labels), as64(crowd), as64(ids)
 
     def load_record(self, index: int) -> Record:
         from instaseg.data.io import read_image
@@ -220,7 +223,8 @@ def write_mots(path: str | Path, frames: list[list[tuple[int, int, RLE]]]) -> Pa
             if not 0 < int(tid) < 1000:
                 raise ValueError(f"MOTS track ids must be 1..999, got {tid}")
             r = _json_rle(rle, False)
-            lines.append(f"{t} {int(cls) * 1000 + int(tid)} {int(cls)} {r['size'][0]} {r['size'][1]} {r['counts']}")
+            h, w = r["size"]
+            lines.append(f"{t} {int(cls) * 1000 + int(tid)} {int(cls)} {h} {w} {r['counts']}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + ("\n" if lines else ""))
@@ -238,11 +242,12 @@ def read_mots(path: str | Path) -> list[tuple[int, int, int, RLE]]:
             continue
         parts = line.split()
         if len(parts) != 6:
-            raise DataError(path, f"line {n}: expected 'frame id class_id height width rle', got {len(parts)} fields")
+            raise DataError(path, f"line {n}: expected 'frame id class_id height width rle', "
+                                  f"got {len(parts)} fields")
         try:
             frame, obj, cls, h, w = (int(p) for p in parts[:5])
         except ValueError:
-            raise DataError(path, f"line {n}: frame, id, class_id, height and width must be integers") from None
+            raise DataError(path, f"line {n}: frame, id, class_id, height, width must be integers") from None
         rows.append((frame, obj, cls, {"size": [h, w], "counts": parts[5]}))
     return rows
 

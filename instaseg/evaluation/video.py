@@ -149,10 +149,11 @@ def vis_metrics(gt: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, 
             else:
                 sums[key].append(recall)
     if not sums["AP"]:
-        return {"AP": -1.0, "AP50": -1.0, "AP75": -1.0, "AR1": -1.0, "AR10": -1.0, "AR": -1.0, "per_class": {}}
+        return {**dict.fromkeys(("AP", "AP50", "AP75", "AR1", "AR10", "AR"), -1.0), "per_class": {}}
     ap = np.mean(sums["AP"], axis=0)  # (T,) class-averaged per IoU threshold
     out.update(AP=float(ap.mean()), AP50=float(ap[0]), AP75=float(ap[5]),
-               AR1=float(np.mean(sums["AR1"], axis=0).mean()), AR10=float(np.mean(sums["AR10"], axis=0).mean()),
+               AR1=float(np.mean(sums["AR1"], axis=0).mean()),
+               AR10=float(np.mean(sums["AR10"], axis=0).mean()),
                AR=float(np.mean(sums["AR"], axis=0).mean()))
     return out
 
@@ -202,7 +203,8 @@ def trackeval_metrics(gt: dict[str, Any], results: list[dict[str, Any]], *, max_
         root = Path(workdir) if workdir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         _trackeval_files(gt, results, root)
         evaluator = trackeval.Evaluator({"USE_PARALLEL": False, "PRINT_RESULTS": False, "PRINT_CONFIG": False,
-                                         "OUTPUT_SUMMARY": False, "OUTPUT_DETAILED": False, "PLOT_CURVES": False,
+                                         "OUTPUT_SUMMARY": False, "OUTPUT_DETAILED": False,
+                                         "PLOT_CURVES": False,
                                          "TIME_PROGRESS": False, "OUTPUT_EMPTY_CLASSES": False,
                                          "PRINT_ONLY_COMBINED": True, "BREAK_ON_ERROR": True})
         dataset = trackeval.datasets.YouTubeVIS({
