@@ -152,6 +152,15 @@ def video_stats(dataset: Any, *, occlusion_iou: float = 0.0) -> dict[str, Any]:
     }
 
 
+def format_video_stats(stats: dict[str, Any]) -> str:
+    """Human-readable lines for :func:`video_stats`."""
+    tl = stats["track_length"]
+    known = "" if stats["track_ids_known"] else " (no true track ids in this dataset)"
+    return (f"videos: {stats['videos']}, frames: {stats['frames']}, tracks: {stats['tracks']}{known}\n"
+            f"track length (frames): min {tl['min']}, mean {tl['mean']}, max {tl['max']}\n"
+            f"occlusions: {stats['occlusions']}, re-entries: {stats['reentries']}")
+
+
 def _frame_tracks(dataset: Any, index: int) -> tuple[list[int] | None, list[dict[str, Any]]]:
     fn = getattr(dataset, "load_tracks", None)
     if fn is not None:

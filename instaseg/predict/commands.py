@@ -131,10 +131,19 @@ def evaluate(
     analysis: bool = typer.Option(True, help="Also compute PQ, error analysis and the dashboard data."),
     num_samples: int = typer.Option(6, min=0, help="Sample pictures in the report."),
     figures: bool = typer.Option(True, help="Draw the dashboard and samples (else only JSON + HTML)."),
+    tracker: str = typer.Option(
+        "temporal", help="Video datasets: comma list of trackers to score (temporal, bytetrack, iou)."),
 ) -> None:
-    """Score a trained model (--checkpoint) or a COCO results file (--predictions) on a dataset."""
+    """Score a trained model (--checkpoint) or a COCO results file (--predictions) on a dataset.
+
+    On a video dataset (video_shapes, ytvis): YouTube-VIS AP/AR, HOTA, CLEAR, IDF1 per tracker."""
     from instaseg.evaluation.summary import format_table
     from instaseg.predict import evaluate as E
+    from instaseg.predict.video_eval import is_video_spec, run_video_evaluate
+
+    if is_video_spec(data):
+        run_video_evaluate(data, checkpoint, predictions, output, split, tracker, _log)
+        return
 
     kinds = E.parse_iou_types(iou_types)
     result = E.evaluate(

@@ -135,6 +135,31 @@ class TrackerStep:
         return out.index, out.track_ids, out.mask_lowres
 
 
+def wants_video_pipeline(predictor: Any, source: str | Path, tracker: str | None) -> str | None:
+    """The tracker to run :func:`run_video` with, or None for the image path: a video file or frame
+    folder goes through the video pipeline when ``tracker`` is given or the model is a video model."""
+    from instaseg.models.registry import model_task
+    from instaseg.predict.files import is_video
+
+    path = Path(source)
+    try:
+        video_model = model_task(predictor.name) == "video"
+    except Exception:  # an exported model whose name is not registered: an image model
+        video_model = False
+    if tracker is None and not video_model:
+        return None
+    if not (path.is_dir() or (path.is_file() and is_video(path))):
+        if tracker is not None:
+            raise DataError(path, "--tracker needs a video file or a folder of frames")
+        return None
+    kind = tracker or "temporal"
+    if kind not in TRACKERS:
+        from instaseg.errors import ConfigError
+
+        raise ConfigError(f"--tracker must be one of {', '.join(TRACKERS)}, got {kind!r}")
+    return kind
+
+
 def make_tracker(kind: str = "temporal", config: TrackerConfig | None = None) -> TrackerStep:
     """A fresh tracker of ``kind`` (one of :data:`TRACKERS`) for one video."""
     return TrackerStep(kind, config or TrackerConfig())

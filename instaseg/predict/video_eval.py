@@ -98,3 +98,36 @@ def evaluate_video(data: str, checkpoint: str | Path, *, trackers: tuple[str, ..
         results, _ = track_videos(dets, dataset, kind, config)
         out[kind] = score_results(gt, results)
     return out
+
+
+def run_video_evaluate(data: str, checkpoint: Path | None, predictions: Path | None, output: Path | None,
+                       split: str | None, trackers: str, log: Callable[[str], None]) -> dict[str, Any]:
+    """``instaseg evaluate`` on a video dataset: a checkpoint (each tracker in ``trackers``, a comma list)
+    or a YouTube-VIS results JSON (``predictions``). Prints one table row per tracker; writes
+    ``metrics.json`` under ``output`` when given."""
+    import json
+
+    from instaseg.data.build import build_dataset
+    from instaseg.data.io import read_json
+    from instaseg.errors import ConfigError
+
+    kinds = tuple(k.strip() for k in trackers.split(",") if k.strip())
+    if (checkpoint is None) == (predictions is None):
+        raise ConfigError("give exactly one of --checkpoint and --predictions")
+    if predictions is not None:
+        results = read_json(predictions)
+        if not isinstance(results, list):
+            raise DataError(predictions, "not a YouTube-VIS results list")
+        gt = ground_truth(build_dataset(data, split=split))
+        metrics = {"predictions": score_results(gt, results)}
+    else:
+        metrics = evaluate_video(data, checkpoint, trackers=kinds, split=split, log=log)
+    keys = ("AP", "AP50", "AP75", "AR1", "AR10", "HOTA", "DetA", "AssA", "MOTSA", "sMOTSA", "IDSW", "IDF1")
+    print("tracker    " + " ".join(f"{k:>7}" for k in keys))
+    for name, m in metrics.items():
+        print(f"{name:<10} " + " ".join(f"{m[k]:7d}" if k == "IDSW" else f"{m[k]:7.4f}" for k in keys))
+    if output is not None:
+        Path(output).mkdir(parents=True, exist_ok=True)
+        (Path(output) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        log(f"metrics: {Path(output) / 'metrics.json'}")
+    return metrics
