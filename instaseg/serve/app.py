@@ -41,6 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from instaseg.errors import ConfigError, InstasegError
 from instaseg.ops.paste import dense_masks_to_rles
+from instaseg.serve.video_jobs import add_video_routes
 from instaseg.structures.masks import rle_decode
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -445,6 +446,8 @@ def create_app(
     @app.get("/", include_in_schema=False)
     async def demo_page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
+
+    add_video_routes(app, predictor, limits, lambda fn: worker.submit(timed, fn))  # /segment_video
 
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
