@@ -46,7 +46,7 @@ def train_association(model: Any, dataset: Any, *, iters: int = 300, batch_size:
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if log is not None and (it + 1) % log_period == 0:
             log(f"association it {it + 1}/{iters} loss {np.mean(losses[-log_period:]):.4f} "
                 f"({time.perf_counter() - start:.0f} s)")
