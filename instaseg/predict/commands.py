@@ -64,6 +64,7 @@ def train(
     from instaseg.config import load_config
     from instaseg.engine import distributed as du
     from instaseg.engine.autoconfig import plan_training, write_plan
+    from instaseg.models import model_task
     from instaseg.predict.validation import train as run_training
 
     if resume is not None and config is not None:
@@ -86,6 +87,16 @@ def train(
         result = run_training(plan.config, output=output)
     else:
         cfg = load_config(config, overrides)
+        if model_task(cfg.model.name) == "video":  # detector on frames, then the association head
+            from instaseg.predict.video_train import train_video
+
+            video = train_video(cfg, output=output, log=typer.echo)
+            if du.is_main_process():
+                t = video.metrics["temporal"]
+                typer.echo(f"held-out video: VIS AP {t['AP']:.4f}, HOTA {t['HOTA']:.4f}, "
+                           f"ID switches {t['IDSW']} (IoU tracker {video.metrics['iou']['IDSW']})")
+                typer.echo(f"run directory: {video.run_dir}; video model: {video.checkpoint}")
+            return
         result = run_training(cfg, output=output)
     if plan is not None and du.is_main_process():
         write_plan(plan, result.run_dir, result.metrics, log=typer.echo)

@@ -228,7 +228,8 @@ def run_video(predictor: Any, source: str | Path, output: str | Path, *, tracker
     under ``output``. Frames are streamed; unreadable frames are skipped, counted and reported through
     ``log``, and keep their slot in the timeline (null segmentations)."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    config = config or TrackerConfig()
+    if config is None:  # the rules saved with a video model (video.tracker), else the defaults
+        config = TrackerConfig(**dict(getattr(predictor, "meta", {}).get("tracker") or {}))
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     step = make_tracker(tracker, config)

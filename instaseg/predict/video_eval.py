@@ -87,9 +87,9 @@ def evaluate_video(data: str, checkpoint: str | Path, *, trackers: tuple[str, ..
     from instaseg.data.build import build_dataset
     from instaseg.models.checkpoint import load_model
 
-    config = config or TrackerConfig()
     dataset = build_dataset(data, split=split)
-    model, _ = load_model(checkpoint)
+    model, meta = load_model(checkpoint)
+    config = config or TrackerConfig(**dict(meta.get("tracker") or {}))
     dets, _, _ = detect_videos(model, dataset, min_score=min(config.low_thresh, config.high_thresh),
                                max_videos=max_videos, log=log)
     gt = ground_truth(dataset, max_videos)

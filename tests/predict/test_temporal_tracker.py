@@ -82,3 +82,17 @@ def test_iou_baseline_on_same_detections() -> None:
     iou = make_tracker("iou")  # a 12 px jump in one frame: no mask overlap, a new id for the baseline
     iou.step(det(0))
     assert iou.step(det(20))[1].tolist() == [2]
+
+
+def test_tracker_rules_from_config_keys() -> None:
+    import pytest
+
+    from instaseg.config import load_config
+    from instaseg.errors import ConfigError
+    from instaseg.predict.video_train import tracker_config
+
+    cfg = load_config(None, ["video.tracker={max_age: 3, min_hits: 2}"])
+    rules = tracker_config(cfg.video.tracker)
+    assert rules.max_age == 3 and rules.min_hits == 2 and rules.high_thresh == TrackerConfig().high_thresh
+    with pytest.raises(ConfigError, match="max_agee"):
+        tracker_config({"max_agee": 3})
