@@ -111,3 +111,16 @@ def assign(score: np.ndarray, threshold: float) -> tuple[list[tuple[int, int]], 
     pairs = [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if score[r, c] >= threshold]
     mr, mc = {p[0] for p in pairs}, {p[1] for p in pairs}
     return pairs, [i for i in range(n) if i not in mr], [j for j in range(m) if j not in mc]
+
+
+def suppress_duplicates(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Class-agnostic greedy NMS: indices (into ``boxes`` (N, 4) XYXY) of the detections kept, by
+    decreasing score; a detection overlapping a kept, higher-scoring one with box IoU > ``iou_threshold``
+    is dropped (the same object found twice, e.g. under two classes)."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    iou = box_iou(boxes, boxes)
+    keep: list[int] = []
+    for i in order:
+        if all(iou[i, k] <= iou_threshold for k in keep):
+            keep.append(int(i))
+    return np.asarray(keep, dtype=np.int64)

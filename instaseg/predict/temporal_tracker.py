@@ -10,6 +10,10 @@ Per frame (ByteTrack's two-stage idea, with an appearance term and mask smoothin
 3. **low** detections (``low_thresh <= score < high_thresh``) are matched by IoU ``>= low_match_thresh`` to
    the tracks still unmatched that were seen in the previous frame: they recover occluded or blurred
    objects instead of being discarded;
+Before matching, detections overlapping a higher-scoring one with box IoU > ``dedup_iou`` are dropped
+(class-agnostic: the detector may find one object twice, under two classes). With ``match_labels`` off
+(the default) a track survives the detector's class flips; its reported class is its most frequent one.
+
 4. birth: an unmatched high detection with ``score >= new_track_thresh`` starts a track, reported once it
    has ``min_hits`` matches (or from frame 0); death: a track unmatched for more than ``max_age`` frames
    is dropped. Ids are positive and never reused;
@@ -34,6 +38,7 @@ from instaseg.ops.tracking import (
     kalman_init,
     kalman_predict,
     kalman_update,
+    suppress_duplicates,
     xyah_to_xyxy,
 )
 
@@ -54,7 +59,8 @@ class TrackerConfig:
     max_age: int = 15
     mask_momentum: float = 0.3
     embed_momentum: float = 0.8
-    match_labels: bool = True
+    match_labels: bool = False
+    dedup_iou: float = 0.7
 
     @classmethod
     def bytetrack(cls, **kw: Any) -> TrackerConfig:
@@ -113,8 +119,11 @@ class TemporalTracker:
             for t, m, s in zip(tracks, mean, cov, strict=True):
                 t.mean, t.cov = m, s
         pred = xyah_to_xyxy(np.stack([t.mean[:4] for t in tracks])) if tracks else np.zeros((0, 4))
-        high = np.nonzero(scores >= c.high_thresh)[0]
-        low = np.nonzero((scores >= c.low_thresh) & (scores < c.high_thresh))[0]
+        valid = np.zeros(n, dtype=bool)
+        if n:  # one detection per object: the detector may find it twice (two classes, two boxes)
+            valid[suppress_duplicates(boxes, scores, c.dedup_iou) if c.dedup_iou < 1 else np.arange(n)] = True
+        high = np.nonzero(valid & (scores >= c.high_thresh))[0]
+        low = np.nonzero(valid & (scores >= c.low_thresh) & (scores < c.high_thresh))[0]
         same = (labels[:, None] == np.array([t.label for t in tracks])[None, :]) if c.match_labels else None
 
         # stage 1: high detections x all live tracks, motion + appearance

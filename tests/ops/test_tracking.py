@@ -53,3 +53,12 @@ def test_assign_is_optimal_and_thresholded() -> None:
     pairs, rows, cols = assign(np.array([[0.2]]), 0.3)
     assert pairs == [] and rows == [0] and cols == [0]
     assert assign(np.zeros((0, 3)), 0.5) == ([], [], [0, 1, 2])
+
+
+def test_suppress_duplicates_is_class_agnostic_nms() -> None:
+    from instaseg.ops.tracking import suppress_duplicates
+
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 9], [20, 20, 30, 30], [1, 0, 11, 10]])
+    keep = suppress_duplicates(boxes, np.array([0.5, 0.9, 0.8, 0.3]), 0.7)
+    assert keep.tolist() == [1, 2]  # 0 and 3 duplicate the higher-scoring box 1
+    assert suppress_duplicates(boxes, np.array([0.5, 0.9, 0.8, 0.3]), 1.0).tolist() == [1, 2, 0, 3]

@@ -96,3 +96,14 @@ def test_tracker_rules_from_config_keys() -> None:
     assert rules.max_age == 3 and rules.min_hits == 2 and rules.high_thresh == TrackerConfig().high_thresh
     with pytest.raises(ConfigError, match="max_agee"):
         tracker_config({"max_agee": 3})
+
+
+def test_duplicates_dropped_and_class_flips_survive() -> None:
+    tr = TemporalTracker(TrackerConfig())
+    out = tr.update(np.array([_box(0), _box(0.5)]), np.array([0.9, 0.7]), np.array([1, 2]))
+    assert out.index.tolist() == [0] and tr.num_tracks == 1  # the second is the same object
+    out = tr.update(np.array([_box(2)]), np.array([0.9]), np.array([3]))  # the detector flips the class
+    assert out.track_ids.tolist() == [1]
+    strict = TemporalTracker(TrackerConfig(match_labels=True))
+    strict.update(np.array([_box(0)]), np.array([0.9]), np.array([1]))
+    assert strict.update(np.array([_box(2)]), np.array([0.9]), np.array([3])).track_ids.tolist() == [2]
