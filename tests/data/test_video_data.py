@@ -145,3 +145,15 @@ def test_ytvis_reads_davis_sample(shared_data) -> None:
     assert (rec.masks[0] == png).mean() > 0.999
     stats = video_stats(ds)
     assert stats["tracks"] == 3 and stats["track_length"] == {"min": 20, "mean": 20.0, "max": 20}
+
+
+def test_data_stats_cli_reports_tracks(capsys) -> None:
+    from instaseg.cli import main
+
+    assert main(["data", "stats", "video_shapes:4:10:64", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["images"] == 40 and stats["video"]["videos"] == 4
+    assert stats["video"]["tracks"] >= 8 and stats["video"]["track_ids_known"] is True
+    assert main(["data", "stats", "video_shapes:4:10:64"]) == 0
+    assert "tracks:" in capsys.readouterr().out
+    assert main(["data", "stats", "video_shapes:4:x"]) == 2
