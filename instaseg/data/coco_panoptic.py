@@ -102,16 +102,26 @@ class CocoPanopticFile:
 
     ``categories`` (validated), ``entries``: per annotation ``(image_info, png_name, segments)`` where
     ``image_info`` is ``{"id", "file_name", "height", "width", "panoptic_file_name"}`` (from ``images``
-    when it lists the image; ``height``/``width`` may be ``None`` then).
+    when it lists the image; ``height``/``width`` may be ``None`` then). ``categories`` (for prediction
+    files, which need none of their own) replaces the JSON's categories in the checks.
     """
 
-    def __init__(self, json_path: str | Path, png_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        json_path: str | Path,
+        png_dir: str | Path | None = None,
+        *,
+        categories: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
         self.json_path = Path(json_path)
         self.png_dir = Path(png_dir) if png_dir else self.json_path.with_suffix("")
         data = read_json(self.json_path)
         if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
             raise DataError(self.json_path, "not a COCO panoptic JSON: no 'annotations' list")
-        self.categories = check_categories(data.get("categories"), self.json_path)
+        if categories is None:
+            self.categories = check_categories(data.get("categories"), self.json_path)
+        else:  # a prediction file is checked against the ground truth's categories, as pq_compute does
+            self.categories = [dict(c) for c in categories]
         self.cats = {c["id"]: c for c in self.categories}
         images = {im.get("id"): im for im in data.get("images") or [] if isinstance(im, dict)}
         self.entries: list[tuple[dict[str, Any], str, list[PanopticSegment]]] = []
