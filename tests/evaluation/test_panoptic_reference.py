@@ -225,3 +225,22 @@ def test_cityscapes_panoptic_equals_pq_compute(tmp_path: Path, name: str) -> Non
         assert ours["All"]["pq"] == 1.0 and ours["Things"]["n"] == 2 and ours["Stuff"]["n"] == 8
     else:
         assert 0.0 < ours["All"]["pq"] < 1.0
+
+
+def test_validator_entry_point_scores_a_split_dataset_against_its_gt(tmp_path: Path) -> None:
+    """evaluate_dataset_panoptic (what a training validator calls) on a train split of the COCO sample:
+    the dataset's own GT as prediction gives PQ 1; a shifted one equals pq_compute on the same files."""
+    from instaseg.data.build import build_dataset
+    from instaseg.evaluation.panoptic import evaluate_dataset_panoptic
+
+    src = Path(DATA) / "coco_panoptic_sample"
+    spec = f"coco_panoptic:{src}/panoptic_examples.json:{src}/panoptic_examples:{src}/input_images"
+    ds = build_dataset(spec, split="train")
+    assert len(ds) == 2
+    perfect = evaluate_dataset_panoptic(ds, [(i, ds.load_panoptic(i)) for i in range(len(ds))])
+    assert perfect["All"]["pq"] == 1.0
+    preds = [(i, shifted(ds.load_panoptic(i))) for i in range(len(ds))]
+    ours = evaluate_dataset_panoptic(ds, preds)
+    gt_items = [(ds.image_info(i), ds.load_panoptic(i)) for i in range(len(ds))]
+    ref = _reference(tmp_path, gt_items, [(ds.image_info(i), p) for i, p in preds], ds.panoptic_categories)
+    _assert_equal(ours, ref)
