@@ -251,6 +251,10 @@ def dashboard_panels(report: Any, curves: dict | None = None) -> dict[str, Calla
         panels["confusion_matrix"] = lambda ax: plot_confusion(ax, matrix, cats, names)
     if report.errors is not None:
         panels["error_analysis"] = lambda ax: plot_errors(ax, report.errors)
+    if m.get("panoptic"):  # a panoptic model's metrics (panoptic_metrics(): rows carry name and kind)
+        pan = m["panoptic"]
+        panels["pq_summary"] = lambda ax: plot_pq_summary(ax, pan)
+        panels["pq_per_class"] = lambda ax: plot_pq_per_class(ax, pan, [])
     if curves:
         panels["training_curves"] = lambda ax: plot_training_curves(ax, curves)
     return panels
@@ -296,6 +300,9 @@ def plot_pq_per_class(
     """Horizontal bars of per-class PQ (things blue, stuff orange), best first; classes with no TP, FP
     or FN left out; the best and worst ``top`` when there are more."""
     cats = {int(c["id"]): c for c in categories}
+    for c, v in result["per_class"].items():  # rows of panoptic_metrics() carry their name and kind
+        if "name" in v:
+            cats.setdefault(int(c), {"id": int(c), "name": v["name"], "isthing": v.get("isthing", 1)})
     rows = [(int(c), v["pq"]) for c, v in result["per_class"].items() if v["tp"] + v["fp"] + v["fn"]]
     rows.sort(key=lambda r: -r[1])
     many = len(rows) > top

@@ -186,3 +186,19 @@ def test_cli_bad_panoptic_input_is_one_line_naming_the_file(
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def test_write_leaves_out_empty_segments_and_refuses_unlisted_ids(tmp_path: Path) -> None:
+    from instaseg.structures.panoptic import PanopticResult, PanopticSegment
+
+    ids = np.zeros((8, 8), np.int32)
+    ids[:4] = 3
+    cats = [{"id": 1, "name": "a", "isthing": 1}]
+    res = PanopticResult(ids, [PanopticSegment(3, 1, True), PanopticSegment(4, 1, True)])  # 4 has no pixels
+    write_coco_panoptic([({"id": 1, "file_name": "x.jpg"}, res)], cats, tmp_path / "p.json")
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert [s["id"] for s in data["annotations"][0]["segments_info"]] == [3]
+    assert data["annotations"][0]["segments_info"][0]["area"] == 32 and (tmp_path / "p" / "x.png").is_file()
+    ids[5, 5] = 9
+    with pytest.raises(ValueError, match=r"ids \[9\] in the map are not in its segments"):
+        write_coco_panoptic([({"id": 1, "file_name": "y.jpg"}, res)], cats, tmp_path / "q.json")
