@@ -93,7 +93,8 @@ def format_stats(stats: dict[str, Any]) -> str:
 
 
 def render_preview(dataset: Any, *, num_images: int = 16, cols: int = 4, cell_size: int = 320) -> np.ndarray:
-    """uint8 RGB grid of the first ``num_images`` images with their masks, boxes and class names."""
+    """uint8 RGB grid of the first ``num_images`` images with their masks, boxes and class names
+    (panoptic datasets: stuff and things coloured, :func:`~instaseg.viz.panoptic.overlay_panoptic`)."""
     from instaseg.data.transforms import boxes_and_areas
     from instaseg.viz.draw import draw_instances, make_grid
 
@@ -118,6 +119,16 @@ def render_preview(dataset: Any, *, num_images: int = 16, cols: int = 4, cell_si
                 if len(masks)
                 else np.zeros((0, size[1], size[0]), bool)
             )
+        pan = rec.extra.get("panoptic")
+        if pan is not None and hasattr(dataset, "panoptic_categories"):
+            from instaseg.structures.panoptic import PanopticResult
+            from instaseg.viz.panoptic import overlay_panoptic
+
+            size = (image.shape[1], image.shape[0])
+            ids = cv2.resize(pan.id_map.astype(np.int32), size, interpolation=cv2.INTER_NEAREST)
+            small = PanopticResult(ids, pan.segments)
+            tiles.append(overlay_panoptic(image, small, dataset.panoptic_categories))
+            continue
         boxes, _ = boxes_and_areas(masks)
         tiles.append(draw_instances(image, masks, boxes, labels=rec.labels, class_names=dataset.class_names))
     return make_grid(tiles, cols=cols, cell_size=cell_size)

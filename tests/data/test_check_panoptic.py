@@ -88,7 +88,7 @@ def test_each_panoptic_problem_is_one_finding(tmp_path: Path, capsys, kind: str)
 
 
 @needs_data
-def test_real_panoptic_samples_are_clean_and_counted(capsys) -> None:
+def test_real_panoptic_samples_are_clean_and_counted(tmp_path: Path, capsys) -> None:
     src = Path(DATA) / "coco_panoptic_sample"
     spec = f"coco_panoptic:{src}/panoptic_examples.json:{src}/panoptic_examples:{src}/input_images"
     assert main(["data", "check", spec]) == 0
@@ -100,6 +100,13 @@ def test_real_panoptic_samples_are_clean_and_counted(capsys) -> None:
     assert pan["segment_kinds"] == {"thing": 40, "stuff": 7, "crowd": 3}
     assert abs(sum(pan["pixel_share"].values()) - 1) < 1e-3 and pan["pixel_share"]["void"] > 0
     assert pan["per_class"]["person"]["segments"] == 28
+    assert main(["data", "stats", spec, "--preview", str(tmp_path / "p.png"), "--num-preview", "1"]) == 0
+    preview = np.asarray(Image.open(tmp_path / "p.png").convert("RGB"))
+    grass = next(c for c in json.loads((Path(DATA) / "coco_panoptic_sample" / "panoptic_examples.json")
+                                       .read_text())["categories"] if c["name"] == "grass-merged")
+    # stuff is drawn: grass blended 55% over the image leaves its hue; instance-only previews have none
+    tint = np.abs(preview.astype(int) - np.array(grass["color"])).sum(-1) < 120
+    assert tint.mean() > 0.05
 
 
 def test_record_panoptic_findings() -> None:
