@@ -8,6 +8,9 @@ Specs (``FORMAT:ARGS``)::
     shapes[:N[:SIZE]]                   synthetic shapes, N training images of SIZE x SIZE (default 1000, 128)
     video_shapes[:N[:FRAMES[:SIZE]]]    synthetic videos with track ids (default 40 videos, 16 frames, 128)
     ytvis:ANNOTATIONS.json[:FRAMES_DIR] YouTube-VIS videos (frames of every video, with track ids)
+    coco_panoptic:PANOPTIC.json[:PNG_DIR[:IMAGE_DIR]]   COCO panoptic JSON + PNGs (PNG_DIR default: the
+                                        JSON path without .json; split like coco)
+    cityscapes_panoptic:ROOT[:SPLIT]    Cityscapes gtFine as panoptic (splits like cityscapes)
 
 A spec without a known ``FORMAT:`` prefix that names an existing path is detected: a ``.json`` file is
 COCO, a folder with ``leftImg8bit/`` and ``gtFine/`` is Cityscapes, any other folder is ``folder``.
@@ -118,13 +121,19 @@ def _build_cityscapes(
     _need_path(args, "cityscapes", "cityscapes:ROOT[:SPLIT]")
     from instaseg.data.cityscapes import CityscapesDataset
 
+    root, own_split = _cityscapes_root(args, split)
+    return CityscapesDataset(root, own_split, transform=transform, **options)
+
+
+def _cityscapes_root(args: str, split: str | None) -> tuple[str, str | None]:
+    """``(ROOT, SPLIT or None)`` of ``ROOT[:SPLIT]``; the spec's SPLIT wins over ``split``."""
     root, own_split = args, None
     head, sep, tail = args.rpartition(":")
     if sep and tail and "/" not in tail and "\\" not in tail and not Path(args).exists():
         root, own_split = head, tail
     if own_split is None:
         own_split = None if split in (None, "all") else split
-    return CityscapesDataset(root, own_split, transform=transform, **options)
+    return root, own_split
 
 
 def _build_folder(args: str, spec: str, split: str | None, transform: Any, options: dict) -> InstanceDataset:
@@ -136,6 +145,30 @@ def _build_folder(args: str, spec: str, split: str | None, transform: Any, optio
         return FolderDataset(Path(args) / split, transform=transform, **options)
     dataset = FolderDataset(args, transform=None if split else transform, **options)
     return _carve(dataset, split, transform)
+
+
+def _build_coco_panoptic(
+    args: str, spec: str, split: str | None, transform: Any, options: dict
+) -> InstanceDataset:
+    _need_path(args, "coco_panoptic", "coco_panoptic:PANOPTIC.json[:PNG_DIR[:IMAGE_DIR]]")
+    from instaseg.data.coco_panoptic import CocoPanopticDataset
+
+    ann, rest = coco_args(args)
+    png_dir, _, image_dir = (rest or "").partition(":")
+    split = _check_split(split, SPLITS_8020, "coco_panoptic")
+    dataset = CocoPanopticDataset(ann, png_dir or None, image_dir or None,
+                                  transform=None if split else transform, **options)
+    return _carve(dataset, split, transform)
+
+
+def _build_cityscapes_panoptic(
+    args: str, spec: str, split: str | None, transform: Any, options: dict
+) -> InstanceDataset:
+    _need_path(args, "cityscapes_panoptic", "cityscapes_panoptic:ROOT[:SPLIT]")
+    from instaseg.data.cityscapes_panoptic import CityscapesPanopticDataset
+
+    root, own_split = _cityscapes_root(args, split)
+    return CityscapesPanopticDataset(root, own_split, transform=transform, **options)
 
 
 def _carve(dataset: InstanceDataset, split: str | None, transform: Any) -> InstanceDataset:
@@ -154,6 +187,10 @@ FORMATS: dict[str, tuple[Builder, str]] = {
     "video_shapes": (_build_video_shapes,
                      "video_shapes[:N[:FRAMES[:SIZE]]]  synthetic videos with track ids"),
     "ytvis": (_build_ytvis, "ytvis:ANNOTATIONS.json[:FRAMES_DIR]  YouTube-VIS videos"),
+    "coco_panoptic": (_build_coco_panoptic,
+                      "coco_panoptic:PANOPTIC.json[:PNG_DIR[:IMAGE_DIR]]  COCO panoptic JSON + PNGs"),
+    "cityscapes_panoptic": (_build_cityscapes_panoptic,
+                            "cityscapes_panoptic:ROOT[:SPLIT]  Cityscapes gtFine as panoptic"),
 }
 
 
