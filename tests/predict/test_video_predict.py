@@ -141,3 +141,19 @@ def test_evaluate_cli_on_video_data(video_ckpt: Path, tmp_path: Path) -> None:
     assert set(metrics) == {"temporal", "iou"}
     assert {"AP", "HOTA", "IDSW", "IDF1", "MOTSA"} <= set(metrics["temporal"])
     assert "temporal" in proc.stdout and "HOTA" in proc.stdout
+
+
+def test_train_video_config_runs_both_stages(tmp_path: Path) -> None:
+    from instaseg.config import load_config
+    from instaseg.predict.video_train import train_video
+
+    cfg = load_config(ROOT / "configs" / "video.yaml", [
+        "data.train=video_shapes:2:4:64", "data.val=video_shapes:5:4:64", "train.max_iters=2",
+        "train.batch_size=2", "train.warmup_iters=1", "eval.max_images=4", "video.assoc_iters=2",
+        "video.assoc_batch=2", "video.eval_videos=1", "model.kwargs={min_size: 64, max_size: 64}",
+        "video.tracker={max_age: 4}", "output.progress=false"])
+    result = train_video(cfg, output=tmp_path / "run", log=lambda m: None)
+    assert result.checkpoint.is_file() and (result.run_dir / "video_metrics.json").is_file()
+    assert set(result.metrics) == {"temporal", "iou"}
+    model, meta = load_model(result.checkpoint)
+    assert meta["tracker"] == {"max_age": 4} and model_task(meta["model_spec"]["name"]) == "video"
