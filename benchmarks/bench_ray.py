@@ -9,8 +9,8 @@ images of ``$INSTASEG_DATA/coco_tiny`` cycled to ``--images``. Every configurati
 per image (:meth:`instaseg.predict.ray_batch.PredictBatch.predict_one`: read, predict, RLE).
 
 For Ray: ``init_s`` (``ray.init``), ``first_rows_s`` (from submitting the job to the first rows:
-actor start, model load, first batch), ``steady_ips`` (images after the first rows / the time after
-them) and ``fixed_s`` = total - images / steady_ips (what a job pays regardless of its length).
+actor start, model load, first batch), ``steady_ips`` (slope of rows received vs time after the first
+rows) and ``fixed_s`` = init + job - images / steady_ips (what a job pays whatever its length).
 Targets: 2 actors >= 1.6x 1 actor (steady), 1 actor >= 0.9x plain (steady, i.e. on long jobs).
 CPU time: this process (``time.process_time``) and Ray's processes (psutil, summed before shutdown).
 The load average is recorded because the numbers depend on it. Writes benchmarks/results/ray.json.
@@ -63,6 +63,18 @@ def _slim_checkpoint(folder: Path) -> Path:
     return path
 
 
+def steady_rate(arrivals: list[tuple[float, int]]) -> float:
+    """Images/s once running: the least-squares slope of rows received vs time, after the first
+    arrival (which carries the actors' start-up and model load)."""
+    import numpy as np
+
+    pts = np.array(arrivals[1:], dtype=np.float64)
+    if len(pts) < 2 or np.ptp(pts[:, 0]) <= 0:
+        t, rows = arrivals[-1]
+        return rows / max(t, 1e-9)
+    return float(np.polyfit(pts[:, 0], pts[:, 1], 1)[0])
+
+
 def plain(factory: Any, paths: list[str]) -> dict[str, Any]:
     torch.set_num_threads(1)
     worker = ray_batch.PredictBatch(factory, 1, "path", None, None)
@@ -91,8 +103,7 @@ def with_ray(factory: Any, paths: list[str], workers: int, batch_size: int, out_
     finally:
         ray.shutdown()
     n, total, first = summary.images, summary.seconds, summary.startup_seconds
-    first_rows = min(batch_size, n)
-    steady = (n - first_rows) / max(total - first, 1e-9)
+    steady = steady_rate(summary.arrivals)
     out = {
         "workers": workers, "images": n, "errors": summary.errors, "init_s": init_s, "job_s": total,
         "first_rows_s": first, "steady_ips": steady, "job_ips": n / total,

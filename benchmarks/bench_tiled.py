@@ -192,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                       "(contrast threshold + connected components, not learned)")
     tile = args.tile or args.model_size
     load = os.getloadavg()
+    # memory first, so the process's peak RSS is not an earlier part's
+    memory = memory_check(pred, args.memory_side, 640) if args.memory_side else None
     images, gt = nuclei(root, args.upscale, args.limit)
     print(f"{len(images)} nuclei images x{args.upscale}, {len(gt['annotations'])} nuclei; "
           f"model: {model_name}; "
@@ -200,10 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         "date": "2026-12-05", "machine": "CPU-2c, loaded by parallel jobs", "loadavg_start": load,
         "model": model_name, "images": len(images), "upscale": args.upscale, "tile": tile,
         "overlap": args.overlap, "nuclei": len(gt["annotations"]),
-        "ap": ap_both_ways(pred, images, gt, tile, args.overlap),
     }
-    if args.memory_side:
-        report["memory"] = memory_check(pred, args.memory_side, 640)
+    if memory is not None:
+        report["memory"] = memory
+    report["ap"] = ap_both_ways(pred, images, gt, tile, args.overlap)
     report["loadavg_end"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))

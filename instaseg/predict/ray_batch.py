@@ -80,6 +80,7 @@ class RaySummary:
     startup_seconds: float = 0.0  # ray.init + first actor ready is part of ``seconds``
     output: Path | None = None
     failed: list[str] = field(default_factory=list)
+    arrivals: list[tuple[float, int]] = field(default_factory=list)  # (s since submit, rows so far)
 
 
 # ---------------------------------------------------------------------------------------- inputs
@@ -378,6 +379,7 @@ def _execute(factory: PredictorFactory, inputs: Inputs, out: Path, opts: RayOpti
                 writer.write(table)
                 errors = [e for e in table.column("error").to_pylist() if e]
                 summary.images += table.num_rows
+                summary.arrivals.append((time.perf_counter() - t0, summary.images))
                 summary.errors += len(errors)
                 summary.failed.extend(errors)
                 summary.instances += sum(len(s or []) for s in table.column("scores").to_pylist())
