@@ -342,12 +342,16 @@ def run_ray_predict(
     return summary
 
 
-def _dataset(inputs: Inputs) -> Any:
+def _dataset(inputs: Inputs, opts: RayOptions) -> Any:
+    """The input rows in enough blocks that every actor gets work: an actor pool parallelises over
+    blocks, and a single block of all the paths would keep all but one actor idle."""
     import ray
 
+    n = len(inputs)
+    blocks = max(1, min(n, max(opts.workers * 4, -(-n // opts.batch_size))))
     if inputs.items is not None:
-        return ray.data.from_items(inputs.items)
-    return ray.data.read_parquet(str(inputs.parquet))
+        return ray.data.from_items(inputs.items, override_num_blocks=blocks)
+    return ray.data.read_parquet(str(inputs.parquet)).repartition(blocks)
 
 
 def _execute(factory: PredictorFactory, inputs: Inputs, out: Path, opts: RayOptions,
@@ -359,7 +363,7 @@ def _execute(factory: PredictorFactory, inputs: Inputs, out: Path, opts: RayOpti
     ctx.enable_progress_bars = opts.progress
     ctx.print_on_execution_start = False
     t0 = time.perf_counter()
-    ds = _dataset(inputs).map_batches(
+    ds = _dataset(inputs, opts).map_batches(
         PredictBatch,
         fn_constructor_args=(factory, opts.threads, inputs.column, opts.tile,
                              None if opts.overlays is None else str(Path(opts.overlays).resolve())),
