@@ -295,9 +295,7 @@ def _probe(address: str, timeout: float) -> None:
 
 def _import_paths() -> list[str]:
     """The driver's import roots: this package's parent folder, then ``sys.path`` folders."""
-    import instaseg
-
-    roots = [str(Path(instaseg.__file__).resolve().parents[1]), os.getcwd()]
+    roots = [str(Path(__file__).resolve().parents[2]), os.getcwd()]  # the folder holding instaseg/
     roots += [p for p in sys.path if p and Path(p).is_dir()]
     return list(dict.fromkeys(roots))
 
