@@ -273,14 +273,7 @@ class Predictor:
         with boxes (K, 4) XYXY pixels and masks as COCO RLEs (``rles``), in decreasing score.
         Raises ConfigError for a bad ``tile``/``overlap``/``batch``/``merge``/``match``.
         """
-        if tile < 32:
-            raise ConfigError(f"--tile must be >= 32 pixels, got {tile}")
-        if not 0.0 <= overlap < 1.0:
-            raise ConfigError(f"--overlap must be in [0, 1), got {overlap}")
-        if batch < 1:
-            raise ConfigError(f"tile batch must be >= 1, got {batch}")
-        if merge not in tiling.MERGE_MODES or match not in tiling.MATCH_METRICS:
-            raise ConfigError(f"merge must be nmm|nms and match ios|iou, got {merge!r}, {match!r}")
+        check_tiling(tile, overlap, batch, merge, match)
         if isinstance(image, str | Path):
             image = read_image(image)
         height, width = image.shape[:2]
@@ -370,6 +363,18 @@ def image_to_tensor(image: np.ndarray) -> Tensor:
     if not arr.flags.writeable or not arr.flags.c_contiguous:  # e.g. PIL-backed arrays are read-only
         arr = np.array(arr, order="C")
     return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
+
+
+def check_tiling(tile: int, overlap: float, batch: int = 1, merge: str = "nmm", match: str = "ios") -> None:
+    """ConfigError for tiling options :meth:`Predictor.predict_tiled` cannot use."""
+    if tile < 32:
+        raise ConfigError(f"--tile must be >= 32 pixels, got {tile}")
+    if not 0.0 <= overlap < 1.0:
+        raise ConfigError(f"--overlap must be in [0, 1), got {overlap}")
+    if batch < 1:
+        raise ConfigError(f"tile batch must be >= 1, got {batch}")
+    if merge not in tiling.MERGE_MODES or match not in tiling.MATCH_METRICS:
+        raise ConfigError(f"merge must be nmm|nms and match ios|iou, got {merge!r}, {match!r}")
 
 
 def check_device(device: str) -> None:

@@ -93,6 +93,9 @@ def predict(
         raise ConfigError(f"--max-frames must be >= 1, got {max_frames}")
     tiling = None
     if tile is not None:
+        from instaseg.predict.predictor import check_tiling
+
+        check_tiling(tile, overlap)
         tiling = {"tile": tile, "overlap": overlap, "global_pass": tile_global}
     if engine == "ray":
         _predict_ray(
@@ -106,10 +109,6 @@ def predict(
         raise ConfigError(f"--engine must be local or ray, got {engine!r}")
     _set_threads(threads)
     predictor = _predictor(checkpoint, backend, model, device, score_thresh, max_detections, classes)
-    if tiling is not None:  # check the options before the first image
-        import numpy as np
-
-        predictor.predict_tiled(np.zeros((64, 64, 3), np.uint8), **tiling)
     start = time.perf_counter()
     summary = run_predict(
         predictor, source, output, overwrite=overwrite, save_overlays=not no_overlays, max_frames=max_frames,
