@@ -137,3 +137,26 @@ def test_bad_tiling_options_are_config_errors() -> None:
         pred.predict_tiled(blob_image(), overlap=1.5)
     with pytest.raises(ConfigError, match="--tile"):
         pred.predict_tiled(blob_image(), tile=8)
+
+
+class FullMaskBlobs(OneClassBlobs):
+    """A model that gives full-size masks only (the predictor keeps them as RLEs per tile)."""
+
+    def forward_lowres(self, images):
+        out = BlobModel.__call__(self, images)
+        for det in out:
+            det["labels"] = det["labels"].clamp(max=1)
+        return out
+
+
+def test_models_with_full_size_masks_are_tiled_and_merged_too() -> None:
+    blobs = ((256, 300, 60), (700, 640, 30), (100, 900, 25))
+    image = blob_image(1000, 1000, blobs)
+    pred = Predictor(FullMaskBlobs(), CLASS_NAMES, score_thresh=0.0)
+    for global_pass in (False, True):
+        inst = pred.predict_tiled(image, tile=320, overlap=0.25, global_pass=global_pass)
+        assert len(inst) == len(blobs)
+        masks = [rle_decode(r) for r in inst.to_rles()]
+        for cx, cy, r in blobs:
+            truth = disk_mask(1000, 1000, cx, cy, r)
+            assert max((m & truth).sum() / (m | truth).sum() for m in masks) > 0.9
