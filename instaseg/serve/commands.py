@@ -153,7 +153,7 @@ def _predict_ray(source: str, output: Path, *, checkpoint: Path | None, backend:
     failed = f" ({summary.errors} failed)" if summary.errors else ""
     typer.echo(
         f"{summary.images} images{failed}, {summary.instances} instances in {summary.seconds:.1f} s "
-        f"({workers} Ray actors) -> {summary.output}"
+        f"(Ray actors: {workers}) -> {summary.output}"
     )
 
 
