@@ -6,6 +6,7 @@ Specs (``FORMAT:ARGS``)::
     cityscapes:ROOT[:SPLIT]             leftImg8bit/ + gtFine/ *_instanceIds.png
     folder:ROOT                         images/+masks/, PNGImages/+PedMasks/ or <id>/images+<id>/masks
     shapes[:N[:SIZE]]                   synthetic shapes, N training images of SIZE x SIZE (default 1000, 128)
+    shapes_panoptic[:N[:SIZE]]          the shapes as things on 2-3 textured stuff regions (panoptic)
 
 A spec without a known ``FORMAT:`` prefix that names an existing path is detected: a ``.json`` file is
 COCO, a folder with ``leftImg8bit/`` and ``gtFine/`` is Cityscapes, any other folder is ``folder``.
@@ -49,7 +50,9 @@ def _int_arg(value: str, what: str, spec: str) -> int:
 
 def _build_shapes(args: str, spec: str, split: str | None, transform: Any, options: dict) -> InstanceDataset:
     from instaseg.data.shapes import ShapesDataset
+    from instaseg.data.shapes_panoptic import ShapesPanopticDataset
 
+    cls = ShapesPanopticDataset if spec.strip().lower().startswith("shapes_panoptic") else ShapesDataset
     parts = args.split(":") if args else []
     if len(parts) > 2:
         raise ConfigError(f"dataset spec {spec!r}: expected shapes[:N[:SIZE]]")
@@ -58,7 +61,7 @@ def _build_shapes(args: str, spec: str, split: str | None, transform: Any, optio
     split = _check_split(split, ("train", "val", "test"), "shapes") or "train"
     if split != "train":
         n = max(1, n // 5)
-    return ShapesDataset(n, size, split=split, transform=transform, **options)
+    return cls(n, size, split=split, transform=transform, **options)
 
 
 def _need_path(args: str, fmt: str, usage: str) -> None:
@@ -123,6 +126,7 @@ FORMATS: dict[str, tuple[Builder, str]] = {
     "cityscapes": (_build_cityscapes, "cityscapes:ROOT[:SPLIT]  Cityscapes gtFine instanceIds"),
     "folder": (_build_folder, "folder:ROOT  images/+masks/, PNGImages/+PedMasks/, <id>/images+masks/"),
     "shapes": (_build_shapes, "shapes[:N[:SIZE]]  synthetic shapes, generated on the fly"),
+    "shapes_panoptic": (_build_shapes, "shapes_panoptic[:N[:SIZE]]  synthetic shapes on stuff regions (panoptic)"),
 }
 
 
