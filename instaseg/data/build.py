@@ -126,7 +126,7 @@ FORMATS: dict[str, tuple[Builder, str]] = {
     "cityscapes": (_build_cityscapes, "cityscapes:ROOT[:SPLIT]  Cityscapes gtFine instanceIds"),
     "folder": (_build_folder, "folder:ROOT  images/+masks/, PNGImages/+PedMasks/, <id>/images+masks/"),
     "shapes": (_build_shapes, "shapes[:N[:SIZE]]  synthetic shapes, generated on the fly"),
-    "shapes_panoptic": (_build_shapes, "shapes_panoptic[:N[:SIZE]]  synthetic shapes on stuff regions (panoptic)"),
+    "shapes_panoptic": (_build_shapes, "shapes_panoptic[:N[:SIZE]]  shapes on stuff regions (panoptic)"),
 }
 
 

@@ -65,7 +65,8 @@ def _cut(rng: np.random.Generator, size: int) -> np.ndarray:
     px, py = rng.uniform(0.3, 0.7, 2) * size
     angle = rng.uniform(0, np.pi)
     coords = np.arange(size, dtype=np.float32)
-    return (coords[None, :] - px) * np.float32(np.cos(angle)) + (coords[:, None] - py) * np.float32(np.sin(angle))
+    cos, sin = np.float32(np.cos(angle)), np.float32(np.sin(angle))
+    return (coords[None, :] - px) * cos + (coords[:, None] - py) * sin
 
 
 def render_stuff(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
