@@ -36,7 +36,7 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
-        cmd = [sys.executable, "-m", "instaseg.cli", "train", "--config", args.config, "--output", str(run_dir)]
+        cmd = [sys.executable, "-m", "instaseg.cli", "train", "-c", args.config, "--output", str(run_dir)]
         for o in overrides:
             cmd += ["--set", o]
         load_before = os.getloadavg()
