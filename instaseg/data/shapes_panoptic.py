@@ -123,7 +123,8 @@ class ShapesPanopticDataset(ShapesDataset):
     Same arguments as :class:`~instaseg.data.shapes.ShapesDataset`. Besides ``class_names`` and
     ``category_ids`` (the things, with background) it exposes ``thing_category_ids``,
     ``stuff_category_ids`` (``sem_seg`` index ``i`` is ``stuff_category_ids[i - 1]``),
-    ``stuff_class_names`` and ``panoptic_categories`` (COCO panoptic category dicts).
+    ``stuff_names``, ``panoptic_categories`` (COCO panoptic category dicts) and ``load_panoptic``, as
+    :class:`~instaseg.data.coco_panoptic.PanopticDatasetMixin` datasets.
     """
 
     name = "shapes_panoptic"
@@ -132,8 +133,12 @@ class ShapesPanopticDataset(ShapesDataset):
         super().__init__(*args, **kwargs)
         self.thing_category_ids = list(THING_CATEGORY_IDS)
         self.stuff_category_ids = list(STUFF_CATEGORY_IDS)
-        self.stuff_class_names = list(STUFF_CLASSES)
+        self.stuff_names = list(STUFF_CLASSES)
         self.panoptic_categories = panoptic_categories()
+
+    def load_panoptic(self, index: int) -> PanopticResult:
+        """The GT panoptic segmentation of image ``index`` (renders the image too: it is cheap)."""
+        return self.load_record(index).extra["panoptic"]
 
     def image_info(self, index: int) -> dict[str, Any]:
         info = super().image_info(index)

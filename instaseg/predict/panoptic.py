@@ -4,12 +4,12 @@ task ``panoptic``).
 
 The ground truth is each record's ``extra["panoptic"]`` (a
 :class:`~instaseg.structures.panoptic.PanopticResult` with original category ids); predictions are
-:meth:`Predictor.predict_panoptic_torch` on the untransformed images.
+:meth:`Predictor.predict_panoptic_torch` on the untransformed images, scored by
+:class:`~instaseg.evaluation.panoptic.PanopticEvaluator` (``pq_compute``'s rules).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -18,30 +18,9 @@ from torch import Tensor, nn
 from instaseg.data.base import record_to_sample
 from instaseg.data.build import build_dataset
 from instaseg.errors import DataError
-from instaseg.evaluation.panoptic import PanopticQuality, Segment
+from instaseg.evaluation.panoptic import PanopticEvaluator
 from instaseg.predict.predictor import Predictor
 from instaseg.structures.panoptic import PanopticResult
-
-PanopticPairs = list[tuple[PanopticResult, PanopticResult]]
-
-
-def panoptic_metrics(pairs: PanopticPairs, categories: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """PQ tables of ``(gt, pred)`` pairs: ``{"All"|"Things"|"Stuff": {"pq", "sq", "rq", "n"},
-    "per_class": {category_id: {...}}}`` on a 0-1 scale (panopticapi's rules)."""
-    pq = PanopticQuality()
-    for gt, pred in pairs:
-        pq.update(gt.id_map, [Segment(s.id, s.category_id, s.iscrowd) for s in gt.segments],
-                  pred.id_map, [Segment(s.id, s.category_id) for s in pred.segments])
-    out: dict[str, Any] = {}
-    groups = {"All": [c["id"] for c in categories], "Things": [c["id"] for c in categories if c["isthing"]],
-              "Stuff": [c["id"] for c in categories if not c["isthing"]]}
-    for group, ids in groups.items():
-        res = pq.compute(ids)
-        out[group] = {"pq": res["PQ"], "sq": res["SQ"], "rq": res["RQ"], "n": res["n"]}
-        if group == "All":
-            out["per_class"] = {int(c): {k.lower(): v for k, v in d.items()}
-                                for c, d in res["per_class"].items()}
-    return out
 
 
 class PanopticValidator:
@@ -79,13 +58,14 @@ class PanopticValidator:
                              "categories": self.categories}}
         predictor = Predictor(model, self.dataset.class_names, device=device,
                               category_ids=self.dataset.category_ids, meta=meta, autocast=amp)
-        pairs: PanopticPairs = []
+        evaluator = PanopticEvaluator(self.categories)  # one batch of maps in memory at a time
         samples: list[tuple[Tensor, PanopticResult]] = []
         try:
             for images, gts in self._batches():
                 preds = predictor.predict_panoptic_torch(images)
-                pairs.extend(zip(gts, preds, strict=True))
+                for gt, pred in zip(gts, preds, strict=True):
+                    evaluator.add(gt, pred)
                 samples.extend(list(zip(images, preds, strict=True))[: self.num_samples - len(samples)])
         finally:
             model.train(was_training)
-        return {"panoptic": panoptic_metrics(pairs, self.categories)}, samples
+        return {"panoptic": evaluator.result()}, samples

@@ -4,9 +4,9 @@ import torch
 from instaseg.data.base import record_to_sample
 from instaseg.data.build import build_dataset
 from instaseg.errors import ConfigError
+from instaseg.evaluation.panoptic import evaluate_panoptic
 from instaseg.models import get_model, list_models, model_task
 from instaseg.models.panoptic_fpn import PanopticFPN
-from instaseg.predict.panoptic import panoptic_metrics
 from instaseg.predict.predictor import Predictor
 
 
@@ -97,7 +97,7 @@ def test_overfits_a_few_images():
         predictor = Predictor(model, ds.class_names, category_ids=ds.category_ids, meta=meta)
         preds = predictor.predict_panoptic_torch(images)
         model.train()
-        return panoptic_metrics([(r.extra["panoptic"], p) for r, p in zip(recs, preds, strict=True)],
+        return evaluate_panoptic([(r.extra["panoptic"], p) for r, p in zip(recs, preds, strict=True)],
                                 ds.panoptic_categories)
 
     before = pq()
