@@ -93,7 +93,8 @@ def panoptic_fusion(
         if area == 0:
             continue
         free = mask & (ids == 0)
-        if (area - int(free.sum())) / area > overlap_threshold:
+        n_free = int(free.sum())
+        if n_free == 0 or (area - n_free) / area > overlap_threshold:  # never list an empty segment
             continue
         seg_id = len(segments) + 1
         ids[free] = seg_id

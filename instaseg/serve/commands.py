@@ -71,9 +71,14 @@ def predict(
     _set_threads(threads)
     predictor = _predictor(checkpoint, backend, model, device, score_thresh, max_detections, classes)
     start = time.perf_counter()
-    summary = run_predict(
-        predictor, source, output, overwrite=overwrite, save_overlays=not no_overlays, max_frames=max_frames
-    )
+    if predictor.is_panoptic:  # COCO panoptic PNG + JSON, semantic maps, panoptic overlays
+        from instaseg.predict.panoptic_files import run_predict_panoptic
+
+        summary = run_predict_panoptic(predictor, source, output, overwrite=overwrite,
+                                       save_overlays=not no_overlays)
+    else:
+        summary = run_predict(predictor, source, output, overwrite=overwrite, save_overlays=not no_overlays,
+                              max_frames=max_frames)
     seconds = time.perf_counter() - start
     skipped = f", {summary.skipped} skipped" if summary.skipped else ""
     stills = summary.images - summary.frames
