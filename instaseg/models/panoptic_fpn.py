@@ -168,11 +168,12 @@ class PanopticFPN(InstanceMaskRCNN):
         out = []
         sizes = image_list.image_sizes
         for i, (det, resized, image) in enumerate(zip(detections, sizes, images, strict=True)):
-            h, w = int(image.shape[-2]), int(image.shape[-1])
+            size = image.shape[-2:]  # no int(): an export trace keeps the sizes dynamic
             crop = logits[i : i + 1, :, : resized[0], : resized[1]]
-            sem = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)[0].argmax(0)
-            out.append({"boxes": resize_boxes(det["boxes"], list(resized), [h, w]), "labels": det["labels"],
-                        "scores": det["scores"], "mask_lowres": det["masks"][:, 0], "sem_seg": sem})
+            sem = F.interpolate(crop, size=size, mode="bilinear", align_corners=False)[0].argmax(0)
+            boxes = resize_boxes(det["boxes"], list(resized), list(size))
+            out.append({"boxes": boxes, "labels": det["labels"], "scores": det["scores"],
+                        "mask_lowres": det["masks"][:, 0], "sem_seg": sem})
         return out
 
     def forward_panoptic(self, images: list[Tensor]) -> list[Detections]:

@@ -254,6 +254,8 @@ class Predictor:
         own = getattr(self.model, "fusion", None)
         if isinstance(own, FusionParams):
             return own
+        if self.meta.get("fusion"):  # an export's metadata
+            return FusionParams.from_kwargs(self.meta["fusion"])
         return FusionParams.from_kwargs((self.meta.get("model_spec") or {}).get("kwargs"))
 
     def predict_panoptic_torch(
