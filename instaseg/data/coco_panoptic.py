@@ -152,8 +152,9 @@ class CocoPanopticFile:
     def png_path(self, index: int) -> Path:
         return self.png_dir / self.entries[index][1]
 
-    def load(self, index: int) -> PanopticResult:
-        """The PanopticResult of entry ``index``; DataError naming the PNG or the JSON on any mismatch."""
+    def load(self, index: int, *, check: bool = True) -> PanopticResult:
+        """The PanopticResult of entry ``index``; DataError naming the PNG or the JSON on any mismatch
+        (``check=False`` leaves out the unlisted-ids check, for callers that count ids anyway)."""
         info, _, segs = self.entries[index]
         png = self.png_path(index)
         ids = read_panoptic_png(png)
@@ -162,7 +163,7 @@ class CocoPanopticFile:
             raise DataError(png, f"PNG is {ids.shape[1]}x{ids.shape[0]} but {self.json_path.name} says image "
                                  f"{info['id']} is {w}x{h}")
         listed = {s.id for s in segs}
-        present = np.unique(ids)
+        present = np.unique(ids) if check else ()
         unlisted = [int(v) for v in present if v != 0 and int(v) not in listed]
         if unlisted:
             raise DataError(png, f"ids {unlisted[:5]} in the PNG are not in segments_info of image "
@@ -211,7 +212,9 @@ def write_coco_panoptic(
     ``file_name`` + ``.png``, else ``<id>.png``. ``png_dir`` defaults to ``out_json`` without ``.json``
     (where ``pq_compute`` looks). Each file is written atomically; an existing JSON or PNG raises
     ConfigError unless ``overwrite`` (checked before anything is written). ``segments_info`` entries
-    get ``area`` and ``bbox`` from the id map, plus ``score`` when the segment has one.
+    get ``area`` and ``bbox`` from the id map, plus ``score`` when the segment has one; listed segments
+    without pixels are left out (``pq_compute`` refuses them), and an id in a map that no segment lists
+    is a ValueError (``pq_compute`` would refuse the file).
     """
     out_json = Path(out_json)
     png_dir = Path(png_dir) if png_dir else out_json.with_suffix("")
@@ -231,12 +234,17 @@ def write_coco_panoptic(
         unknown = sorted({s.category_id for s in res.segments} - known)
         if unknown:
             raise ConfigError(f"{out_json}: image {info['id']} has segments of unknown categories {unknown}")
+        present = set(np.unique(res.id_map).tolist()) - {0}
+        unlisted = sorted(present - {s.id for s in res.segments})
+        if unlisted:
+            raise ValueError(f"image {info['id']}: ids {unlisted[:5]} in the map are not in its segments")
         with atomic_path(png_dir / name) as tmp:
             Image.fromarray(id_to_rgb(res.id_map)).save(tmp, format="PNG")
         h, w = res.image_size
         image_name = str(info.get("file_name") or name)
         images.append({"id": info["id"], "file_name": image_name, "height": h, "width": w})
-        annotations.append({"image_id": info["id"], "file_name": name, "segments_info": segments_info(res)})
+        infos = [s for s in segments_info(res) if s["area"] > 0]
+        annotations.append({"image_id": info["id"], "file_name": name, "segments_info": infos})
     with atomic_open(out_json, "w") as f:
         json.dump({"images": images, "annotations": annotations, "categories": cats}, f)
     return out_json

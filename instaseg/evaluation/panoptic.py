@@ -58,12 +58,15 @@ class _ClassStat:
 
 
 def _pair_counts(a: np.ndarray, b: np.ndarray) -> dict[tuple[int, int], int]:
-    """Pixel counts of each (a value, b value) pair of two equally shaped int maps."""
-    ua, ia = np.unique(a.ravel(), return_inverse=True)
-    ub, ib = np.unique(b.ravel(), return_inverse=True)
-    counts = np.bincount(ia * len(ub) + ib, minlength=len(ua) * len(ub))
-    nz = np.nonzero(counts)[0]
-    return {(int(ua[k // len(ub)]), int(ub[k % len(ub)])): int(counts[k]) for k in nz}
+    """Pixel counts of each (a value, b value) pair of two equally shaped int maps, in (a, b) order.
+
+    One sort of a combined key, as pq_compute does; values are shifted so -1 (``void_id=-1``) works."""
+    lo = min(int(a.min(initial=0)), int(b.min(initial=0)))
+    aa, bb = a.ravel().astype(np.int64) - lo, b.ravel().astype(np.int64) - lo
+    span = int(bb.max(initial=0)) + 1
+    keys, counts = np.unique(aa * span + bb, return_counts=True)
+    ka, kb = np.divmod(keys, span)
+    return {(int(x) + lo, int(y) + lo): int(n) for x, y, n in zip(ka, kb, counts, strict=True)}
 
 
 @dataclass
@@ -83,18 +86,22 @@ class PanopticQuality:
         gt_segments: Sequence[Any],
         pred_ids: np.ndarray,
         pred_segments: Sequence[Any],
+        *,
+        pairs: dict[tuple[int, int], int] | None = None,
     ) -> None:
         """Add one image: ``gt_ids`` and ``pred_ids`` are int (H, W) segment-id maps; segments are
         :class:`Segment` or :class:`~instaseg.structures.panoptic.PanopticSegment` (``id``,
         ``category_id``, ``iscrowd``, optional ``area``). ValueError when the maps differ in shape or the
-        prediction map holds an id its segments do not list."""
+        prediction map holds an id its segments do not list. ``pairs``: :func:`_pair_counts` of the two
+        maps when the caller has it already."""
         gt_ids, pred_ids = np.asarray(gt_ids), np.asarray(pred_ids)
         if gt_ids.shape != pred_ids.shape:
             raise ValueError(f"id maps differ in shape: {gt_ids.shape} vs {pred_ids.shape}")
         gts = {int(s.id): s for s in gt_segments}
         if self.void_id in gts or self.void_id in {int(s.id) for s in pred_segments}:
             raise ValueError(f"segment id {self.void_id} is reserved for VOID")
-        pairs = _pair_counts(gt_ids, pred_ids)  # in (gt, pred) order, as pq_compute's np.unique
+        if pairs is None:
+            pairs = _pair_counts(gt_ids, pred_ids)  # in (gt, pred) order, as pq_compute's np.unique
         pred_area: dict[int, int] = defaultdict(int)
         gt_count: dict[int, int] = defaultdict(int)
         for (g, p), n in pairs.items():
@@ -315,21 +322,36 @@ def pq_from_files(
     gt = CocoPanopticFile(gt_json, gt_png_dir)
     pred = CocoPanopticFile(pred_json, pred_png_dir, categories=gt.categories)
     by_id = {info["id"]: k for k, (info, _, _) in enumerate(pred.entries)}
-    ev = PanopticEvaluator(gt.categories)
+    pq = PanopticQuality(void_id=0)
     for i, (info, _, _) in enumerate(gt.entries):
         k = by_id.get(info["id"])
         if k is None:
             raise DataError(pred.json_path, f"no prediction for the image with id {info['id']}")
-        g, p = gt.load(i), pred.load(k)
+        g, p = gt.load(i, check=False), pred.load(k, check=False)
         png = pred.png_path(k)
         if p.image_size != g.image_size:
             raise DataError(png, f"PNG is {p.image_size[1]}x{p.image_size[0]}, the ground truth "
                                  f"{g.image_size[1]}x{g.image_size[0]}")
-        absent = sorted({s.id for s in p.segments} - set(np.unique(p.id_map).tolist()))
-        if absent:
-            raise DataError(png, f"segments {absent[:5]} listed in segments_info are absent from the PNG")
-        ev.add(g, p)
-    return ev.result()
+        pairs = _pair_counts(g.id_map, p.id_map)  # one sort per image, also for the checks below
+        _check_ids(gt, i, {a for a, _ in pairs}, g, absent_ok=True)
+        _check_ids(pred, k, {b for _, b in pairs}, p, absent_ok=False)
+        pq.update(g.id_map, g.segments, p.id_map, p.segments, pairs=pairs)
+    return pq.summarize(gt.categories)
+
+
+def _check_ids(
+    f: CocoPanopticFile, k: int, present: set[int], res: PanopticResult, *, absent_ok: bool
+) -> None:
+    """DataError naming the PNG for ids it holds that segments_info does not list, and (predictions,
+    as pq_compute) for listed segments it lacks."""
+    listed = {s.id for s in res.segments}
+    unlisted = sorted(present - listed - {0})
+    if unlisted:
+        raise DataError(f.png_path(k), f"ids {unlisted[:5]} in the PNG are not in segments_info of image "
+                                       f"{f.entries[k][0]['id']} in {f.json_path.name}")
+    absent = sorted(listed - present)
+    if absent and not absent_ok:
+        raise DataError(f.png_path(k), f"segments {absent[:5]} in segments_info are absent from the PNG")
 
 
 def evaluate_dataset_panoptic(

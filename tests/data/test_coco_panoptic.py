@@ -152,3 +152,53 @@ def test_bad_input_unknown_category(tmp_path: Path) -> None:
     msg = r"pan\.json: annotations\[0\] \(image_id 142238\): segment \d+ has unknown category_id 9999"
     with pytest.raises(DataError, match=msg):
         build_dataset(f"coco_panoptic:{js}:{png_dir}:{_coco_sample() / 'input_images'}")
+
+
+BREAKERS = {
+    "missing_png": (lambda js, d: (d / "000000142238.png").unlink(), "000000142238.png: file not found"),
+    "ids_not_in_json": (lambda js, d: Image.fromarray(id_to_rgb(np.full((427, 640), 77, np.int32))).save(
+        d / "000000142238.png"), "000000142238.png: ids [77] in the PNG are not in segments_info"),
+    "wrong_size": (lambda js, d: Image.fromarray(id_to_rgb(np.zeros((10, 10), np.int32))).save(
+        d / "000000142238.png"), "000000142238.png: PNG is 10x10 but pan.json says image 142238 is 640x427"),
+    "unknown_category": (
+        lambda js, d: js.write_text(js.read_text().replace('"category_id": 1,', '"category_id": 999,', 1)),
+        "pan.json: annotations[0] (image_id 142238): segment 3937500 has unknown category_id 999",
+    ),
+}
+
+
+@needs_data
+@pytest.mark.parametrize("case", sorted(BREAKERS))
+@pytest.mark.parametrize("command", ["stats", "evaluate"])
+def test_cli_bad_panoptic_input_is_one_line_naming_the_file(
+    tmp_path: Path, capsys, case: str, command: str
+) -> None:
+    from instaseg.cli import main
+
+    js, png_dir = _copy_sample(tmp_path)
+    good = f"{_coco_sample()}/panoptic_examples.json:{_coco_sample()}/panoptic_examples"
+    breaker, message = BREAKERS[case]
+    breaker(js, png_dir)
+    if command == "stats":  # loads the set as training does
+        args = ["data", "stats", f"coco_panoptic:{js}:{png_dir}:{_coco_sample() / 'input_images'}"]
+    else:  # a broken ground truth given to evaluate
+        args = ["evaluate", "--panoptic-gt", f"{js}:{png_dir}", "--panoptic-pred", good]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_write_leaves_out_empty_segments_and_refuses_unlisted_ids(tmp_path: Path) -> None:
+    from instaseg.structures.panoptic import PanopticResult, PanopticSegment
+
+    ids = np.zeros((8, 8), np.int32)
+    ids[:4] = 3
+    cats = [{"id": 1, "name": "a", "isthing": 1}]
+    res = PanopticResult(ids, [PanopticSegment(3, 1, True), PanopticSegment(4, 1, True)])  # 4 has no pixels
+    write_coco_panoptic([({"id": 1, "file_name": "x.jpg"}, res)], cats, tmp_path / "p.json")
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert [s["id"] for s in data["annotations"][0]["segments_info"]] == [3]
+    assert data["annotations"][0]["segments_info"][0]["area"] == 32 and (tmp_path / "p" / "x.png").is_file()
+    ids[5, 5] = 9
+    with pytest.raises(ValueError, match=r"ids \[9\] in the map are not in its segments"):
+        write_coco_panoptic([({"id": 1, "file_name": "y.jpg"}, res)], cats, tmp_path / "q.json")

@@ -225,3 +225,67 @@ def test_cityscapes_panoptic_equals_pq_compute(tmp_path: Path, name: str) -> Non
         assert ours["All"]["pq"] == 1.0 and ours["Things"]["n"] == 2 and ours["Stuff"]["n"] == 8
     else:
         assert 0.0 < ours["All"]["pq"] < 1.0
+
+
+def test_validator_entry_point_scores_a_split_dataset_against_its_gt(tmp_path: Path) -> None:
+    """evaluate_dataset_panoptic (what a training validator calls) on a train split of the COCO sample:
+    the dataset's own GT as prediction gives PQ 1; a shifted one equals pq_compute on the same files."""
+    from instaseg.data.build import build_dataset
+    from instaseg.evaluation.panoptic import evaluate_dataset_panoptic
+
+    src = Path(DATA) / "coco_panoptic_sample"
+    spec = f"coco_panoptic:{src}/panoptic_examples.json:{src}/panoptic_examples:{src}/input_images"
+    ds = build_dataset(spec, split="train")
+    assert len(ds) == 2
+    perfect = evaluate_dataset_panoptic(ds, [(i, ds.load_panoptic(i)) for i in range(len(ds))])
+    assert perfect["All"]["pq"] == 1.0
+    preds = [(i, shifted(ds.load_panoptic(i))) for i in range(len(ds))]
+    ours = evaluate_dataset_panoptic(ds, preds)
+    gt_items = [(ds.image_info(i), ds.load_panoptic(i)) for i in range(len(ds))]
+    ref = _reference(tmp_path, gt_items, [(ds.image_info(i), p) for i, p in preds], ds.panoptic_categories)
+    _assert_equal(ours, ref)
+
+
+def test_ground_truth_json_area_is_used_like_pq_compute(tmp_path: Path) -> None:
+    """pq_compute takes a GT segment's area from the JSON, not the PNG; so do we (read_coco_panoptic keeps
+    it). A GT JSON with one area off changes that segment's IoU identically on both sides."""
+    import json
+
+    cats, items = _coco()
+    preds = [(i, shifted(r, 1, 1)) for i, r in items]
+    _reference(tmp_path, items, preds, cats)
+    gt_json = tmp_path / "gt.json"
+    data = json.loads(gt_json.read_text())
+    seg = data["annotations"][0]["segments_info"][0]
+    seg["area"] += 500
+    gt_json.write_text(json.dumps(data))
+    ref = pq_compute(str(gt_json), str(tmp_path / "pred.json"), str(tmp_path / "gt"), str(tmp_path / "pred"))
+    ours = pq_from_files(gt_json, tmp_path / "gt", tmp_path / "pred.json", tmp_path / "pred")
+    _assert_equal(ours, ref)
+    untouched = _check(tmp_path, items, preds, cats)  # rewrites gt.json with the true areas
+    assert ours["per_class"][seg["category_id"]]["sq"] < untouched["per_class"][seg["category_id"]]["sq"]
+
+
+def test_cityscapes_crowd_regions_equal_pq_compute(tmp_path: Path) -> None:
+    """Two persons become an unseparated group (bare label 24 = one crowd segment); predicting them as
+    persons is then neither TP nor FP, as pq_compute says."""
+    from instaseg.data.cityscapes_panoptic import instance_ids_to_panoptic
+
+    cats, items = _cityscapes()
+    info, gt = items[0]
+    raw = gt.id_map.copy()
+    raw[np.isin(raw, [24001, 24002])] = 24
+    crowd_gt = instance_ids_to_panoptic(raw)
+    assert any(s.iscrowd and s.id == 24 for s in crowd_gt.segments)
+    ours = _check(tmp_path, [(info, crowd_gt)], [(info, _prune(_copy(gt)))], cats)
+    person = ours["per_class"][24]
+    assert (person["tp"], person["fp"], person["fn"]) == (2, 0, 0)
+
+
+def test_unknown_predicted_category_is_refused() -> None:
+    cats, items = _coco()
+    _, gt = items[0]
+    pred = _copy(gt)
+    pred.segments[0].category_id = 4321
+    with pytest.raises(ValueError, match=r"unknown category ids \[4321\]"):
+        evaluate_panoptic([(gt, pred)], cats)
