@@ -17,7 +17,7 @@ from torch import Tensor
 from instaseg.structures.instances import Instances
 from instaseg.structures.panoptic import PanopticResult
 from instaseg.viz.draw import draw_instances
-from instaseg.viz.panoptic import draw_panoptic
+from instaseg.viz.panoptic import overlay_panoptic
 
 EvalSamples = list[tuple[Tensor, Instances | PanopticResult]]
 
@@ -33,7 +33,7 @@ def overlay(
     ``image`` [3, H, W] in [0, 1]: uint8 (H, W, 3) RGB."""
     rgb = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     if isinstance(inst, PanopticResult):
-        return draw_panoptic(rgb, inst)
+        return overlay_panoptic(rgb, inst)
     shown = inst[inst.scores >= min_score]
     masks = (
         shown.to_dense_masks(mask_thresh)

@@ -9,7 +9,7 @@ Under ``--output DIR``:
   ``pq_compute`` as a prediction;
 - ``semantic/<stem>.png``: the category id of every pixel (things and stuff; 0 = VOID), 8-bit when
   every id is below 256, else 16-bit;
-- ``<stem>.jpg``: the overlay (:func:`instaseg.viz.panoptic.draw_panoptic`), unless ``--no-overlays``.
+- ``<stem>.jpg``: the overlay (:func:`instaseg.viz.panoptic.overlay_panoptic`), unless ``--no-overlays``.
 
 ``image_id`` follows :func:`instaseg.predict.files.image_ids`. Videos are skipped (panoptic prediction
 takes still images).
@@ -31,7 +31,7 @@ from instaseg.errors import ConfigError, DataError
 from instaseg.predict.files import PredictSummary, _unique, image_ids, is_video, list_sources
 from instaseg.predict.predictor import Predictor
 from instaseg.structures.panoptic import PanopticResult
-from instaseg.viz.panoptic import draw_panoptic
+from instaseg.viz.panoptic import overlay_panoptic
 
 PANOPTIC_JSON = "panoptic.json"
 
@@ -75,6 +75,7 @@ def run_predict_panoptic(
         raise ConfigError(f"{json_path}: already exists; choose another --output or pass --overwrite")
     categories = (predictor.meta.get("panoptic") or {}).get("categories") or []
     names = predictor.category_names()
+    shown = categories or [{"id": c, "name": n} for c, n in names.items()]  # overlay colours and names
     sources = list_sources(source)
     summary = PredictSummary(results_path=json_path)
     results: list[tuple[dict[str, Any], PanopticResult]] = []
@@ -100,7 +101,7 @@ def run_predict_panoptic(
         summary.images += 1
         summary.instances += sum(1 for s in result.segments if s.isthing)
         if save_overlays:
-            overlay = draw_panoptic(image, result, names)
+            overlay = overlay_panoptic(image, result, shown)
             cv2.imwrite(str(out_dir / f"{stem}.jpg"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
     if summary.images == 0:
         raise DataError(source, f"no image could be read ({summary.skipped} skipped)")
