@@ -8,6 +8,7 @@ Specs (``FORMAT:ARGS``)::
     shapes[:N[:SIZE]]                   synthetic shapes, N training images of SIZE x SIZE (default 1000, 128)
     video_shapes[:N[:FRAMES[:SIZE]]]    synthetic videos with track ids (default 40 videos, 16 frames, 128)
     ytvis:ANNOTATIONS.json[:FRAMES_DIR] YouTube-VIS videos (frames of every video, with track ids)
+    shapes_panoptic[:N[:SIZE]]          the shapes as things on 2-3 textured stuff regions (panoptic)
     coco_panoptic:PANOPTIC.json[:PNG_DIR[:IMAGE_DIR]]   COCO panoptic JSON + PNGs (PNG_DIR default: the
                                         JSON path without .json; split like coco)
     cityscapes_panoptic:ROOT[:SPLIT]    Cityscapes gtFine as panoptic (splits like cityscapes)
@@ -54,7 +55,9 @@ def _int_arg(value: str, what: str, spec: str) -> int:
 
 def _build_shapes(args: str, spec: str, split: str | None, transform: Any, options: dict) -> InstanceDataset:
     from instaseg.data.shapes import ShapesDataset
+    from instaseg.data.shapes_panoptic import ShapesPanopticDataset
 
+    cls = ShapesPanopticDataset if spec.strip().lower().startswith("shapes_panoptic") else ShapesDataset
     parts = args.split(":") if args else []
     if len(parts) > 2:
         raise ConfigError(f"dataset spec {spec!r}: expected shapes[:N[:SIZE]]")
@@ -63,7 +66,7 @@ def _build_shapes(args: str, spec: str, split: str | None, transform: Any, optio
     split = _check_split(split, ("train", "val", "test"), "shapes") or "train"
     if split != "train":
         n = max(1, n // 5)
-    return ShapesDataset(n, size, split=split, transform=transform, **options)
+    return cls(n, size, split=split, transform=transform, **options)
 
 
 def _build_video_shapes(
@@ -187,6 +190,7 @@ FORMATS: dict[str, tuple[Builder, str]] = {
     "video_shapes": (_build_video_shapes,
                      "video_shapes[:N[:FRAMES[:SIZE]]]  synthetic videos with track ids"),
     "ytvis": (_build_ytvis, "ytvis:ANNOTATIONS.json[:FRAMES_DIR]  YouTube-VIS videos"),
+    "shapes_panoptic": (_build_shapes, "shapes_panoptic[:N[:SIZE]]  shapes on stuff regions (panoptic)"),
     "coco_panoptic": (_build_coco_panoptic,
                       "coco_panoptic:PANOPTIC.json[:PNG_DIR[:IMAGE_DIR]]  COCO panoptic JSON + PNGs"),
     "cityscapes_panoptic": (_build_cityscapes_panoptic,

@@ -102,13 +102,18 @@ def train(
         write_plan(plan, result.run_dir, result.metrics, log=typer.echo)
     if not du.is_main_process() or result.metrics is None:
         return
-    segm, bbox = result.metrics["segm"], result.metrics["bbox"]
     if result.stop_reason:
         typer.echo(f"stopped early: {result.stop_reason}")
-    typer.echo(
-        f"held-out mask AP {segm['AP']:.4f} (AP50 {segm['AP50']:.4f}), "
-        f"box AP {bbox['AP']:.4f} (AP50 {bbox['AP50']:.4f}) after {result.iterations} iterations"
-    )
+    if "segm" in result.metrics:
+        segm, bbox = result.metrics["segm"], result.metrics["bbox"]
+        typer.echo(
+            f"held-out mask AP {segm['AP']:.4f} (AP50 {segm['AP50']:.4f}), "
+            f"box AP {bbox['AP']:.4f} (AP50 {bbox['AP50']:.4f}) after {result.iterations} iterations"
+        )
+    if "panoptic" in result.metrics:  # panoptic models: PQ (All / Things / Stuff)
+        pq = result.metrics["panoptic"]
+        typer.echo(f"held-out PQ {pq['All']['pq']:.4f} (things {pq['Things']['pq']:.4f}, stuff "
+                   f"{pq['Stuff']['pq']:.4f}) after {result.iterations} iterations")
     typer.echo(f"run directory: {result.run_dir}")
     typer.echo(
         f"  checkpoints/best.pt, checkpoints/last.pt, metrics.json, config.yaml, overlays/ "

@@ -119,10 +119,16 @@ def predict(
                   log=lambda m: typer.echo(m, err=True))
         return
     start = time.perf_counter()
-    summary = run_predict(
-        predictor, source, output, overwrite=overwrite, save_overlays=not no_overlays, max_frames=max_frames,
-        tile=tiling,
-    )
+    if predictor.is_panoptic:  # COCO panoptic PNG + JSON, semantic maps, panoptic overlays
+        from instaseg.predict.panoptic_files import run_predict_panoptic
+
+        if tiling is not None:
+            raise ConfigError("--tile is for instance models; a panoptic model predicts whole images")
+        summary = run_predict_panoptic(predictor, source, output, overwrite=overwrite,
+                                       save_overlays=not no_overlays)
+    else:
+        summary = run_predict(predictor, source, output, overwrite=overwrite, save_overlays=not no_overlays,
+                              max_frames=max_frames, tile=tiling)
     seconds = time.perf_counter() - start
     skipped = f", {summary.skipped} skipped" if summary.skipped else ""
     stills = summary.images - summary.frames
