@@ -14,7 +14,7 @@ Specs (``FORMAT:ARGS``)::
     cityscapes_panoptic:ROOT[:SPLIT]    Cityscapes gtFine as panoptic (splits like cityscapes)
 
 A spec without a known ``FORMAT:`` prefix that names an existing path is detected: a ``.json`` file is
-COCO, a folder with ``leftImg8bit/`` and ``gtFine/`` is Cityscapes, any other folder is ``folder``.
+COCO panoptic when its annotations have ``segments_info``, else COCO; a folder with ``leftImg8bit/`` and ``gtFine/`` is Cityscapes, any other folder is ``folder``.
 
 ``split``: ``None`` (or ``"all"``) gives everything the spec names. ``shapes`` generates a disjoint
 stream per split (``val``/``test`` have ``N // 5`` images); ``cityscapes`` reads the split's folders
@@ -209,15 +209,30 @@ def format_help() -> str:
 
 
 def detect_format(path: str | Path) -> str:
-    """Guess the format of an existing path: ``.json`` file -> coco, Cityscapes layout, else folder."""
+    """Guess the format of an existing path: ``.json`` file -> coco_panoptic (annotations with
+    ``segments_info``) or coco, Cityscapes layout, else folder."""
     p = Path(path)
     if p.is_file():
         if p.suffix.lower() == ".json":
-            return "coco"
+            return "coco_panoptic" if _is_panoptic_json(p) else "coco"
         raise DataError(p, "cannot tell the dataset format of this file (expected a COCO .json)")
     if (p / "leftImg8bit").is_dir() and (p / "gtFine").is_dir():
         return "cityscapes"
     return "folder"
+
+
+def _is_panoptic_json(path: Path, chunk: int = 1 << 20) -> bool:
+    """Whether a COCO JSON is panoptic: ``"segments_info"`` comes before any ``"segmentation"`` key
+    (instances). Scanned in chunks, so a large JSON is not parsed twice."""
+    keys, tail = (b'"segments_info"', b'"segmentation"'), b""
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            text = tail + block
+            found = [(text.find(k), k) for k in keys if text.find(k) >= 0]
+            if found:
+                return min(found)[1] == keys[0]
+            tail = text[-len(keys[0]):]  # a key split between two chunks
+    return False
 
 
 def parse_spec(spec: str) -> tuple[str, str]:

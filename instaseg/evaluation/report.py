@@ -231,6 +231,7 @@ def write_report(
     num_samples: int = 6,
     notes: list[str] | None = None,
     figures: bool = True,
+    extra_images: dict[str, Path] | None = None,
 ) -> dict[str, Path]:
     """Write the whole report folder for an :class:`~instaseg.evaluation.summary.EvalReport`; returns
     name -> path of what was written. Without ``figures`` only the JSON files and a picture-less HTML
@@ -261,6 +262,7 @@ def write_report(
                     dataset, report.results, report.class_names, out / "figures", num=num_samples
                 )
             )
+    images.update(extra_images or {})  # already drawn by the caller (panoptic GT beside prediction)
     written.update(images)
     written["html"] = write_html(out / "report.html", title, report.metrics, images, report.errors, notes)
     return written

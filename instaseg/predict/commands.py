@@ -181,6 +181,8 @@ def evaluate(
         analysis=analysis, need_images=output is not None and figures and num_samples > 0, log=_log,
     )
     print(format_table(result.report.metrics))
+    if result.panoptic is not None:
+        print(result.panoptic.table())
     if output is not None:
         source = predictions if predictions is not None else checkpoint
         written = E.write_evaluation(

@@ -10,14 +10,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from instaseg.errors import ConfigError, DataError
 from instaseg.evaluation.coco import IOU_TYPES, STAT_NAMES, evaluate_results
+from instaseg.evaluation.panoptic import format_pq_table
+from instaseg.evaluation.panoptic_report import panoptic_metrics
 from instaseg.evaluation.report import write_report
 from instaseg.evaluation.results import load_results
 from instaseg.evaluation.summary import EvalReport, full_report, resolve_ground_truth, subset_gt
 from instaseg.models.checkpoint import load_model
 from instaseg.predict.dataset import FirstImages, map_labels, predict_dataset
+from instaseg.predict.panoptic import PanopticValidator
 from instaseg.predict.predictor import Predictor, check_device
+from instaseg.structures.panoptic import PanopticResult
+from instaseg.viz.draw import make_grid
+from instaseg.viz.figures import save_image
+from instaseg.viz.panoptic import overlay_panoptic
 
 
 @dataclass
@@ -29,6 +38,20 @@ class Evaluation:
     dataset: Any
     run_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
+    panoptic: PanopticOutcome | None = None
+
+
+@dataclass
+class PanopticOutcome:
+    """PQ of a panoptic checkpoint on a panoptic dataset (:class:`PanopticValidator`'s result, the
+    categories) and the first images as ``(RGB uint8 image, GT, prediction)`` for the report."""
+
+    result: dict[str, Any]
+    categories: list[dict[str, Any]]
+    samples: list[tuple[np.ndarray, PanopticResult, PanopticResult]] = field(default_factory=list)
+
+    def table(self) -> str:
+        return format_pq_table(self.result, self.categories)
 
 
 def run_dir_of(checkpoint: str | Path) -> Path:
@@ -79,6 +102,39 @@ def checkpoint_results(
     return results
 
 
+def checkpoint_panoptic(
+    checkpoint: str | Path,
+    dataset: Any,
+    *,
+    batch_size: int | None = None,
+    max_images: int | None = None,
+    device: str = "cpu",
+    num_samples: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> PanopticOutcome | None:
+    """PQ of a panoptic model in ``checkpoint`` on ``dataset`` (untransformed, with
+    ``panoptic_categories``) exactly as training's validator computes it (:meth:`PanopticValidator.run`);
+    None for a model that is not panoptic. A panoptic model on a dataset without panoptic ground truth
+    gets a ``log`` line and None (instance AP only)."""
+    predictor = Predictor.from_checkpoint(checkpoint, device=device)
+    if not predictor.is_panoptic:
+        return None
+    if not getattr(dataset, "panoptic_categories", None):
+        if log is not None:
+            log(f"{checkpoint}: a panoptic model, but the dataset has no panoptic ground truth "
+                "(stuff and thing segments): instance mask/box AP of the things only")
+        return None
+    run_eval = (predictor.meta.get("config") or {}).get("eval") or {}
+    validator = PanopticValidator("", None, dataset=dataset, max_images=max_images, num_samples=num_samples,
+                                  batch_size=int(batch_size or run_eval.get("batch_size") or 2))
+    metrics, samples = validator.run(predictor)
+    shown = []
+    for i, (image, pred) in enumerate(samples):
+        rgb = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        shown.append((rgb, dataset.load_record(i).extra["panoptic"], pred))
+    return PanopticOutcome(metrics["panoptic"], validator.categories, shown)
+
+
 def evaluate(
     data: str,
     *,
@@ -107,7 +163,7 @@ def evaluate(
         else:
             keep = {int(im["id"]) for im in gt["images"][:max_images]}
         gt = subset_gt(gt, keep)
-    run_dir = None
+    run_dir, panoptic = None, None
     if predictions is not None:
         results = load_results(predictions, gt, subset=max_images is not None or split not in (None, "all"))
         if log is not None:
@@ -121,6 +177,10 @@ def evaluate(
             progress=sys.stderr.isatty(), log=log,
         )
         run_dir = run_dir_of(checkpoint)
+        panoptic = checkpoint_panoptic(
+            checkpoint, getattr(dataset, "base", dataset), batch_size=batch_size, max_images=max_images,
+            device=device, num_samples=6 if need_images else 0, log=log,
+        )
     if analysis and set(iou_types) == set(IOU_TYPES):
         report = full_report(gt, results)
     else:
@@ -132,7 +192,10 @@ def evaluate(
         report = EvalReport(
             metrics={**ordered, "pq": {}}, gt=gt, results=results, evals=evals, class_names=names
         )
-    return Evaluation(report, dataset, run_dir, notes)
+    if panoptic is not None:  # the full PQ (things and stuff) replaces the things-only one
+        report.metrics["pq"] = {}
+        report.metrics["panoptic"] = panoptic_metrics(panoptic.result, panoptic.categories)
+    return Evaluation(report, dataset, run_dir, notes, panoptic)
 
 
 def write_evaluation(
@@ -150,6 +213,13 @@ def write_evaluation(
     if write_results:
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(evaluation.report.results))
+    extra: dict[str, Path] = {}
+    pan = evaluation.panoptic
+    if pan is not None and figures:  # GT beside prediction, as `evaluate --panoptic-gt/--panoptic-pred`
+        for i, (image, gt, pred) in enumerate(pan.samples[:num_samples]):
+            grid = make_grid([overlay_panoptic(image, gt, pan.categories),
+                              overlay_panoptic(image, pred, pan.categories)], cols=2, pad=4)
+            extra[f"panoptic_{i}_gt_vs_pred"] = save_image(grid, out / "figures" / f"panoptic_{i:02d}.png")
     return write_report(
         out,
         evaluation.report,
@@ -159,4 +229,5 @@ def write_evaluation(
         figures=figures,
         title=title,
         num_samples=num_samples,
+        extra_images=extra,
     )

@@ -31,9 +31,10 @@ class PanopticValidator:
 
     def __init__(
         self, spec: str, split: str | None, *, batch_size: int = 8, max_images: int | None = None,
-        num_samples: int = 0,
+        num_samples: int = 0, dataset: Any = None,
     ) -> None:
-        self.dataset = build_dataset(spec, split=split)
+        # ``dataset``: an already built ``spec`` (``instaseg evaluate`` has one), else it is built here
+        self.dataset = build_dataset(spec, split=split) if dataset is None else dataset
         self.categories = list(getattr(self.dataset, "panoptic_categories", []) or [])
         if not self.categories:
             raise DataError(spec, "panoptic validation needs a panoptic dataset (stuff and thing categories)")
@@ -58,14 +59,19 @@ class PanopticValidator:
                              "categories": self.categories}}
         predictor = Predictor(model, self.dataset.class_names, device=device,
                               category_ids=self.dataset.category_ids, meta=meta, autocast=amp)
-        evaluator = PanopticEvaluator(self.categories)  # one batch of maps in memory at a time
-        samples: list[tuple[Tensor, PanopticResult]] = []
         try:
-            for images, gts in self._batches():
-                preds = predictor.predict_panoptic_torch(images)
-                for gt, pred in zip(gts, preds, strict=True):
-                    evaluator.add(gt, pred)
-                samples.extend(list(zip(images, preds, strict=True))[: self.num_samples - len(samples)])
+            return self.run(predictor)
         finally:
             model.train(was_training)
+
+    def run(self, predictor: Predictor) -> tuple[dict[str, Any], list[tuple[Tensor, PanopticResult]]]:
+        """PQ of ``predictor`` (a panoptic one) on the dataset: what :meth:`__call__` (training) and
+        ``instaseg evaluate --checkpoint`` both compute."""
+        evaluator = PanopticEvaluator(self.categories)  # one batch of maps in memory at a time
+        samples: list[tuple[Tensor, PanopticResult]] = []
+        for images, gts in self._batches():
+            preds = predictor.predict_panoptic_torch(images)
+            for gt, pred in zip(gts, preds, strict=True):
+                evaluator.add(gt, pred)
+            samples.extend(list(zip(images, preds, strict=True))[: self.num_samples - len(samples)])
         return {"panoptic": evaluator.result()}, samples

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -109,3 +112,21 @@ def test_folder_with_own_split_folders(tmp_path) -> None:
                 Image.fromarray(arr).save(tmp_path / split / sub / f"{k}.png")
     assert len(build_dataset(f"folder:{tmp_path}", split="train")) == 3
     assert len(build_dataset(f"folder:{tmp_path}", split="val")) == 2
+
+
+def test_detects_a_bare_coco_panoptic_json(tmp_path: Path, shared_data: Path) -> None:
+    """A COCO panoptic JSON named without ``coco_panoptic:`` is read as panoptic, not as instances."""
+    sample = shared_data / "coco_panoptic_sample"
+    spec = str(sample / "panoptic_examples.json")
+    assert parse_spec(spec) == ("coco_panoptic", spec)
+    ds = build_dataset(spec)  # PNG folder: the JSON path without .json
+    assert len(ds) == 2 and len(ds.panoptic_categories) == 133
+    assert sorted(len(ds.load_panoptic(i).segments) for i in range(2)) == [18, 32]
+    # the instances JSON beside it stays COCO, also when its "segmentation" key is far from the start
+    assert parse_spec(str(sample / "panoptic_coco_detection_format.json"))[0] == "coco"
+    padded = {"info": "x" * 3_000_000, "annotations": [{"id": 1, "segments_info": []}]}
+    (tmp_path / "pan.json").write_text(json.dumps(padded))
+    assert parse_spec(str(tmp_path / "pan.json"))[0] == "coco_panoptic"
+    padded["annotations"] = [{"id": 1, "segmentation": [[0, 0, 1, 1, 0, 1]]}]
+    (tmp_path / "inst.json").write_text(json.dumps(padded))
+    assert parse_spec(str(tmp_path / "inst.json"))[0] == "coco"
