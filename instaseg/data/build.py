@@ -14,7 +14,8 @@ Specs (``FORMAT:ARGS``)::
     cityscapes_panoptic:ROOT[:SPLIT]    Cityscapes gtFine as panoptic (splits like cityscapes)
 
 A spec without a known ``FORMAT:`` prefix that names an existing path is detected: a ``.json`` file is
-COCO panoptic when its annotations have ``segments_info``, else COCO; a folder with ``leftImg8bit/`` and ``gtFine/`` is Cityscapes, any other folder is ``folder``.
+COCO panoptic when its annotations have ``segments_info``, else COCO; a folder with ``leftImg8bit/``
+and ``gtFine/`` is Cityscapes, any other folder is ``folder``.
 
 ``split``: ``None`` (or ``"all"``) gives everything the spec names. ``shapes`` generates a disjoint
 stream per split (``val``/``test`` have ``N // 5`` images); ``cityscapes`` reads the split's folders
