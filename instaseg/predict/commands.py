@@ -179,6 +179,7 @@ def evaluate(
         data, checkpoint=checkpoint, predictions=predictions, split=split, batch_size=batch_size,
         device=device, score_thresh=score_thresh, max_images=max_images, iou_types=kinds,
         analysis=analysis, need_images=output is not None and figures and num_samples > 0, log=_log,
+        num_samples=num_samples,
     )
     print(format_table(result.report.metrics))
     if result.panoptic is not None:

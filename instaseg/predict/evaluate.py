@@ -70,6 +70,22 @@ def parse_iou_types(text: str) -> tuple[str, ...]:
     return kinds
 
 
+def checkpoint_predictor(
+    checkpoint: str | Path, *, device: str = "cpu", score_thresh: float | None = None
+) -> Predictor:
+    """The Predictor of the model in ``checkpoint``; ``score_thresh`` defaults to the run's own
+    ``eval.score_thresh``."""
+    check_device(device)
+    model, meta = load_model(checkpoint, device=device)
+    run_eval = (meta.get("config") or {}).get("eval") or {}
+    thr = float(run_eval.get("score_thresh", 0.05) if score_thresh is None else score_thresh)
+    return Predictor.from_model(model, meta, device=device, score_thresh=thr)
+
+
+def _run_eval(predictor: Predictor) -> dict[str, Any]:
+    return (predictor.meta.get("config") or {}).get("eval") or {}
+
+
 def checkpoint_results(
     checkpoint: str | Path,
     dataset: Any,
@@ -79,15 +95,15 @@ def checkpoint_results(
     score_thresh: float | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    predictor: Predictor | None = None,
 ) -> list[dict[str, Any]]:
     """COCO results of the model in ``checkpoint`` on ``dataset`` (untransformed), through the
     Predictor. ``batch_size`` and ``score_thresh`` default to the run's own ``eval.batch_size`` and
-    ``eval.score_thresh``, so a run's metrics.json is reproduced exactly."""
-    check_device(device)
-    model, meta = load_model(checkpoint, device=device)
-    run_eval = (meta.get("config") or {}).get("eval") or {}
-    thr = float(run_eval.get("score_thresh", 0.05) if score_thresh is None else score_thresh)
-    predictor = Predictor.from_model(model, meta, device=device, score_thresh=thr)
+    ``eval.score_thresh``, so a run's metrics.json is reproduced exactly. ``predictor``: that
+    checkpoint's :func:`checkpoint_predictor`, when the caller already has it."""
+    if predictor is None:
+        predictor = checkpoint_predictor(checkpoint, device=device, score_thresh=score_thresh)
+    run_eval = _run_eval(predictor)
     mapping = map_labels(predictor.class_names, dataset, str(checkpoint))
     if log is not None:
         log(f"{predictor.meta['path']}: {predictor.name} on {len(dataset)} images ({device}, "
@@ -103,28 +119,26 @@ def checkpoint_results(
 
 
 def checkpoint_panoptic(
-    checkpoint: str | Path,
+    predictor: Predictor,
     dataset: Any,
     *,
     batch_size: int | None = None,
     max_images: int | None = None,
-    device: str = "cpu",
     num_samples: int = 0,
     log: Callable[[str], None] | None = None,
 ) -> PanopticOutcome | None:
-    """PQ of a panoptic model in ``checkpoint`` on ``dataset`` (untransformed, with
-    ``panoptic_categories``) exactly as training's validator computes it (:meth:`PanopticValidator.run`);
-    None for a model that is not panoptic. A panoptic model on a dataset without panoptic ground truth
-    gets a ``log`` line and None (instance AP only)."""
-    predictor = Predictor.from_checkpoint(checkpoint, device=device)
+    """PQ of a panoptic model (``predictor``, e.g. :func:`checkpoint_predictor`) on ``dataset``
+    (untransformed, with ``panoptic_categories``) exactly as training's validator computes it
+    (:meth:`PanopticValidator.run`); None for a model that is not panoptic. A panoptic model on a
+    dataset without panoptic ground truth gets a ``log`` line and None (instance AP only)."""
     if not predictor.is_panoptic:
         return None
     if not getattr(dataset, "panoptic_categories", None):
         if log is not None:
-            log(f"{checkpoint}: a panoptic model, but the dataset has no panoptic ground truth "
-                "(stuff and thing segments): instance mask/box AP of the things only")
+            log(f"{predictor.meta.get('path', predictor.name)}: a panoptic model, but the dataset has no "
+                "panoptic ground truth (stuff and thing segments): instance mask/box AP of the things only")
         return None
-    run_eval = (predictor.meta.get("config") or {}).get("eval") or {}
+    run_eval = _run_eval(predictor)
     validator = PanopticValidator("", None, dataset=dataset, max_images=max_images, num_samples=num_samples,
                                   batch_size=int(batch_size or run_eval.get("batch_size") or 2))
     metrics, samples = validator.run(predictor)
@@ -148,11 +162,14 @@ def evaluate(
     iou_types: tuple[str, ...] = IOU_TYPES,
     analysis: bool = True,
     need_images: bool = True,
+    num_samples: int = 6,
     log: Callable[[str], None] | None = None,
 ) -> Evaluation:
     """Score ``checkpoint`` (a run directory or checkpoint file) or ``predictions`` (a COCO results
     JSON) on the dataset spec ``data``: every metric of :func:`~instaseg.evaluation.summary.full_report`
-    (with ``analysis`` and both IoU types), else the COCO stats of ``iou_types``."""
+    (with ``analysis`` and both IoU types), else the COCO stats of ``iou_types``. A panoptic checkpoint
+    on a panoptic dataset adds PQ (``metrics["panoptic"]``, as training's validator computes it) and
+    ``num_samples`` panoptic pictures (with ``need_images``)."""
     if (checkpoint is None) == (predictions is None):
         raise ConfigError("evaluate needs exactly one of --checkpoint RUN_OR_FILE or --predictions FILE")
     gt, dataset, notes = resolve_ground_truth(data, split, need_images=checkpoint is not None or need_images)
@@ -172,14 +189,15 @@ def evaluate(
         assert checkpoint is not None
         if dataset is None:
             raise DataError(data, "--checkpoint needs the dataset's images: " + "; ".join(notes))
+        predictor = checkpoint_predictor(checkpoint, device=device, score_thresh=score_thresh)
         results = checkpoint_results(
-            checkpoint, dataset, batch_size=batch_size, device=device, score_thresh=score_thresh,
-            progress=sys.stderr.isatty(), log=log,
+            checkpoint, dataset, batch_size=batch_size, device=device, progress=sys.stderr.isatty(),
+            log=log, predictor=predictor,
         )
         run_dir = run_dir_of(checkpoint)
-        panoptic = checkpoint_panoptic(
-            checkpoint, getattr(dataset, "base", dataset), batch_size=batch_size, max_images=max_images,
-            device=device, num_samples=6 if need_images else 0, log=log,
+        panoptic = checkpoint_panoptic(  # the whole dataset: FirstImages keeps no panoptic metadata
+            predictor, getattr(dataset, "base", dataset), batch_size=batch_size, max_images=max_images,
+            num_samples=num_samples if need_images else 0, log=log,
         )
     if analysis and set(iou_types) == set(IOU_TYPES):
         report = full_report(gt, results)
