@@ -94,6 +94,11 @@ def train(
     segm, bbox = result.metrics["segm"], result.metrics["bbox"]
     if result.stop_reason:
         typer.echo(f"stopped early: {result.stop_reason}")
+    if result.metrics.get("task") == "points":
+        typer.echo(f"held-out point AP {segm['AP']:.4f} (AP50 {segm['AP50']:.4f}, AP25 {segm['AP25']:.4f}), "
+                   f"class-agnostic AP {bbox['AP']:.4f} after {result.iterations} iterations")
+        typer.echo(f"run directory: {result.run_dir}")
+        return
     typer.echo(
         f"held-out mask AP {segm['AP']:.4f} (AP50 {segm['AP50']:.4f}), "
         f"box AP {bbox['AP']:.4f} (AP50 {bbox['AP50']:.4f}) after {result.iterations} iterations"
@@ -136,6 +141,17 @@ def evaluate(
     from instaseg.evaluation.summary import format_table
     from instaseg.predict import evaluate as E
 
+    if checkpoint is not None and _is_point_checkpoint(checkpoint):
+        from instaseg.evaluation.points_ap import format_points_table
+        from instaseg.predict.points import evaluate_points_checkpoint
+
+        metrics = evaluate_points_checkpoint(
+            checkpoint, data, split=split, output=output, max_scenes=max_images,
+            num_renders=num_samples if figures else 0, log=_log,
+        )
+        print(format_points_table({**metrics["segm"], "per_class": metrics["per_class"]}))
+        return
+
     kinds = E.parse_iou_types(iou_types)
     result = E.evaluate(
         data, checkpoint=checkpoint, predictions=predictions, split=split, batch_size=batch_size,
@@ -150,6 +166,14 @@ def evaluate(
             write_results=checkpoint is not None, figures=figures, num_samples=num_samples,
         )
         _log(f"report: {written['html']} ({len(written) - 2} files, metrics in {written['metrics']})")
+
+
+def _is_point_checkpoint(checkpoint: Path) -> bool:
+    from instaseg.models import model_task
+    from instaseg.models.checkpoint import load_checkpoint
+
+    spec = load_checkpoint(checkpoint).get("model_spec") or {}
+    return isinstance(spec, dict) and model_task(str(spec.get("name"))) == "points"
 
 
 def register(app: typer.Typer) -> None:

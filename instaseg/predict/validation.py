@@ -81,8 +81,15 @@ class PredictorValidator:
         return metrics, samples
 
 
-def make_validator(cfg: Config) -> PredictorValidator:
-    """The validation of a training run: ``data.val`` (``data.val_split``) with the ``eval`` section."""
+def make_validator(cfg: Config) -> Any:
+    """The validation of a training run: ``data.val`` (``data.val_split``) with the ``eval`` section
+    (point-cloud models: :class:`~instaseg.predict.points.PointValidator`)."""
+    from instaseg.models import model_task
+
+    if model_task(cfg.model.name) == "points":
+        from instaseg.predict.points import PointValidator
+
+        return PointValidator(cfg.data.val, cfg.data.val_split, max_scenes=cfg.eval.max_images)
     return PredictorValidator(
         cfg.data.val,
         cfg.data.val_split,

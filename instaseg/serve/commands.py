@@ -69,6 +69,14 @@ def predict(
     if max_frames is not None and max_frames < 1:
         raise ConfigError(f"--max-frames must be >= 1, got {max_frames}")
     _set_threads(threads)
+    from instaseg.predict.points import is_point_source, run_point_predict
+
+    if is_point_source(source):  # point clouds: PLY + JSON + PNG per scene (docs/points.md)
+        if checkpoint is None:
+            raise ConfigError("point clouds need --checkpoint (a point model's run directory or checkpoint)")
+        run_point_predict(checkpoint, source, output, renders=not no_overlays, viewer=not no_overlays,
+                          log=typer.echo)
+        return
     predictor = _predictor(checkpoint, backend, model, device, score_thresh, max_detections, classes)
     start = time.perf_counter()
     summary = run_predict(
