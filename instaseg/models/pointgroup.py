@@ -26,7 +26,9 @@ from instaseg.ops.points import radius_components
 from instaseg.structures.points import PointInstances
 
 POINT_FEATURES = 7  # position inside the voxel (3), rgb - 0.5 (3), height / 2 (1)
-GRID_FEATURES = 8  # occupancy (1), mean rgb - 0.5 (3), mean position inside the voxel (3), height / 2 (1)
+# occupancy (1), mean rgb - 0.5 (3), mean position inside the voxel (3), height / 2 (1), and the
+# covariance of the positions inside the voxel (6: local surface shape, flat vs curved)
+GRID_FEATURES = 14
 
 
 def voxelize(points: Tensor, voxel: float, max_cells: int = 160) -> tuple[Tensor, Tensor, Tensor]:
@@ -48,10 +50,14 @@ def voxelize(points: Tensor, voxel: float, max_cells: int = 160) -> tuple[Tensor
     height = xyz[:, 2:3] / 2.0 - lo[2] / 2.0
     pf = torch.cat([inside, rgb - 0.5, height], 1)
     total = dims[0] * dims[1] * dims[2]
+    ii, jj = (0, 1, 2, 0, 0, 1), (0, 1, 2, 1, 2, 2)
+    second = inside[:, ii] * inside[:, jj]
     acc = torch.zeros(total, GRID_FEATURES)
-    acc.index_add_(0, flat, torch.cat([torch.ones(len(xyz), 1), rgb - 0.5, inside, height], 1))
+    acc.index_add_(0, flat, torch.cat([torch.ones(len(xyz), 1), rgb - 0.5, inside, height, second], 1))
     count = acc[:, :1].clamp(min=1)
-    grid = torch.cat([(acc[:, :1] > 0).float(), acc[:, 1:] / count], 1)
+    mean = acc[:, 1:] / count
+    cov = (mean[:, 7:] - mean[:, 3:6][:, ii] * mean[:, 3:6][:, jj]) * 12.0  # ~unit scale for a filled voxel
+    grid = torch.cat([(acc[:, :1] > 0).float(), mean[:, :7], cov], 1)
     grid = grid.T.reshape(1, GRID_FEATURES, *dims)
     return grid, flat, pf
 

@@ -143,7 +143,7 @@ def generate_scene(seed: int, num_points: int = 6000, name: str = "") -> PointSc
     """
     rng = np.random.default_rng(seed)
     w, d, hw = rng.uniform(3.5, 5.0), rng.uniform(3.5, 5.0), rng.uniform(2.0, 2.5)
-    density = 4000.0
+    density = 4000.0 * max(1.0, num_points / 5000)  # dense enough to keep num_points after thinning
     sensor = np.array([w * rng.uniform(0.6, 0.9), d * rng.uniform(0.6, 0.9), rng.uniform(1.3, 1.8)])
     objects: list[tuple[list[Part], int]] = []
     footprints: list[tuple[np.ndarray, float]] = []  # (centre xy, radius) of standing objects
