@@ -52,6 +52,9 @@ def export_command(
 
     check_output_path(output, overwrite)  # fail before the (slow) model load
     model, meta = load_model(checkpoint)
+    if getattr(model, "task", None) == "points":
+        _export_points(model, meta, output, fmt, opset, overwrite, verify)
+        return
     if fmt == "onnx":
         result = export_onnx(model, output, meta=meta, opset=opset, image_size=size, overwrite=overwrite,
                              verify=verify)
@@ -76,6 +79,27 @@ def export_command(
         status = "ok" if check["ok"] else "MISMATCH"
         typer.echo(f"verify {h}x{w}: {status}: {counts}{gaps}")
         failed |= not check["ok"]
+    if failed:
+        typer.echo("instaseg: warning: the export differs from PyTorch beyond tolerance", err=True)
+        raise typer.Exit(1)
+
+
+def _export_points(model: object, meta: dict, output: Path, fmt: str, opset: int, overwrite: bool,
+                   verify: bool) -> None:
+    """A point-cloud model: its network to ONNX (voxelisation and clustering stay in NumPy)."""
+    from instaseg.export.points_onnx import export_points_onnx
+
+    if fmt != "onnx":
+        raise ConfigError("point-cloud models export to ONNX only (--format onnx)")
+    result = export_points_onnx(model, output, meta=meta, opset=opset, overwrite=overwrite, verify=verify)
+    typer.echo(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, opset {result.opset}, point network)")
+    failed = False
+    for c in result.checks:
+        status = "ok" if c["ok"] else "MISMATCH"
+        typer.echo(f"verify {c['size'][0]} points: {status}: {c['torch']} instances (torch) vs {c['onnx']} "
+                   f"(onnx), "
+                   f"max logit diff {c['max_logit_diff']:.2g}, max offset diff {c['max_offset_diff']:.2g}")
+        failed |= not c["ok"]
     if failed:
         typer.echo("instaseg: warning: the export differs from PyTorch beyond tolerance", err=True)
         raise typer.Exit(1)

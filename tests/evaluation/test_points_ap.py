@@ -13,7 +13,9 @@ NAMES = ["floor", "a", "b"]
 
 def P(ids, labels, scores=None):
     labels = np.asarray(labels)
-    return PointInstances(np.asarray(ids), labels, np.ones(len(labels)) if scores is None else np.asarray(scores))
+    return PointInstances(
+        np.asarray(ids), labels, np.ones(len(labels)) if scores is None else np.asarray(scores)
+    )
 
 
 def test_perfect_prediction_scores_one():
@@ -37,7 +39,9 @@ def test_wrong_class_is_a_miss_unless_class_agnostic():
     r = evaluate_point_instances([(gt, pred, None)], NAMES, min_points=10)
     assert r["per_class"]["a"]["AP"] == 0.0 and math.isnan(r["per_class"]["b"]["AP"])
     assert r["AP"] == 0.0
-    assert evaluate_point_instances([(gt, pred, None)], NAMES, min_points=10, class_agnostic=True)["AP"] == 1.0
+    assert (
+        evaluate_point_instances([(gt, pred, None)], NAMES, min_points=10, class_agnostic=True)["AP"] == 1.0
+    )
 
 
 def test_small_instances_and_void_are_ignored():
