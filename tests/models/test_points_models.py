@@ -52,7 +52,7 @@ def test_pointgroup_losses_backprop_and_predict():
 
 
 def test_pointgroup_learns_one_scene():
-    """Overfitting one scene: the offsets must get much better than at the start (measured: 0.45 -> 0.15)."""
+    """Overfitting one scene for 20 steps (measured: loss_sem 1.99 -> 0.72, loss_offset 0.49 -> 0.23)."""
     torch.manual_seed(0)
     torch.set_num_threads(1)
     model = get_model("pointgroup_lite", num_classes=7, width=8)
