@@ -6,7 +6,9 @@ A dataset item is ``(image, target)``:
 - ``target``: dict with
   ``masks`` Tensor[N, H, W] bool, ``boxes`` Tensor[N, 4] float32 XYXY pixels,
   ``labels`` Tensor[N] int64 contiguous ids 1..C (0 = background, reserved),
-  ``image_id`` int, ``area`` Tensor[N] float32 (mask pixel area), ``iscrowd`` Tensor[N] int64.
+  ``image_id`` int, ``area`` Tensor[N] float32 (mask pixel area), ``iscrowd`` Tensor[N] int64;
+  panoptic datasets add ``sem_seg`` Tensor[H, W] int64 (0 = things, 1..S stuff, 255 = VOID; see
+  :mod:`instaseg.structures.panoptic`), carried in :attr:`Record.extra` ``["sem_seg"]`` before transforms.
 
 Every dataset is an :class:`InstanceDataset`: it has ``class_names`` (index 0 is ``"background"``)
 and ``category_ids`` (``category_ids[label]`` is the original id to write in COCO results).
@@ -62,9 +64,10 @@ def record_to_sample(rec: Record) -> tuple[Tensor, dict[str, Any]]:
     image = torch.from_numpy(np.ascontiguousarray(rec.image)).permute(2, 0, 1).float().div_(255.0)
     h, w = rec.image.shape[:2]
     masks = torch.from_numpy(rec.masks.reshape(-1, h, w))
-    return image, make_target(
-        masks, torch.from_numpy(rec.labels), torch.from_numpy(rec.iscrowd), rec.image_id
-    )
+    target = make_target(masks, torch.from_numpy(rec.labels), torch.from_numpy(rec.iscrowd), rec.image_id)
+    if "sem_seg" in rec.extra:
+        target["sem_seg"] = torch.from_numpy(np.asarray(rec.extra["sem_seg"], dtype=np.int64))
+    return image, target
 
 
 def validate_sample(image: Tensor, target: dict[str, Any]) -> None:

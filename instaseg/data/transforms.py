@@ -25,6 +25,7 @@ from torch import Tensor
 
 from instaseg.data.base import Record
 from instaseg.errors import ConfigError
+from instaseg.structures.panoptic import SEM_IGNORE
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -214,21 +215,26 @@ class InstanceTransform:
             raise ValueError(
                 f"{rec.file_name}: record has {n} masks, {labels.shape[0]} labels, {iscrowd.shape[0]} iscrowd"
             )
+        sem_seg = rec.extra.get("sem_seg")
         if self.compose is not None:
             self._maybe_reseed()
+            extra = {} if sem_seg is None else {"mask": encode_sem_seg(sem_seg, rec.file_name)}
             if n and self.options.pack_masks:
                 # 8 masks per uint8 plane: nearest interpolation and zero fill copy pixel values
                 # unchanged, so the bits survive every geometric op exactly, at 1/8 of the cost.
-                out = self.compose(image=image, masks=pack_masks(masks))
+                out = self.compose(image=image, masks=pack_masks(masks), **extra)
                 image = out["image"]
                 masks = unpack_masks(np.asarray(out["masks"]).reshape(-1, *image.shape[:2]), n)
             elif n:
-                out = self.compose(image=image, masks=masks.astype(np.uint8, copy=False))
+                out = self.compose(image=image, masks=masks.astype(np.uint8, copy=False), **extra)
                 image = out["image"]
                 masks = np.asarray(out["masks"]).reshape(n, *image.shape[:2])
             else:
-                image = self.compose(image=image)["image"]
+                out = self.compose(image=image, **extra)
+                image = out["image"]
                 masks = np.zeros((0, *image.shape[:2]), dtype=bool)
+            if sem_seg is not None:
+                sem_seg = decode_sem_seg(np.asarray(out["mask"]))
         masks = masks.astype(bool, copy=False)
         boxes, area = boxes_and_areas(masks)
         # Drop instances the geometry removed (cropped away, flipped out, shrunk to nothing).
@@ -244,7 +250,25 @@ class InstanceTransform:
             "area": torch.from_numpy(area),
             "iscrowd": torch.from_numpy(np.ascontiguousarray(iscrowd)),
         }
+        if sem_seg is not None:
+            target["sem_seg"] = torch.from_numpy(np.ascontiguousarray(sem_seg, dtype=np.int64))
         return _to_tensor(image), target
+
+
+def encode_sem_seg(sem_seg: np.ndarray, file_name: str = "") -> np.ndarray:
+    """int (H, W) ``sem_seg`` (0 = things, 1..S stuff, 255 = VOID) -> uint8 with VOID as 0 and every
+    class shifted by one, so that the zero fill of padding, rotation and crops lands on VOID."""
+    sem = np.asarray(sem_seg)
+    valid = sem != SEM_IGNORE
+    if valid.any() and (int(sem[valid].min()) < 0 or int(sem[valid].max()) > 253):
+        raise ValueError(f"{file_name}: sem_seg values must lie in 0..253 or be {SEM_IGNORE} (VOID)")
+    return np.where(valid, sem + 1, 0).astype(np.uint8)
+
+
+def decode_sem_seg(encoded: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`encode_sem_seg`: uint8 (H, W) -> int64 (H, W) with VOID = 255."""
+    enc = np.asarray(encoded).astype(np.int64)
+    return np.where(enc == 0, SEM_IGNORE, enc - 1)
 
 
 def pack_masks(masks: np.ndarray) -> np.ndarray:

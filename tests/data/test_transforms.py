@@ -198,3 +198,42 @@ def test_set_random_seed_reproduces() -> None:
     t.set_random_seed(11)
     b = t(rec)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1]["boxes"], b[1]["boxes"])
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_sem_seg_follows_the_geometry_and_padding_is_void(train: bool) -> None:
+    """Panoptic targets: ``sem_seg`` moves with the masks; pixels the geometry invents are VOID (255)."""
+    rng = np.random.default_rng(3)
+    h, w = 60, 80
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    masks = np.zeros((2, h, w), dtype=bool)
+    masks[0, 5:25, 5:30] = True
+    masks[1, 30:55, 40:75] = True
+    sem = np.where(np.arange(w)[None, :] < 40, 1, 2).repeat(h, 0).astype(np.int64)
+    sem[masks.any(0)] = 0
+    sem[:3] = 255
+    rec = Record(image=image, masks=masks, labels=np.array([1, 2]), iscrowd=np.zeros(2, np.int64),
+                 image_id=1, file_name="r", extra={"sem_seg": sem})
+    opts = {**ALWAYS, "seed": 0} if train else {}
+    tf = build_transforms(train, image_size=48, **opts)
+    for _ in range(5):
+        img, target = tf(rec)
+        out = target["sem_seg"]
+        assert out.dtype == torch.int64 and tuple(out.shape) == tuple(img.shape[1:])
+        assert set(out.unique().tolist()) <= {0, 1, 2, 255}
+        things = target["masks"].any(0)
+        assert bool((out[things] == 0).all()), "a thing pixel lost its 'things' label"
+        if not train:  # resize only: the VOID rows survive as VOID
+            assert bool((out[:1] == 255).all())
+
+
+def test_sem_seg_rotation_fills_void_not_things() -> None:
+    """Pixels rotated in from outside the image are VOID (255), never class 0 ('things')."""
+    h = w = 64
+    rec = Record(image=np.full((h, w, 3), 128, np.uint8), masks=np.zeros((0, h, w), bool),
+                 labels=np.zeros(0, np.int64), iscrowd=np.zeros(0, np.int64), image_id=0,
+                 extra={"sem_seg": np.ones((h, w), np.int64)})
+    tf = build_transforms(True, image_size=64, crop_p=0.0, hflip_p=0.0, noise_p=0.0, distortion_p=0.0,
+                          affine_p=1.0, affine_rotate=45.0, affine_scale=(1.0, 1.0), seed=0)
+    out = tf(rec)[1]["sem_seg"]
+    assert set(out.unique().tolist()) == {1, 255}
