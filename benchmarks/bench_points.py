@@ -81,6 +81,7 @@ def main() -> None:
     ap.add_argument("--val-scenes", type=int, default=40)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--output", default=str(ROOT / "benchmarks/results/bench_points.json"))
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = load_config(
@@ -90,6 +91,7 @@ def main() -> None:
             "output.tensorboard=false",
             "output.progress=false",
             "train.log_period=50",
+            *args.overrides,
         ],
     )
     run_dir = Path("/tmp") / f"bench_points_{int(time.time())}"
