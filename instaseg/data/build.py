@@ -8,6 +8,12 @@ Specs (``FORMAT:ARGS``)::
     shapes[:N[:SIZE]]                   synthetic shapes, N training images of SIZE x SIZE (default 1000, 128)
     points_shapes[:N[:POINTS]]          synthetic indoor point-cloud scenes (default 200 scenes, 6000 points)
     points:PATH                         point clouds: a .ply/.npz file, folder, glob, or S3DIS rooms
+    video_shapes[:N[:FRAMES[:SIZE]]]    synthetic videos with track ids (default 40 videos, 16 frames, 128)
+    ytvis:ANNOTATIONS.json[:FRAMES_DIR] YouTube-VIS videos (frames of every video, with track ids)
+    shapes_panoptic[:N[:SIZE]]          the shapes as things on 2-3 textured stuff regions (panoptic)
+    coco_panoptic:PANOPTIC.json[:PNG_DIR[:IMAGE_DIR]]   COCO panoptic JSON + PNGs (PNG_DIR default: the
+                                        JSON path without .json; split like coco)
+    cityscapes_panoptic:ROOT[:SPLIT]    Cityscapes gtFine as panoptic (splits like cityscapes)
 
 A spec without a known ``FORMAT:`` prefix that names an existing path is detected: a ``.json`` file is
 COCO, a folder with ``leftImg8bit/`` and ``gtFine/`` is Cityscapes, any other folder is ``folder``.
@@ -51,7 +57,9 @@ def _int_arg(value: str, what: str, spec: str) -> int:
 
 def _build_shapes(args: str, spec: str, split: str | None, transform: Any, options: dict) -> InstanceDataset:
     from instaseg.data.shapes import ShapesDataset
+    from instaseg.data.shapes_panoptic import ShapesPanopticDataset
 
+    cls = ShapesPanopticDataset if spec.strip().lower().startswith("shapes_panoptic") else ShapesDataset
     parts = args.split(":") if args else []
     if len(parts) > 2:
         raise ConfigError(f"dataset spec {spec!r}: expected shapes[:N[:SIZE]]")
@@ -60,7 +68,33 @@ def _build_shapes(args: str, spec: str, split: str | None, transform: Any, optio
     split = _check_split(split, ("train", "val", "test"), "shapes") or "train"
     if split != "train":
         n = max(1, n // 5)
-    return ShapesDataset(n, size, split=split, transform=transform, **options)
+    return cls(n, size, split=split, transform=transform, **options)
+
+
+def _build_video_shapes(
+    args: str, spec: str, split: str | None, transform: Any, options: dict
+) -> InstanceDataset:
+    from instaseg.data.video_shapes import VideoShapesDataset
+
+    parts = args.split(":") if args else []
+    if len(parts) > 3:
+        raise ConfigError(f"dataset spec {spec!r}: expected video_shapes[:N[:FRAMES[:SIZE]]]")
+    names = ("N", "FRAMES", "SIZE")
+    vals = [_int_arg(p, names[i], spec) if p else None for i, p in enumerate(parts)]
+    vals += [None] * (3 - len(vals))
+    n, frames, size = vals[0] or 40, vals[1] or 16, vals[2] or 128
+    split = _check_split(split, ("train", "val", "test"), "video_shapes") or "train"
+    if split != "train":
+        n = max(1, n // 5)
+    return VideoShapesDataset(n, frames, size, split=split, transform=transform, **options)
+
+
+def _build_ytvis(args: str, spec: str, split: str | None, transform: Any, options: dict) -> InstanceDataset:
+    _need_path(args, "ytvis", "ytvis:ANNOTATIONS.json[:FRAMES_DIR]")
+    from instaseg.data.ytvis import YtvisDataset
+
+    ann, frames_dir = coco_args(args)
+    return YtvisDataset(ann, frames_dir, transform=transform, **options)
 
 
 def _need_path(args: str, fmt: str, usage: str) -> None:
@@ -92,13 +126,19 @@ def _build_cityscapes(
     _need_path(args, "cityscapes", "cityscapes:ROOT[:SPLIT]")
     from instaseg.data.cityscapes import CityscapesDataset
 
+    root, own_split = _cityscapes_root(args, split)
+    return CityscapesDataset(root, own_split, transform=transform, **options)
+
+
+def _cityscapes_root(args: str, split: str | None) -> tuple[str, str | None]:
+    """``(ROOT, SPLIT or None)`` of ``ROOT[:SPLIT]``; the spec's SPLIT wins over ``split``."""
     root, own_split = args, None
     head, sep, tail = args.rpartition(":")
     if sep and tail and "/" not in tail and "\\" not in tail and not Path(args).exists():
         root, own_split = head, tail
     if own_split is None:
         own_split = None if split in (None, "all") else split
-    return CityscapesDataset(root, own_split, transform=transform, **options)
+    return root, own_split
 
 
 def _build_folder(args: str, spec: str, split: str | None, transform: Any, options: dict) -> InstanceDataset:
@@ -110,6 +150,30 @@ def _build_folder(args: str, spec: str, split: str | None, transform: Any, optio
         return FolderDataset(Path(args) / split, transform=transform, **options)
     dataset = FolderDataset(args, transform=None if split else transform, **options)
     return _carve(dataset, split, transform)
+
+
+def _build_coco_panoptic(
+    args: str, spec: str, split: str | None, transform: Any, options: dict
+) -> InstanceDataset:
+    _need_path(args, "coco_panoptic", "coco_panoptic:PANOPTIC.json[:PNG_DIR[:IMAGE_DIR]]")
+    from instaseg.data.coco_panoptic import CocoPanopticDataset
+
+    ann, rest = coco_args(args)
+    png_dir, _, image_dir = (rest or "").partition(":")
+    split = _check_split(split, SPLITS_8020, "coco_panoptic")
+    dataset = CocoPanopticDataset(ann, png_dir or None, image_dir or None,
+                                  transform=None if split else transform, **options)
+    return _carve(dataset, split, transform)
+
+
+def _build_cityscapes_panoptic(
+    args: str, spec: str, split: str | None, transform: Any, options: dict
+) -> InstanceDataset:
+    _need_path(args, "cityscapes_panoptic", "cityscapes_panoptic:ROOT[:SPLIT]")
+    from instaseg.data.cityscapes_panoptic import CityscapesPanopticDataset
+
+    root, own_split = _cityscapes_root(args, split)
+    return CityscapesPanopticDataset(root, own_split, transform=transform, **options)
 
 
 def _carve(dataset: InstanceDataset, split: str | None, transform: Any) -> InstanceDataset:
@@ -152,6 +216,14 @@ FORMATS: dict[str, tuple[Builder, str]] = {
     "shapes": (_build_shapes, "shapes[:N[:SIZE]]  synthetic shapes, generated on the fly"),
     "points_shapes": (_build_points_shapes, "points_shapes[:N[:POINTS]]  synthetic indoor point scenes"),
     "points": (_build_points, "points:FILE|FOLDER|GLOB  point clouds (.ply, .npz, S3DIS rooms)"),
+    "video_shapes": (_build_video_shapes,
+                     "video_shapes[:N[:FRAMES[:SIZE]]]  synthetic videos with track ids"),
+    "ytvis": (_build_ytvis, "ytvis:ANNOTATIONS.json[:FRAMES_DIR]  YouTube-VIS videos"),
+    "shapes_panoptic": (_build_shapes, "shapes_panoptic[:N[:SIZE]]  shapes on stuff regions (panoptic)"),
+    "coco_panoptic": (_build_coco_panoptic,
+                      "coco_panoptic:PANOPTIC.json[:PNG_DIR[:IMAGE_DIR]]  COCO panoptic JSON + PNGs"),
+    "cityscapes_panoptic": (_build_cityscapes_panoptic,
+                            "cityscapes_panoptic:ROOT[:SPLIT]  Cityscapes gtFine as panoptic"),
 }
 
 

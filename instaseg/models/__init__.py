@@ -15,9 +15,11 @@ built-in models (the model modules below import only the registry, never this pa
 from instaseg.models import (  # noqa: F401  (they register)
     dbscan_points,
     mask_rcnn,
+    panoptic_fpn,
     pointgroup,
     simple_fpn,
     solov2,
+    video_rcnn,
     yolact,
 )
 from instaseg.models.protocol import InputSpec, InstanceSegmentationModel
