@@ -131,6 +131,12 @@ def evaluate(
     analysis: bool = typer.Option(True, help="Also compute PQ, error analysis and the dashboard data."),
     num_samples: int = typer.Option(6, min=0, help="Sample pictures in the report."),
     figures: bool = typer.Option(True, help="Draw the dashboard and samples (else only JSON + HTML)."),
+    metrics_file: Path | None = typer.Option(
+        None, "--metrics-file", help="Write the headline metrics (segm, bbox, PQ) as JSON (DVC metrics)."
+    ),
+    plots_dir: Path | None = typer.Option(
+        None, "--plots-dir", help="Write pr_curve.csv and per_class_ap.json here (DVC plots)."
+    ),
 ) -> None:
     """Score a trained model (--checkpoint) or a COCO results file (--predictions) on a dataset."""
     from instaseg.evaluation.summary import format_table
@@ -150,6 +156,9 @@ def evaluate(
             write_results=checkpoint is not None, figures=figures, num_samples=num_samples,
         )
         _log(f"report: {written['html']} ({len(written) - 2} files, metrics in {written['metrics']})")
+    if metrics_file is not None or plots_dir is not None:
+        for path in E.write_pipeline_outputs(result, metrics_file=metrics_file, plots_dir=plots_dir):
+            _log(f"wrote {path}")
 
 
 def register(app: typer.Typer) -> None:
