@@ -93,11 +93,13 @@ def pipeline_files(cfg: Config, root: str | Path = ".") -> tuple[dict[str, Any],
         f"instaseg data check {d.train}{_split_opt(d.train_split)} --output {CHECK_DIR}/train.json",
         f"instaseg data check {d.val}{_split_opt(d.val_split)} --output {CHECK_DIR}/val.json",
     ]
+    if d.train == d.val:  # one dataset split in two: check all of it at once
+        check_cmds = [f"instaseg data check {d.train} --output {CHECK_DIR}/data.json"]
     data_params = ["data.train", "data.val", "data.train_split", "data.val_split"]
     stages: dict[str, Any] = {
         "check": {
             "desc": "Lint the training and validation data (fails on problems; the reports are kept)",
-            "cmd": check_cmds,
+            "cmd": check_cmds if len(check_cmds) > 1 else check_cmds[0],
             **({"deps": list(data_deps)} if data_deps else {}),
             "params": data_params,
             "outs": [CHECK_DIR],
