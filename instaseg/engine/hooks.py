@@ -416,7 +416,8 @@ class MLflowHook(HookBase):
         ckpt = self.run_dir / "checkpoints"
         for name in (BEST, LAST):
             if (ckpt / name).is_file():
-                self.mlflow.log_artifact(str(ckpt / name), artifact_path="model")
+                # "model" is the MLflow model's name (runs:/<id>/model): checkpoints go beside it
+                self.mlflow.log_artifact(str(ckpt / name), artifact_path="checkpoints")
         for name in ("metrics.json", "config.yaml"):
             if (self.run_dir / name).is_file():
                 self.mlflow.log_artifact(str(self.run_dir / name))
