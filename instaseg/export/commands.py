@@ -96,10 +96,14 @@ def init_pipeline_command(
     from instaseg.export.pipeline import init_pipeline
 
     overrides = list(set_ or [])
-    if data is not None:
-        overrides += [f"data.train={data}", f"data.val={val or data}"]
+    if data is not None and val is None:  # one dataset: its deterministic 80/20 train/val split
+        overrides += [f"data.train={data}", f"data.val={data}", "data.train_split=train",
+                      "data.val_split=val"]
+    elif data is not None:  # two datasets: each used whole
+        overrides += [f"data.train={data}", f"data.val={val}", "data.train_split=null",
+                      "data.val_split=null"]
     elif val is not None:
-        overrides.append(f"data.val={val}")
+        overrides += [f"data.val={val}", "data.val_split=null"]
     cfg = load_config(config, overrides)
     for path in init_pipeline(cfg, directory, force=force):
         typer.echo(f"wrote {path}")

@@ -18,7 +18,9 @@ from typing import Any
 import yaml
 
 from instaseg.config import Config, config_to_dict
-from instaseg.data.build import parse_spec
+from instaseg.data.build import coco_args, parse_spec
+from instaseg.data.coco import guess_image_dir
+from instaseg.data.io import read_json
 from instaseg.errors import ConfigError, InstasegError
 
 DVC_HINT = "dvc is not installed (or not on PATH): pip install 'instaseg[pipeline]' (the pipeline extra)"
@@ -28,8 +30,8 @@ METRICS_FILE = "metrics.json"
 PLOTS_DIR = "plots"
 CHECK_DIR = "data_check"
 GITIGNORE = (
-    "# MLflow's store beside the run directory (instaseg train's default)\n"
-    "/runs/mlflow.db\n/runs/mlartifacts\n"
+    "# MLflow's store beside the run directory (instaseg train's default); dvc plots show's output\n"
+    "/runs/mlflow.db\n/runs/mlartifacts\n/dvc_plots\n"
 )
 
 
@@ -52,12 +54,21 @@ def spec_paths(spec: str) -> list[str]:
     if fmt == "shapes" or not args:
         return []
     if fmt == "coco":
-        cut = args.lower().find(".json:")
-        return [args[: cut + 5], args[cut + 6 :]] if cut >= 0 else [args]
-    if fmt == "cityscapes":
+        ann, image_dir = coco_args(args)
+        if image_dir is None and Path(ann).is_file():  # the folder the dataset reads its images from
+            data = read_json(ann)
+            images = data.get("images", []) if isinstance(data, dict) else []
+            names = [im.get("file_name", "") for im in images if isinstance(im, dict)]
+            image_dir = str(guess_image_dir(ann, names))
+        paths = [ann] + ([image_dir] if image_dir else [])
+    elif fmt == "cityscapes":
         root = args.split(":", 1)[0]
-        return [root] if Path(root).exists() else [args]
-    return [args]
+        paths = [root if Path(root).exists() else args]
+    else:
+        paths = [args]
+    # a file inside another listed folder is covered by it (and DVC refuses overlapping `dvc add`s)
+    full = [Path(p).resolve() for p in paths]
+    return [p for p, f in zip(paths, full, strict=True) if not any(o != f and o in f.parents for o in full)]
 
 
 def _rel(path: str, root: Path) -> tuple[str, bool]:

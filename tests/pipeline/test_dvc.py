@@ -104,11 +104,16 @@ def test_in_folder_data_is_dvc_added(tmp_path: Path, shared_data: Path) -> None:
     _run(["git", "init", "-q"], repo)
     proc = _run([sys.executable, "-m", "instaseg.cli", "init-pipeline", ".", "--data",
                  "coco:data/annotations.json"], repo)
-    assert "data.dvc" in proc.stdout or "annotations.json.dvc" in proc.stdout
+    # the JSON and its images (JPEGImages/ beside it): one folder holds both
+    assert "data.dvc" in proc.stdout and (repo / "data.dvc").is_file()
     dvc = yaml.safe_load((repo / "dvc.yaml").read_text())
-    assert "data/annotations.json" in dvc["stages"]["train"]["deps"]
-    assert (repo / "data" / "annotations.json.dvc").is_file()
+    assert dvc["stages"]["train"]["deps"] == ["data_check", "data"]
+    check = "instaseg data check coco:data/annotations.json --output data_check/data.json"
+    assert dvc["stages"]["check"]["cmd"] == check
     assert spec_paths("shapes:20") == []
+    coco = shared_data / "coco_tiny"
+    ann = coco / "annotations" / "instances_val2017.json"
+    assert spec_paths(f"coco:{ann}") == [str(ann), str(coco / "val2017")]
 
 
 def test_dvc_missing_gives_install_hint(tmp_path: Path) -> None:
