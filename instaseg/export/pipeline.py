@@ -47,25 +47,26 @@ def find_dvc() -> str:
     return exe
 
 
-def spec_paths(spec: str) -> list[str]:
+def spec_paths(spec: str, base: str | Path = ".") -> list[str]:
     """The files/folders a dataset spec reads (``coco:ANN.json[:IMAGES]``, ``folder:ROOT``, a bare
-    path...); none for the synthetic ``shapes`` data."""
+    path...), relative paths taken from ``base`` (where the stages run); none for ``shapes``."""
     fmt, args = parse_spec(spec)
     if fmt == "shapes" or not args:
         return []
+    base = Path(base)
     if fmt == "coco":
         ann, image_dir = coco_args(args)
-        if image_dir is None and Path(ann).is_file():  # the folder the dataset reads its images from
-            data = read_json(ann)
+        if image_dir is None and (base / ann).is_file():  # the folder the dataset reads its images from
+            data = read_json(base / ann)
             images = data.get("images", []) if isinstance(data, dict) else []
             names = [im.get("file_name", "") for im in images if isinstance(im, dict)]
-            image_dir = str(guess_image_dir(ann, names))
-        paths = [ann] + ([image_dir] if image_dir else [])
+            image_dir = str(guess_image_dir(base / ann, names))
+        paths = [str(base / ann)] + ([str(base / image_dir)] if image_dir else [])
     elif fmt == "cityscapes":
         root = args.split(":", 1)[0]
-        paths = [root if Path(root).exists() else args]
+        paths = [str(base / (root if (base / root).exists() else args))]
     else:
-        paths = [args]
+        paths = [str(base / args)]
     # a file inside another listed folder is covered by it (and DVC refuses overlapping `dvc add`s)
     full = [Path(p).resolve() for p in paths]
     return [p for p, f in zip(paths, full, strict=True) if not any(o != f and o in f.parents for o in full)]
@@ -73,8 +74,7 @@ def spec_paths(spec: str) -> list[str]:
 
 def _rel(path: str, root: Path) -> tuple[str, bool]:
     """``(path as written in dvc.yaml, inside root)``: relative to ``root`` when inside it."""
-    p = Path(path)
-    full = (p if p.is_absolute() else root / p).resolve()
+    full = Path(path).resolve()
     try:
         return full.relative_to(root.resolve()).as_posix(), True
     except ValueError:
@@ -93,7 +93,7 @@ def pipeline_files(cfg: Config, root: str | Path = ".") -> tuple[dict[str, Any],
     data_deps: list[str] = []
     to_add: list[str] = []
     for spec in dict.fromkeys((cfg.data.train, cfg.data.val)):
-        for path in spec_paths(spec):
+        for path in spec_paths(spec, root):
             dep, inside = _rel(path, root)
             if dep not in data_deps:
                 data_deps.append(dep)
