@@ -48,7 +48,7 @@ def kernel_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs(name: str, kernel_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INSTASEG_NB_ITERS", "30")  # error_analysis: the story needs a model, not a good one
+    monkeypatch.setenv("INSTASEG_NB_ITERS", "20")  # error_analysis: the story needs a model, not a good one
     nb = run_notebook(NOTEBOOKS / name)  # CellExecutionError if any cell fails
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and all(c.get("execution_count") for c in code)
