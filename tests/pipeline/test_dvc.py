@@ -130,3 +130,13 @@ def test_dvc_missing_gives_install_hint(tmp_path: Path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert lines == [f"instaseg: error: {DVC_HINT}"]
     assert "instaseg[pipeline]" in lines[0]
+
+
+def test_data_check_output_file(tmp_path: Path) -> None:
+    """The check stage's report: `instaseg data check SPEC --output F` writes the JSON report."""
+    from instaseg.cli import main
+
+    out = tmp_path / "reports" / "check.json"
+    assert main(["data", "check", "shapes:10:32", "--split", "val", "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["ok"] is True and report["images"] == 2 and report["problems"] == {}
