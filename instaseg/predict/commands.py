@@ -106,8 +106,8 @@ def train(
 
 
 def evaluate(
-    data: str = typer.Option(
-        ..., "--data", "-d", help="Dataset spec or path (e.g. coco:val.json, shapes:50)."
+    data: str | None = typer.Option(
+        None, "--data", "-d", help="Dataset spec or path (e.g. coco:val.json, shapes:50)."
     ),
     checkpoint: Path | None = typer.Option(
         None, "--checkpoint", "-c", help="Run directory or checkpoint file."
@@ -137,10 +137,23 @@ def evaluate(
     plots_dir: Path | None = typer.Option(
         None, "--plots-dir", help="Write pr_curve.csv and per_class_ap.json here (DVC plots)."
     ),
+    panoptic_gt: str | None = typer.Option(
+        None, "--panoptic-gt", help="COCO panoptic GT JSON:PNG_DIR[:IMAGE_DIR] (with --panoptic-pred)."
+    ),
+    panoptic_pred: str | None = typer.Option(
+        None, "--panoptic-pred", help="COCO panoptic predictions JSON:PNG_DIR to score against --panoptic-gt."
+    ),
 ) -> None:
-    """Score a trained model (--checkpoint) or a COCO results file (--predictions) on a dataset."""
+    """Score a trained model (--checkpoint) or a COCO results file (--predictions) on a dataset, or
+    COCO panoptic predictions (--panoptic-pred) against --panoptic-gt (PQ as panopticapi)."""
     from instaseg.evaluation.summary import format_table
     from instaseg.predict import evaluate as E
+
+    if panoptic_gt is not None or panoptic_pred is not None:
+        _evaluate_panoptic(panoptic_gt, panoptic_pred, output, figures=figures, num_samples=num_samples)
+        return
+    if data is None:
+        raise ConfigError("evaluate needs --data DATASET (or --panoptic-gt and --panoptic-pred)")
 
     kinds = E.parse_iou_types(iou_types)
     result = E.evaluate(
@@ -159,6 +172,21 @@ def evaluate(
     if metrics_file is not None or plots_dir is not None:
         for path in E.write_pipeline_outputs(result, metrics_file=metrics_file, plots_dir=plots_dir):
             _log(f"wrote {path}")
+
+
+def _evaluate_panoptic(
+    gt: str | None, pred: str | None, output: Path | None, *, figures: bool, num_samples: int
+) -> None:
+    from instaseg.evaluation.panoptic_report import evaluate_panoptic_files, write_panoptic_report
+
+    if gt is None or pred is None:
+        raise ConfigError("--panoptic-gt and --panoptic-pred go together (each PANOPTIC.json:PNG_DIR)")
+    ev = evaluate_panoptic_files(gt, pred)
+    print(ev.table())
+    if output is not None:
+        title = f"instaseg panoptic evaluation: {pred} against {gt}"
+        written = write_panoptic_report(output, ev, title=title, figures=figures, num_samples=num_samples)
+        _log(f"report: {written['html']} (metrics in {written['metrics']})")
 
 
 def register(app: typer.Typer) -> None:
