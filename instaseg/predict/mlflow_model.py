@@ -19,6 +19,8 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import shutil
+import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -147,12 +149,15 @@ def log_model(
     if checkpoint is None:
         return None
     package = Path(__file__).resolve().parents[1]  # the instaseg package directory
-    return mlflow.pyfunc.log_model(
-        name=ARTIFACT_PATH,
-        python_model=InstasegModel(),
-        artifacts={"checkpoint": str(checkpoint)},
-        code_paths=[str(package)],
-        pip_requirements=pip_requirements(),
-        model_config={"score_thresh": score_thresh, "max_detections": max_detections},
-        registered_model_name=register_name,
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        code = Path(tmp) / package.name  # the source without bytecode caches
+        shutil.copytree(package, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        return mlflow.pyfunc.log_model(
+            name=ARTIFACT_PATH,
+            python_model=InstasegModel(),
+            artifacts={"checkpoint": str(checkpoint)},
+            code_paths=[str(code)],
+            pip_requirements=pip_requirements(),
+            model_config={"score_thresh": score_thresh, "max_detections": max_detections},
+            registered_model_name=register_name,
+        )

@@ -109,7 +109,8 @@ def test_model_is_registered_and_servable(logged_run: tuple[Path, str, str]) -> 
     mlmodel = yaml.safe_load((local / "MLmodel").read_text())
     pyfunc = mlmodel["flavors"]["python_function"]
     assert pyfunc["loader_module"] == "mlflow.pyfunc.model"
-    assert pyfunc["code"] and (local / pyfunc["code"] / "instaseg" / "predict" / "predictor.py").is_file()
+    code = local / pyfunc["code"] / "instaseg"
+    assert (code / "predict" / "predictor.py").is_file() and not list(code.rglob("__pycache__"))
     reqs = (local / "requirements.txt").read_text().split()
     names = {r.split("==")[0] for r in reqs}
     assert {"torch", "torchvision", "numpy", "pandas", "pycocotools", "mlflow"} <= names
