@@ -10,6 +10,7 @@ an ordinary (untracked) dependency of the check and train stages.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -119,7 +120,8 @@ def pipeline_files(cfg: Config, root: str | Path = ".") -> tuple[dict[str, Any],
             "desc": "Train with params.yaml as the config",
             "cmd": f"instaseg train --config params.yaml --output {RUN_DIR}",
             "deps": [CHECK_DIR, *data_deps],
-            "params": ["model", "data", "train", "eval"],
+            # every config section training reads (all but output: where logs go)
+            "params": [f.name for f in dataclasses.fields(Config) if f.name != "output"],
             "outs": [RUN_DIR],
         },
         "evaluate": {
