@@ -51,6 +51,9 @@ def check_cmd(
     split: Annotated[str | None, typer.Option(help=SPLIT_HELP)] = None,
     max_examples: Annotated[int, typer.Option(help="Examples listed per problem kind.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Also write the JSON report to this file.")
+    ] = None,
 ) -> None:
     """Read every image and annotation and report problems with counts and examples.
 
@@ -70,6 +73,9 @@ def check_cmd(
     _refuse_labelme(dataset)
     report = check_spec(dataset, split=split, max_examples=max_examples)
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report.to_dict(), indent=2))
     if not report.ok:
         raise typer.Exit(1)
 

@@ -452,7 +452,8 @@ def run_training(
         params = _flatten(config_to_dict(cfg))
         hooks.append(
             H.MLflowHook(
-                run_dir, uri=_mlflow_uri(cfg, run_dir), experiment=cfg.output.mlflow_experiment, params=params
+                run_dir, uri=_mlflow_uri(cfg, run_dir), experiment=cfg.output.mlflow_experiment,
+                params=params, register_name=cfg.output.mlflow_register_name,
             )
         )
     trainer.register_hooks(hooks + extra)

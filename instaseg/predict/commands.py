@@ -153,6 +153,12 @@ def evaluate(
     analysis: bool = typer.Option(True, help="Also compute PQ, error analysis and the dashboard data."),
     num_samples: int = typer.Option(6, min=0, help="Sample pictures in the report."),
     figures: bool = typer.Option(True, help="Draw the dashboard and samples (else only JSON + HTML)."),
+    metrics_file: Path | None = typer.Option(
+        None, "--metrics-file", help="Write the headline metrics (segm, bbox, PQ) as JSON (DVC metrics)."
+    ),
+    plots_dir: Path | None = typer.Option(
+        None, "--plots-dir", help="Write pr_curve.csv and per_class_ap.json here (DVC plots)."
+    ),
     tracker: str = typer.Option(
         "temporal", help="Video datasets: comma list of trackers to score (temporal, bytetrack, iou)."),
     panoptic_gt: str | None = typer.Option(
@@ -205,6 +211,9 @@ def evaluate(
             write_results=checkpoint is not None, figures=figures, num_samples=num_samples,
         )
         _log(f"report: {written['html']} ({len(written) - 2} files, metrics in {written['metrics']})")
+    if metrics_file is not None or plots_dir is not None:
+        for path in E.write_pipeline_outputs(result, metrics_file=metrics_file, plots_dir=plots_dir):
+            _log(f"wrote {path}")
 
 
 def _is_point_checkpoint(checkpoint: Path) -> bool:

@@ -18,6 +18,7 @@ from torch import nn
 
 from instaseg.config import Config
 from instaseg.engine.launch import TrainResult, run_training
+from instaseg.engine.trainer import HookBase
 from instaseg.errors import DataError
 from instaseg.evaluation.summary import coco_metrics, resolve_ground_truth, subset_gt
 from instaseg.models import model_task
@@ -104,6 +105,20 @@ def make_validator(cfg: Config) -> Any:
     )
 
 
+class MLflowModelHook(HookBase):
+    """Logs the run's model as an MLflow pyfunc model (:mod:`instaseg.predict.mlflow_model`) when the
+    engine's MLflow run ends, registered as ``output.mlflow_register_name`` when set."""
+
+    def __init__(self, score_thresh: float = 0.5) -> None:
+        self.score_thresh = score_thresh
+
+    def on_mlflow_run(self, mlflow: Any, *, run_dir: Path, register_name: str | None) -> None:
+        # Imported here: mlflow.pyfunc costs seconds, and only runs that track to MLflow need it.
+        from instaseg.predict.mlflow_model import log_model
+
+        log_model(run_dir, register_name=register_name, score_thresh=self.score_thresh)
+
+
 def train(
     cfg: Config | None = None,
     *,
@@ -115,5 +130,6 @@ def train(
     """:func:`~instaseg.engine.launch.run_training` validated by :class:`PredictorValidator` (what
     ``instaseg train`` runs)."""
     return run_training(
-        cfg, output=output, resume=resume, overrides=overrides, hooks=hooks, make_validator=make_validator
+        cfg, output=output, resume=resume, overrides=overrides, hooks=[*(hooks or []), MLflowModelHook()],
+        make_validator=make_validator,
     )
