@@ -20,6 +20,7 @@ from instaseg.config import Config
 from instaseg.engine.launch import TrainResult, run_training
 from instaseg.errors import DataError
 from instaseg.evaluation.summary import coco_metrics, resolve_ground_truth, subset_gt
+from instaseg.models.registry import model_task
 from instaseg.predict.dataset import FirstImages, Samples, predict_dataset
 from instaseg.predict.predictor import Predictor
 
@@ -103,7 +104,11 @@ def train(
     hooks: list[Any] | None = None,
 ) -> TrainResult:
     """:func:`~instaseg.engine.launch.run_training` validated by :class:`PredictorValidator` (what
-    ``instaseg train`` runs)."""
+    ``instaseg train`` runs). Interactive (click) models are not validated here: their metric is the
+    click protocol of ``instaseg evaluate-interactive``."""
+    name = (cfg or Config()).model.name if resume is None else None
+    interactive = name is not None and model_task(name) == "interactive"
     return run_training(
-        cfg, output=output, resume=resume, overrides=overrides, hooks=hooks, make_validator=make_validator
+        cfg, output=output, resume=resume, overrides=overrides, hooks=hooks,
+        make_validator=None if interactive else make_validator,
     )
