@@ -127,6 +127,16 @@ def test_trained_click_model_through_the_cli(tmp_path, capsys):
     assert mask2.shape == (96, 96)
     with pytest.raises(ConfigError, match="outside"):
         seg.segment(image, np.array([[100.0, 40.0]]), np.array([1]))
+    # the service's /segment_interactive answers with it, in SAM's points + labels convention
+    from fastapi.testclient import TestClient
+
+    from instaseg.serve.app import create_app
+
+    ok, png = __import__("cv2").imencode(".png", image)
+    with TestClient(create_app(None, seg)) as client:
+        r = client.post("/segment_interactive", files={"file": ("a.png", png.tobytes(), "image/png")},
+                        data={"points": "[[40, 40], [5, 5]]", "labels": "[1, 0]"})
+    assert r.status_code == 200 and r.json()["backend"] == "model" and len(r.json()["masks"]) == 1
     code = main(["evaluate-interactive", "--backend", f"model {tmp_path / 'run'}", "--data", "shapes:4:96",
                  "--split", "val", "--max-objects", "2", "--max-clicks", "2"])
     assert code == 0 and "NoC@85" in capsys.readouterr().out
