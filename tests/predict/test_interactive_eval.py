@@ -140,3 +140,7 @@ def test_trained_click_model_through_the_cli(tmp_path, capsys):
     code = main(["evaluate-interactive", "--backend", f"model {tmp_path / 'run'}", "--data", "shapes:4:96",
                  "--split", "val", "--max-objects", "2", "--max-clicks", "2"])
     assert code == 0 and "NoC@85" in capsys.readouterr().out
+    # instaseg export writes the crop network and checks it with ONNX Runtime
+    code = main(["export", "--checkpoint", str(tmp_path / "run"), "--output", str(tmp_path / "click.onnx")])
+    out = capsys.readouterr().out
+    assert code == 0 and "click model" in out and out.count(": ok: max abs diff") == 2
