@@ -20,7 +20,7 @@ from instaseg.config import Config
 from instaseg.engine.launch import TrainResult, run_training
 from instaseg.errors import DataError
 from instaseg.evaluation.summary import coco_metrics, resolve_ground_truth, subset_gt
-from instaseg.models.registry import model_task
+from instaseg.models.registry import list_models
 from instaseg.predict.dataset import FirstImages, Samples, predict_dataset
 from instaseg.predict.predictor import Predictor
 
@@ -106,8 +106,15 @@ def train(
     """:func:`~instaseg.engine.launch.run_training` validated by :class:`PredictorValidator` (what
     ``instaseg train`` runs). Interactive (click) models are not validated here: their metric is the
     click protocol of ``instaseg evaluate-interactive``."""
-    name = (cfg or Config()).model.name if resume is None else None
-    interactive = name is not None and model_task(name) == "interactive"
+    if resume is None:
+        name = (cfg or Config()).model.name
+    else:  # the resumed run's own model
+        from instaseg.engine.launch import resolve_resume
+        from instaseg.models.checkpoint import load_checkpoint
+
+        saved = load_checkpoint(resolve_resume(resume)[1]).get("config") or {}
+        name = str(saved.get("model", {}).get("name", ""))
+    interactive = bool(name) and name in list_models("interactive")
     return run_training(
         cfg, output=output, resume=resume, overrides=overrides, hooks=hooks,
         make_validator=None if interactive else make_validator,

@@ -118,6 +118,8 @@ def test_trained_click_model_through_the_cli(tmp_path, capsys):
         "output.progress=false"])
     result = train(cfg, output=tmp_path / "run")
     assert result.metrics is None and (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+    resumed = train(resume=tmp_path / "run", overrides=["train.max_iters=3"])  # no COCO validation either
+    assert resumed.iterations == 3 and resumed.metrics is None
     seg = ModelSegmenter(tmp_path / "run")
     image = np.zeros((96, 96, 3), np.uint8)
     ((mask, score),) = seg.segment(image, np.array([[40.0, 40.0]]), np.array([1]))
