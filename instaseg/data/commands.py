@@ -41,6 +41,9 @@ def check_cmd(
     split: Annotated[str | None, typer.Option(help=SPLIT_HELP)] = None,
     max_examples: Annotated[int, typer.Option(help="Examples listed per problem kind.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Also write the JSON report to this file.")
+    ] = None,
 ) -> None:
     """Read every image and annotation and report problems with counts and examples.
 
@@ -51,6 +54,9 @@ def check_cmd(
     _refuse_labelme(dataset)
     report = check_spec(dataset, split=split, max_examples=max_examples)
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report.to_dict(), indent=2))
     if not report.ok:
         raise typer.Exit(1)
 
@@ -78,6 +84,10 @@ def stats_cmd(
     _refuse_labelme(dataset)
     ds = build_dataset(dataset, split=split)
     stats = compute_stats(ds, source=dataset if split is None else f"{dataset} (split {split})")
+    from instaseg.data.video import format_video_stats, is_video_dataset, video_stats
+
+    if is_video_dataset(ds):
+        stats["video"] = video_stats(ds)
     if preview is not None:
         if len(ds) == 0:
             typer.echo("instaseg: no images: preview not written", err=True)
@@ -87,6 +97,8 @@ def stats_cmd(
         typer.echo(json.dumps(stats, indent=2))
     else:
         typer.echo(format_stats(stats))
+        if "video" in stats:
+            typer.echo(format_video_stats(stats["video"]))
         if "preview" in stats:
             typer.echo(f"preview: {stats['preview']}")
 

@@ -100,6 +100,36 @@ def _export_click(model: object, output: Path, meta: dict, *, fmt: str, opset: i
         raise typer.Exit(1)
 
 
+def init_pipeline_command(
+    directory: Path = typer.Argument(..., help="Folder of the pipeline (created; usually a git repository)."),
+    data: str | None = typer.Option(
+        None, "--data", "-d", help="Training dataset spec (data.train; validation: its val split)."
+    ),
+    val: str | None = typer.Option(None, "--val", help="Validation dataset spec (data.val)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="Start from this YAML config."),
+    set_: list[str] | None = typer.Option(None, "--set", "-s", help="Override a config key (repeatable)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing dvc.yaml / params.yaml."),
+) -> None:
+    """Write a DVC pipeline (check -> train -> evaluate -> export) for a dataset; then `dvc repro`."""
+    from instaseg.config import load_config
+    from instaseg.export.pipeline import init_pipeline
+
+    overrides = list(set_ or [])
+    if data is not None and val is None:  # one dataset: its deterministic 80/20 train/val split
+        overrides += [f"data.train={data}", f"data.val={data}", "data.train_split=train",
+                      "data.val_split=val"]
+    elif data is not None:  # two datasets: each used whole
+        overrides += [f"data.train={data}", f"data.val={val}", "data.train_split=null",
+                      "data.val_split=null"]
+    elif val is not None:
+        overrides += [f"data.val={val}", "data.val_split=null"]
+    cfg = load_config(config, overrides)
+    for path in init_pipeline(cfg, directory, force=force):
+        typer.echo(f"wrote {path}")
+    typer.echo(f"next: cd {directory} && dvc repro   (then: dvc metrics show, dvc plots show)")
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
     app.command("export")(export_command)
+    app.command("init-pipeline")(init_pipeline_command)

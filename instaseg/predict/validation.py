@@ -18,10 +18,13 @@ from torch import nn
 
 from instaseg.config import Config
 from instaseg.engine.launch import TrainResult, run_training
+from instaseg.engine.trainer import HookBase
 from instaseg.errors import DataError
 from instaseg.evaluation.summary import coco_metrics, resolve_ground_truth, subset_gt
+from instaseg.models import model_task
 from instaseg.models.registry import list_models
 from instaseg.predict.dataset import FirstImages, Samples, predict_dataset
+from instaseg.predict.panoptic import PanopticValidator
 from instaseg.predict.predictor import Predictor
 
 
@@ -82,8 +85,12 @@ class PredictorValidator:
         return metrics, samples
 
 
-def make_validator(cfg: Config) -> PredictorValidator:
-    """The validation of a training run: ``data.val`` (``data.val_split``) with the ``eval`` section."""
+def make_validator(cfg: Config) -> PredictorValidator | PanopticValidator:
+    """The validation of a training run: ``data.val`` (``data.val_split``) with the ``eval`` section
+    (PQ for a panoptic model, COCO AP otherwise)."""
+    if model_task(cfg.model.name) == "panoptic":
+        return PanopticValidator(cfg.data.val, cfg.data.val_split, batch_size=cfg.eval.batch_size,
+                                 max_images=cfg.eval.max_images, num_samples=cfg.eval.num_overlays)
     return PredictorValidator(
         cfg.data.val,
         cfg.data.val_split,
@@ -93,6 +100,20 @@ def make_validator(cfg: Config) -> PredictorValidator:
         num_samples=cfg.eval.num_overlays,
         num_workers=cfg.data.num_workers,
     )
+
+
+class MLflowModelHook(HookBase):
+    """Logs the run's model as an MLflow pyfunc model (:mod:`instaseg.predict.mlflow_model`) when the
+    engine's MLflow run ends, registered as ``output.mlflow_register_name`` when set."""
+
+    def __init__(self, score_thresh: float = 0.5) -> None:
+        self.score_thresh = score_thresh
+
+    def on_mlflow_run(self, mlflow: Any, *, run_dir: Path, register_name: str | None) -> None:
+        # Imported here: mlflow.pyfunc costs seconds, and only runs that track to MLflow need it.
+        from instaseg.predict.mlflow_model import log_model
+
+        log_model(run_dir, register_name=register_name, score_thresh=self.score_thresh)
 
 
 def train(
@@ -116,6 +137,7 @@ def train(
         name = str(saved.get("model", {}).get("name", ""))
     interactive = bool(name) and name in list_models("interactive")
     return run_training(
-        cfg, output=output, resume=resume, overrides=overrides, hooks=hooks,
+        cfg, output=output, resume=resume, overrides=overrides,
+        hooks=[*(hooks or []), *([] if interactive else [MLflowModelHook()])],
         make_validator=None if interactive else make_validator,
     )
