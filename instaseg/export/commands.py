@@ -55,6 +55,9 @@ def export_command(
     if getattr(model, "task", None) == "points":
         _export_points(model, meta, output, fmt, opset, overwrite, verify)
         return
+    if hasattr(model, "forward_crops"):  # a click model: its crop network, not a detector graph
+        _export_click(model, output, meta, fmt=fmt, opset=opset, overwrite=overwrite, verify=verify)
+        return
     if fmt == "onnx":
         result = export_onnx(model, output, meta=meta, opset=opset, image_size=size, overwrite=overwrite,
                              verify=verify)
@@ -101,6 +104,22 @@ def _export_points(model: object, meta: dict, output: Path, fmt: str, opset: int
                    f"max logit diff {c['max_logit_diff']:.2g}, max offset diff {c['max_offset_diff']:.2g}")
         failed |= not c["ok"]
     if failed:
+        typer.echo("instaseg: warning: the export differs from PyTorch beyond tolerance", err=True)
+        raise typer.Exit(1)
+
+
+def _export_click(model: object, output: Path, meta: dict, *, fmt: str, opset: int, overwrite: bool,
+                  verify: bool) -> None:
+    from instaseg.export.click_onnx import export_click_onnx
+
+    if fmt != "onnx":
+        raise ConfigError(f"--format {fmt}: click models export to onnx only")
+    result = export_click_onnx(model, output, meta=meta, opset=opset, overwrite=overwrite, verify=verify)  # type: ignore[arg-type]
+    typer.echo(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, opset {result.opset}, click model)")
+    for check in result.checks:
+        typer.echo(f"verify batch {check['batch']}: {'ok' if check['ok'] else 'MISMATCH'}: "
+                   f"max abs diff {check['max_abs_diff']:.2g}")
+    if not all(c["ok"] for c in result.checks):
         typer.echo("instaseg: warning: the export differs from PyTorch beyond tolerance", err=True)
         raise typer.Exit(1)
 

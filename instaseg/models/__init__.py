@@ -13,6 +13,7 @@ built-in models (the model modules below import only the registry, never this pa
 """
 
 from instaseg.models import (  # noqa: F401  (they register)
+    click,
     dbscan_points,
     mask_rcnn,
     panoptic_fpn,

@@ -100,6 +100,8 @@ def train(
         result = run_training(cfg, output=output)
     if plan is not None and du.is_main_process():
         write_plan(plan, result.run_dir, result.metrics, log=typer.echo)
+    if du.is_main_process() and result.metrics is None:  # e.g. a click model: evaluate-interactive scores it
+        typer.echo(f"run directory: {result.run_dir} (checkpoints/last.pt)")
     if not du.is_main_process() or result.metrics is None:
         return
     if result.stop_reason:
@@ -241,5 +243,8 @@ def _evaluate_panoptic(
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
+    from instaseg.predict import interactive_commands
+
     app.command("train")(train)
     app.command("evaluate")(evaluate)
+    interactive_commands.register(app)

@@ -22,6 +22,7 @@ from instaseg.engine.trainer import HookBase
 from instaseg.errors import DataError
 from instaseg.evaluation.summary import coco_metrics, resolve_ground_truth, subset_gt
 from instaseg.models import model_task
+from instaseg.models.registry import list_models
 from instaseg.predict.dataset import FirstImages, Samples, predict_dataset
 from instaseg.predict.panoptic import PanopticValidator
 from instaseg.predict.predictor import Predictor
@@ -128,8 +129,19 @@ def train(
     hooks: list[Any] | None = None,
 ) -> TrainResult:
     """:func:`~instaseg.engine.launch.run_training` validated by :class:`PredictorValidator` (what
-    ``instaseg train`` runs)."""
+    ``instaseg train`` runs). Interactive (click) models are not validated here: their metric is the
+    click protocol of ``instaseg evaluate-interactive``."""
+    if resume is None:
+        name = (cfg or Config()).model.name
+    else:  # the resumed run's own model
+        from instaseg.engine.launch import resolve_resume
+        from instaseg.models.checkpoint import load_checkpoint
+
+        saved = load_checkpoint(resolve_resume(resume)[1]).get("config") or {}
+        name = str(saved.get("model", {}).get("name", ""))
+    interactive = bool(name) and name in list_models("interactive")
     return run_training(
-        cfg, output=output, resume=resume, overrides=overrides, hooks=[*(hooks or []), MLflowModelHook()],
-        make_validator=make_validator,
+        cfg, output=output, resume=resume, overrides=overrides,
+        hooks=[*(hooks or []), *([] if interactive else [MLflowModelHook()])],
+        make_validator=None if interactive else make_validator,
     )
