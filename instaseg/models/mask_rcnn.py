@@ -42,6 +42,7 @@ from torchvision.ops import (
     batched_nms,
     clip_boxes_to_image,
     remove_small_boxes,
+    roi_align,
 )
 
 from instaseg.errors import ConfigError
@@ -55,6 +56,7 @@ from instaseg.models.weights import (
     resolve_torchvision_weights,
     torchvision_state_dict,
 )
+from instaseg.ops.box_losses import box_supervised_losses, boxes_to_masks
 from instaseg.ops.resize import resize_shorter_side
 
 PREDICTORS = ("roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_logits.")
@@ -62,7 +64,74 @@ PREDICTORS = ("roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_log
 
 class ScoreAtLeastRoIHeads(RoIHeads):
     """torchvision's RoI heads, keeping detections whose score is *at least* ``score_thresh``
-    (torchvision keeps scores above it). ``score_thresh`` may be a tensor (a graph input in exports)."""
+    (torchvision keeps scores above it). ``score_thresh`` may be a tensor (a graph input in exports).
+
+    With ``box_supervision`` the mask branch trains on boxes alone (:mod:`instaseg.ops.box_losses`):
+    ``loss_mask_proj`` and ``loss_mask_pairwise`` replace ``loss_mask``; the caller sets
+    ``box_images`` (the batch's RGB [B, 3, H, W] in [0, 1], resized like the features) for the step.
+    The pairwise term ramps up linearly over ``box_pairwise_warmup`` training steps (as BoxInst's).
+    Positive RoIs are grown by a random factor in [1, ``box_roi_expand``] about their centre for these
+    losses: a RoI equal to its box makes "everything is object" a zero-loss answer (BoxInst predicts
+    masks over the whole image, where the box is always smaller than the frame), while always growing
+    them would teach the head that objects never touch the RoI's border, as they do at inference.
+    """
+
+    box_supervision = False
+    box_pairwise_warmup = 100
+    box_roi_expand = 1.6
+    box_images: Tensor | None = None
+    _box_steps = 0
+    _sampled: Any = None
+
+    def select_training_samples(self, proposals: Any, targets: Any) -> Any:
+        out = super().select_training_samples(proposals, targets)
+        if self.box_supervision:
+            self._sampled = out  # proposals, matched gt indices, labels: the mask branch's positives
+        return out
+
+    def forward(self, features: Any, proposals: Any, image_shapes: Any, targets: Any = None) -> Any:
+        if not (self.training and self.box_supervision):
+            return super().forward(features, proposals, image_shapes, targets)
+        pool, self.mask_roi_pool = self.mask_roi_pool, None  # boxes only: torchvision skips masks
+        try:
+            result, losses = super().forward(features, proposals, image_shapes, targets)
+        finally:
+            self.mask_roi_pool = pool
+        losses.update(self._box_mask_losses(features, image_shapes, targets))
+        return result, losses
+
+    def _box_mask_losses(self, features: Any, image_shapes: Any, targets: Any) -> dict[str, Tensor]:
+        """Projection + pairwise losses of the positive RoIs' mask logits against their gt boxes."""
+        if self.box_images is None:
+            raise RuntimeError("box supervision needs box_images set for the step")
+        sampled, self._sampled = self._sampled, None
+        props, matched, labels = sampled[0], sampled[1], sampled[2]
+        rois, gt_boxes, gt_labels = [], [], []
+        for i, (p, m, lab) in enumerate(zip(props, matched, labels, strict=True)):
+            pos = torch.where(lab > 0)[0]
+            grow = 1.0 + torch.rand(len(pos), 1, device=p.device) * (self.box_roi_expand - 1.0)
+            c, half = (p[pos, :2] + p[pos, 2:]) / 2, (p[pos, 2:] - p[pos, :2]) * grow / 2
+            h, w = image_shapes[i]
+            rois.append(clip_boxes_to_image(torch.cat([c - half, c + half], 1), (h, w)))
+            gt_boxes.append(targets[i]["boxes"][m[pos]])
+            gt_labels.append(lab[pos])
+        feats = self.mask_roi_pool(features, rois, image_shapes)
+        logits = self.mask_predictor(self.mask_head(feats))  # [P, C, M, M]
+        cls = torch.cat(gt_labels)
+        logits = logits[torch.arange(cls.shape[0], device=cls.device), cls]
+        m = logits.shape[-1]
+        prop, box = torch.cat(rois), torch.cat(gt_boxes)
+        sx = m / (prop[:, 2] - prop[:, 0]).clamp(min=1e-3)
+        sy = m / (prop[:, 3] - prop[:, 1]).clamp(min=1e-3)
+        rel = torch.stack([(box[:, 0] - prop[:, 0]) * sx, (box[:, 1] - prop[:, 1]) * sy,
+                           (box[:, 2] - prop[:, 0]) * sx, (box[:, 3] - prop[:, 1]) * sy], 1).clamp(0, m)
+        box_masks = boxes_to_masks(rel, m, m)
+        index = torch.cat([torch.full((len(r), 1), i, dtype=prop.dtype, device=prop.device)
+                           for i, r in enumerate(rois)])
+        colours = roi_align(self.box_images, torch.cat([index, prop], 1), (m, m), 1.0, 2)
+        self._box_steps += 1
+        ramp = min(1.0, self._box_steps / max(self.box_pairwise_warmup, 1))
+        return box_supervised_losses(logits, box_masks, colours.clamp(0, 1), pairwise_weight=ramp)
 
     def postprocess_detections(
         self, class_logits: Tensor, box_regression: Tensor, proposals: list[Tensor],
@@ -117,14 +186,44 @@ class InstanceMaskRCNN(TolerantBatchNormLoading, MaskRCNN, InstanceSegmentationM
     def input_spec(self) -> InputSpec:
         return InputSpec.from_transform(self.transform)
 
+    @property
+    def supervision(self) -> str:
+        """``"masks"`` (the default) or ``"boxes"``: train the mask head from the boxes alone."""
+        return "boxes" if self.roi_heads.box_supervision else "masks"
+
+    @supervision.setter
+    def supervision(self, value: str) -> None:
+        if value not in ("masks", "boxes"):
+            raise ConfigError(f"supervision must be 'masks' or 'boxes', got {value!r}")
+        self.roi_heads.box_supervision = value == "boxes"
+
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> Any:
         """Training: torchvision's dict of losses. Eval: :meth:`paste_full_size` (masks pasted with the
-        same sampling as every instaseg model and the predictor)."""
+        same sampling as every instaseg model and the predictor). With ``supervision == "boxes"`` the
+        targets' masks are dropped unread and the mask head learns from the boxes."""
         validate_images(images)
         if not self.training:
             return self.paste_full_size(images)
-        validate_targets(images, targets, self.num_classes)
-        return super().forward(images, drop_crowd(list(targets)))
+        boxes_only = self.roi_heads.box_supervision
+        validate_targets(images, targets, self.num_classes, need_masks=not boxes_only)
+        targets = drop_crowd(list(targets))  # type: ignore[arg-type]
+        if not boxes_only:
+            return super().forward(images, targets)
+        targets = [{k: v for k, v in t.items() if k != "masks"} for t in targets]
+        image_list, targets = self.transform(images, targets)
+        features = self.backbone(image_list.tensors)
+        if isinstance(features, Tensor):
+            features = OrderedDict([("0", features)])
+        proposals, proposal_losses = self.rpn(image_list, features, targets)
+        t = image_list.tensors
+        mean = torch.tensor(self.transform.image_mean, dtype=t.dtype, device=t.device)[:, None, None]
+        std = torch.tensor(self.transform.image_std, dtype=t.dtype, device=t.device)[:, None, None]
+        self.roi_heads.box_images = t * std + mean
+        try:
+            _, detector_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
+        finally:
+            self.roi_heads.box_images = None
+        return {**detector_losses, **proposal_losses}
 
     def _detect(self, images: list[Tensor]) -> tuple[list[Detections], list[tuple[int, int]]]:
         """Transform, backbone, RPN and RoI heads as in ``forward`` (eval): per image boxes in
