@@ -79,6 +79,7 @@ class ScoreAtLeastRoIHeads(RoIHeads):
     box_supervision = False
     box_pairwise_warmup = 100
     box_roi_expand = 1.6
+    box_outside_weight = 1.0
     box_images: Tensor | None = None
     _box_steps = 0
     _sampled: Any = None
@@ -131,7 +132,8 @@ class ScoreAtLeastRoIHeads(RoIHeads):
         colours = roi_align(self.box_images, torch.cat([index, prop], 1), (m, m), 1.0, 2)
         self._box_steps += 1
         ramp = min(1.0, self._box_steps / max(self.box_pairwise_warmup, 1))
-        return box_supervised_losses(logits, box_masks, colours.clamp(0, 1), pairwise_weight=ramp)
+        return box_supervised_losses(logits, box_masks, colours.clamp(0, 1), pairwise_weight=ramp, dilation=1,
+                                     outside_weight=self.box_outside_weight)
 
     def postprocess_detections(
         self, class_logits: Tensor, box_regression: Tensor, proposals: list[Tensor],

@@ -133,19 +133,23 @@ def box_supervised_losses(
     *,
     pairwise_weight: float = 1.0,
     threshold: float = 0.3,
+    dilation: int = 2,
+    outside_weight: float = 1.0,
 ) -> dict[str, Tensor]:
     """The terms for a batch of instances: ``{"loss_mask_proj", "loss_mask_outside",
     "loss_mask_pairwise"}`` (scalars).
 
     ``mask_logits`` [N, H, W]; ``box_masks`` [N, H, W] float {0, 1}; ``images`` RGB in [0, 1]
     [N, 3, H, W], each instance's image in the logits' frame (e.g. RoIAlign of the image). N may be 0
-    (then both terms are 0 and still connected to ``mask_logits`` for autograd).
+    (then both terms are 0 and still connected to ``mask_logits`` for autograd). ``dilation``: the
+    pairwise neighbours' distance (BoxInst's 2 on stride-4 image masks; 1 on a RoI grid made by a
+    stride-2 transposed conv, where distance-2 pairs would leave the 4 sub-grids unlinked).
     """
     if mask_logits.shape[0] == 0:
         zero = mask_logits.sum() * 0.0
         return {"loss_mask_proj": zero, "loss_mask_outside": zero, "loss_mask_pairwise": zero}
-    sim = color_similarity(images)
-    pairwise = pairwise_loss(mask_logits, sim, box_masks, threshold=threshold)
+    sim = color_similarity(images, dilation=dilation)
+    pairwise = pairwise_loss(mask_logits, sim, box_masks, threshold=threshold, dilation=dilation)
     return {"loss_mask_proj": projection_loss(mask_logits, box_masks).mean(),
-            "loss_mask_outside": outside_loss(mask_logits, box_masks).mean(),
+            "loss_mask_outside": outside_weight * outside_loss(mask_logits, box_masks).mean(),
             "loss_mask_pairwise": pairwise_weight * pairwise}
