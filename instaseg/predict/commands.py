@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from instaseg.errors import ConfigError
+from instaseg.predict import active_commands
 
 
 def _log(msg: str) -> None:
@@ -156,3 +157,4 @@ def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
     app.command("train")(train)
     app.command("evaluate")(evaluate)
+    active_commands.register(app)
