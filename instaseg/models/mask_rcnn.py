@@ -42,11 +42,11 @@ from torchvision.ops import (
     batched_nms,
     clip_boxes_to_image,
     remove_small_boxes,
-    roi_align,
 )
 
 from instaseg.errors import ConfigError
 from instaseg.models.backbones import IMAGENET_MEAN, IMAGENET_STD, LITE0_MEAN, LITE0_STD, build_backbone
+from instaseg.models.box_supervision import rcnn_box_mask_losses
 from instaseg.models.common import TolerantBatchNormLoading, drop_crowd, validate_images, validate_targets
 from instaseg.models.protocol import Detections, ExportGraph, InputSpec, InstanceSegmentationModel
 from instaseg.models.registry import register_model
@@ -56,7 +56,6 @@ from instaseg.models.weights import (
     resolve_torchvision_weights,
     torchvision_state_dict,
 )
-from instaseg.ops.box_losses import box_supervised_losses, boxes_to_masks
 from instaseg.ops.resize import resize_shorter_side
 
 PREDICTORS = ("roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_logits.")
@@ -98,42 +97,8 @@ class ScoreAtLeastRoIHeads(RoIHeads):
             result, losses = super().forward(features, proposals, image_shapes, targets)
         finally:
             self.mask_roi_pool = pool
-        losses.update(self._box_mask_losses(features, image_shapes, targets))
+        losses.update(rcnn_box_mask_losses(self, features, image_shapes, targets))
         return result, losses
-
-    def _box_mask_losses(self, features: Any, image_shapes: Any, targets: Any) -> dict[str, Tensor]:
-        """Projection + pairwise losses of the positive RoIs' mask logits against their gt boxes."""
-        if self.box_images is None:
-            raise RuntimeError("box supervision needs box_images set for the step")
-        sampled, self._sampled = self._sampled, None
-        props, matched, labels = sampled[0], sampled[1], sampled[2]
-        rois, gt_boxes, gt_labels = [], [], []
-        for i, (p, m, lab) in enumerate(zip(props, matched, labels, strict=True)):
-            pos = torch.where(lab > 0)[0]
-            grow = 1.0 + torch.rand(len(pos), 1, device=p.device) * (self.box_roi_expand - 1.0)
-            c, half = (p[pos, :2] + p[pos, 2:]) / 2, (p[pos, 2:] - p[pos, :2]) * grow / 2
-            h, w = image_shapes[i]
-            rois.append(clip_boxes_to_image(torch.cat([c - half, c + half], 1), (h, w)))
-            gt_boxes.append(targets[i]["boxes"][m[pos]])
-            gt_labels.append(lab[pos])
-        feats = self.mask_roi_pool(features, rois, image_shapes)
-        logits = self.mask_predictor(self.mask_head(feats))  # [P, C, M, M]
-        cls = torch.cat(gt_labels)
-        logits = logits[torch.arange(cls.shape[0], device=cls.device), cls]
-        m = logits.shape[-1]
-        prop, box = torch.cat(rois), torch.cat(gt_boxes)
-        sx = m / (prop[:, 2] - prop[:, 0]).clamp(min=1e-3)
-        sy = m / (prop[:, 3] - prop[:, 1]).clamp(min=1e-3)
-        rel = torch.stack([(box[:, 0] - prop[:, 0]) * sx, (box[:, 1] - prop[:, 1]) * sy,
-                           (box[:, 2] - prop[:, 0]) * sx, (box[:, 3] - prop[:, 1]) * sy], 1).clamp(0, m)
-        box_masks = boxes_to_masks(rel, m, m)
-        index = torch.cat([torch.full((len(r), 1), i, dtype=prop.dtype, device=prop.device)
-                           for i, r in enumerate(rois)])
-        colours = roi_align(self.box_images, torch.cat([index, prop], 1), (m, m), 1.0, 2)
-        self._box_steps += 1
-        ramp = min(1.0, self._box_steps / max(self.box_pairwise_warmup, 1))
-        return box_supervised_losses(logits, box_masks, colours.clamp(0, 1), pairwise_weight=ramp, dilation=1,
-                                     outside_weight=self.box_outside_weight)
 
     def postprocess_detections(
         self, class_logits: Tensor, box_regression: Tensor, proposals: list[Tensor],
