@@ -50,8 +50,13 @@ def split_8020(n: int, split: str) -> list[int]:
     return [i for i in range(n) if i % 5 != 4]
 
 
+# Dataset attributes a subset shares with its base when the base has them (panoptic category lists).
+SHARED_ATTRS = ("panoptic_categories", "thing_category_ids", "stuff_category_ids", "stuff_names")
+
+
 class SplitDataset(InstanceDataset):
-    """A fixed subset of ``base`` (by index) that shares its classes, image ids and file names."""
+    """A fixed subset of ``base`` (by index) that shares its classes, image ids and file names, and a
+    panoptic base's category lists and ``load_panoptic``."""
 
     def __init__(self, base: InstanceDataset, indices: list[int], *, split: str, transform: Any = None):
         super().__init__(transform)
@@ -61,6 +66,9 @@ class SplitDataset(InstanceDataset):
         self.class_names = base.class_names
         self.category_ids = base.category_ids
         self.name = f"{base.name}[{split}]"
+        for attr in SHARED_ATTRS:
+            if hasattr(base, attr):
+                setattr(self, attr, getattr(base, attr))
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -76,3 +84,7 @@ class SplitDataset(InstanceDataset):
 
     def load_rles(self, index: int) -> RleAnnotations:
         return load_rles(self.base, self.indices[index])
+
+    def load_panoptic(self, index: int) -> Any:
+        """The base's panoptic GT (only panoptic bases, those with ``panoptic_categories``, have one)."""
+        return self.base.load_panoptic(self.indices[index])

@@ -6,6 +6,9 @@ Specs (``FORMAT:ARGS``)::
     cityscapes:ROOT[:SPLIT]             leftImg8bit/ + gtFine/ *_instanceIds.png
     folder:ROOT                         images/+masks/, PNGImages/+PedMasks/ or <id>/images+<id>/masks
     shapes[:N[:SIZE]]                   synthetic shapes, N training images of SIZE x SIZE (default 1000, 128)
+    coco_panoptic:PANOPTIC.json[:PNG_DIR[:IMAGE_DIR]]   COCO panoptic JSON + PNGs (PNG_DIR default: the
+                                        JSON path without .json; split like coco)
+    cityscapes_panoptic:ROOT[:SPLIT]    Cityscapes gtFine as panoptic (splits like cityscapes)
 
 A spec without a known ``FORMAT:`` prefix that names an existing path is detected: a ``.json`` file is
 COCO, a folder with ``leftImg8bit/`` and ``gtFine/`` is Cityscapes, any other folder is ``folder``.
@@ -90,13 +93,19 @@ def _build_cityscapes(
     _need_path(args, "cityscapes", "cityscapes:ROOT[:SPLIT]")
     from instaseg.data.cityscapes import CityscapesDataset
 
+    root, own_split = _cityscapes_root(args, split)
+    return CityscapesDataset(root, own_split, transform=transform, **options)
+
+
+def _cityscapes_root(args: str, split: str | None) -> tuple[str, str | None]:
+    """``(ROOT, SPLIT or None)`` of ``ROOT[:SPLIT]``; the spec's SPLIT wins over ``split``."""
     root, own_split = args, None
     head, sep, tail = args.rpartition(":")
     if sep and tail and "/" not in tail and "\\" not in tail and not Path(args).exists():
         root, own_split = head, tail
     if own_split is None:
         own_split = None if split in (None, "all") else split
-    return CityscapesDataset(root, own_split, transform=transform, **options)
+    return root, own_split
 
 
 def _build_folder(args: str, spec: str, split: str | None, transform: Any, options: dict) -> InstanceDataset:
@@ -108,6 +117,30 @@ def _build_folder(args: str, spec: str, split: str | None, transform: Any, optio
         return FolderDataset(Path(args) / split, transform=transform, **options)
     dataset = FolderDataset(args, transform=None if split else transform, **options)
     return _carve(dataset, split, transform)
+
+
+def _build_coco_panoptic(
+    args: str, spec: str, split: str | None, transform: Any, options: dict
+) -> InstanceDataset:
+    _need_path(args, "coco_panoptic", "coco_panoptic:PANOPTIC.json[:PNG_DIR[:IMAGE_DIR]]")
+    from instaseg.data.coco_panoptic import CocoPanopticDataset
+
+    ann, rest = coco_args(args)
+    png_dir, _, image_dir = (rest or "").partition(":")
+    split = _check_split(split, SPLITS_8020, "coco_panoptic")
+    dataset = CocoPanopticDataset(ann, png_dir or None, image_dir or None,
+                                  transform=None if split else transform, **options)
+    return _carve(dataset, split, transform)
+
+
+def _build_cityscapes_panoptic(
+    args: str, spec: str, split: str | None, transform: Any, options: dict
+) -> InstanceDataset:
+    _need_path(args, "cityscapes_panoptic", "cityscapes_panoptic:ROOT[:SPLIT]")
+    from instaseg.data.cityscapes_panoptic import CityscapesPanopticDataset
+
+    root, own_split = _cityscapes_root(args, split)
+    return CityscapesPanopticDataset(root, own_split, transform=transform, **options)
 
 
 def _carve(dataset: InstanceDataset, split: str | None, transform: Any) -> InstanceDataset:
@@ -123,6 +156,10 @@ FORMATS: dict[str, tuple[Builder, str]] = {
     "cityscapes": (_build_cityscapes, "cityscapes:ROOT[:SPLIT]  Cityscapes gtFine instanceIds"),
     "folder": (_build_folder, "folder:ROOT  images/+masks/, PNGImages/+PedMasks/, <id>/images+masks/"),
     "shapes": (_build_shapes, "shapes[:N[:SIZE]]  synthetic shapes, generated on the fly"),
+    "coco_panoptic": (_build_coco_panoptic,
+                      "coco_panoptic:PANOPTIC.json[:PNG_DIR[:IMAGE_DIR]]  COCO panoptic JSON + PNGs"),
+    "cityscapes_panoptic": (_build_cityscapes_panoptic,
+                            "cityscapes_panoptic:ROOT[:SPLIT]  Cityscapes gtFine as panoptic"),
 }
 
 

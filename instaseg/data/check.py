@@ -1,8 +1,9 @@
 """The data linter behind ``instaseg data check``.
 
-For ``coco:`` specs the raw JSON is checked (problems the loader would hide or stop at are all
-found and counted); for every other format the dataset is iterated and what fails to load, or
-loads inconsistent, is reported. Unusable input (missing or malformed JSON, bad spec) raises
+For ``coco:`` and ``coco_panoptic:`` specs the raw JSON (and the panoptic PNGs) is checked (problems
+the loader would hide or stop at are all found and counted); for every other format the dataset is
+iterated and what fails to load, or loads inconsistent, is reported (panoptic datasets: their
+``extra["panoptic"]`` too). Unusable input (missing or malformed JSON, bad spec) raises
 :class:`~instaseg.errors.InstasegError` instead: the CLI prints one line and exits 2.
 """
 
@@ -36,6 +37,14 @@ PROBLEMS: dict[str, str] = {
     "degenerate_box": "bbox with zero or negative width/height",
     "unloadable_sample": "sample fails to load",
     "inconsistent_sample": "sample masks/labels inconsistent",
+    # panoptic sets (COCO panoptic JSON + PNGs, or any dataset's extra["panoptic"])
+    "missing_png": "panoptic PNG not found",
+    "unreadable_png": "panoptic PNG unreadable or not RGB",
+    "png_size_mismatch": "panoptic PNG size differs from the image",
+    "unlisted_segment_id": "ids in the PNG that segments_info does not list",
+    "absent_segment": "segments listed in segments_info but absent from the PNG",
+    "duplicate_segment_id": "segment id listed twice in one image",
+    "segment_area_mismatch": "segments_info area differs from the PNG pixel count",
 }
 
 BOX_TOLERANCE = 1.0  # pixels: COCO boxes are floats from polygon vertices; allow rounding slack
@@ -246,6 +255,120 @@ def check_coco_json(ann_file: str | Path, image_dir: str | Path | None = None, *
     return report
 
 
+def _check_pan_segments(
+    ann: dict[str, Any], where: str, cats: dict[Any, Any], report: CheckReport
+) -> dict[int, Any]:
+    """Listed segments of one annotation (id -> JSON area), after reporting malformed, duplicate
+    and unknown-category entries."""
+    listed: dict[int, Any] = {}
+    infos = ann.get("segments_info")
+    if not isinstance(infos, list):
+        report.add("malformed_annotation", f"{where}: 'segments_info' must be a list")
+        return listed
+    for s in infos:
+        if not isinstance(s, dict) or not isinstance(s.get("id"), int) or "category_id" not in s:
+            report.add("malformed_annotation", f"{where}: segments_info entry {s!r:.60} lacks id/category_id")
+            continue
+        sid = s["id"]
+        if sid in listed:
+            report.add("duplicate_segment_id", f"{where}: segment id {sid} listed twice")
+            continue
+        if s["category_id"] not in cats:
+            report.add("unknown_category", f"{where}: segment {sid} has category_id {s['category_id']}")
+        listed[sid] = s.get("area")
+    report.annotations += len(listed)
+    return listed
+
+
+def check_coco_panoptic(
+    json_path: str | Path,
+    png_dir: str | Path | None = None,
+    image_dir: str | Path | None = None,
+    *,
+    max_examples: int = 5,
+) -> CheckReport:
+    """Lint a COCO panoptic JSON, its PNG folder (default: the JSON path without ``.json``) and, when
+    ``image_dir`` is given or found beside the JSON, its images. Unusable input (JSON missing or
+    malformed, no ``annotations``/``categories`` list, folder missing) raises DataError instead."""
+    from instaseg.data.coco import guess_image_dir
+    from instaseg.data.coco_panoptic import read_panoptic_png
+    from instaseg.data.io import read_json
+
+    path = Path(json_path)
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise DataError(path, "not a COCO panoptic JSON: top level is not an object")
+    for key in ("annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise DataError(path, f"not a COCO panoptic JSON: no {key!r} list")
+    pngs = Path(png_dir) if png_dir else path.with_suffix("")
+    if not pngs.is_dir():
+        raise DataError(pngs, "panoptic PNG folder not found")
+    images = data.get("images") if isinstance(data.get("images"), list) else []
+    report = CheckReport(str(path), images=len(data["annotations"]), max_examples=max_examples)
+    names = [str(im.get("file_name", "")) for im in images if isinstance(im, dict)]
+    if image_dir is not None and not Path(image_dir).is_dir():
+        raise DataError(image_dir, "image folder not found")
+    root = Path(image_dir) if image_dir else guess_image_dir(path, names)
+    if image_dir is not None or any((root / n).is_file() for n in names[:5]):
+        sizes = _check_images(images, root, report)
+    else:  # no image folder: the PNGs and the JSON alone (all that evaluation needs)
+        sizes = {im.get("id"): (im.get("height"), im.get("width")) for im in images if isinstance(im, dict)}
+    cats = {c.get("id"): c for c in data["categories"] if isinstance(c, dict)}
+    seen: set[Any] = set()
+    for k, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict) or "image_id" not in ann or "file_name" not in ann:
+            report.add("malformed_annotation", f"annotations[{k}]: needs 'image_id' and 'file_name'")
+            continue
+        iid = ann["image_id"]
+        where = f"image id {iid} ({ann['file_name']})"
+        if iid in seen:
+            report.add("duplicate_image_id", f"annotations[{k}]: image id {iid} annotated twice")
+        seen.add(iid)
+        if images and iid not in sizes:
+            report.add("missing_image_ref", f"annotations[{k}]: image_id {iid} not in 'images'")
+        listed = _check_pan_segments(ann, where, cats, report)
+        try:
+            ids = read_panoptic_png(pngs / str(ann["file_name"]))
+        except DataError as exc:
+            kind = "missing_png" if exc.problem == "file not found" else "unreadable_png"
+            report.add(kind, str(exc))
+            continue
+        size = sizes.get(iid)
+        if size and all(isinstance(v, int) for v in size) and ids.shape != tuple(size):
+            report.add("png_size_mismatch", f"{where}: PNG is {ids.shape[1]}x{ids.shape[0]}, "
+                                            f"the image {size[1]}x{size[0]}")
+            continue  # its segments cannot be compared with the JSON
+        values, counts = np.unique(ids, return_counts=True)
+        area = {int(v): int(c) for v, c in zip(values, counts, strict=True) if v != 0}
+        unlisted = sorted(set(area) - set(listed))
+        if unlisted:
+            report.add("unlisted_segment_id", f"{where}: ids {unlisted[:5]} in the PNG not in segments_info")
+        absent = sorted(set(listed) - set(area))
+        if absent:
+            report.add("absent_segment", f"{where}: segments {absent[:5]} listed but not in the PNG")
+        wrong = [s for s, a in listed.items() if s in area and isinstance(a, int | float) and a != area[s]]
+        if wrong:
+            s = wrong[0]
+            report.add("segment_area_mismatch", f"{where}: {len(wrong)} segments, e.g. {s}: JSON area "
+                                                f"{listed[s]}, PNG {area[s]} px")
+    return report
+
+
+def check_panoptic_record(rec: Any, where: str, report: CheckReport) -> None:
+    """Findings of a loaded record's ``extra["panoptic"]`` (any panoptic dataset)."""
+    pan = rec.extra.get("panoptic")
+    if pan is None:
+        return
+    if pan.image_size != rec.image.shape[:2]:
+        report.add("png_size_mismatch", f"{where}: map {pan.image_size}, image {rec.image.shape[:2]}")
+    for problem in pan.validate():
+        kind = "unlisted_segment_id" if "does not list" in problem else "duplicate_segment_id"
+        if "absent" in problem:
+            kind = "absent_segment"
+        report.add(kind, f"{where}: {problem}")
+
+
 def check_dataset(dataset: Any, source: str, *, max_examples: int = 5) -> CheckReport:
     """Iterate any :class:`InstanceDataset`; report samples that fail to load or are inconsistent."""
     report = CheckReport(source, images=len(dataset), max_examples=max_examples)
@@ -270,6 +393,7 @@ def check_dataset(dataset: Any, source: str, *, max_examples: int = 5) -> CheckR
             report.add("unknown_category", f"{where}: labels {sorted(set(rec.labels.tolist()))}")
         for j in np.flatnonzero(~masks.reshape(n, -1).any(axis=1)) if n else []:
             report.add("zero_area_mask", f"{where}: instance {int(j)}")
+        check_panoptic_record(rec, where, report)
     return report
 
 
@@ -284,4 +408,10 @@ def check_spec(spec: str, *, split: str | None = None, max_examples: int = 5) ->
         if cut >= 0:
             ann, image_dir = args[: cut + 5], args[cut + 6 :] or None
         return check_coco_json(ann, image_dir, max_examples=max_examples)
+    if fmt == "coco_panoptic" and split is None:
+        from instaseg.data.build import coco_args
+
+        ann, rest = coco_args(args)
+        png_dir, _, image_dir = (rest or "").partition(":")
+        return check_coco_panoptic(ann, png_dir or None, image_dir or None, max_examples=max_examples)
     return check_dataset(build_dataset(spec, split=split), spec, max_examples=max_examples)

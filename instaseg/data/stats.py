@@ -47,7 +47,7 @@ def compute_stats(dataset: Any, *, source: str = "") -> dict[str, Any]:
             key = "small" if area < SMALL_AREA else "medium" if area < LARGE_AREA else "large"
             sizes[key] += 1
     n = len(counts)
-    return {
+    out = {
         "source": source,
         "images": n,
         "instances": int(sum(counts)),
@@ -65,6 +65,9 @@ def compute_stats(dataset: Any, *, source: str = "") -> dict[str, Any]:
         "image_height": {"min": min(heights) if n else 0, "max": max(heights) if n else 0},
         "image_width": {"min": min(widths) if n else 0, "max": max(widths) if n else 0},
     }
+    if hasattr(dataset, "panoptic_categories"):
+        out["panoptic"] = panoptic_stats(dataset)
+    return out
 
 
 def format_stats(stats: dict[str, Any]) -> str:
@@ -84,11 +87,14 @@ def format_stats(stats: dict[str, Any]) -> str:
     width = max((len(k) for k in per_class), default=5)
     for name, count in sorted(per_class.items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"  {name:<{width}}  {count}")
+    if "panoptic" in s:
+        lines.append(format_panoptic_stats(s["panoptic"]))
     return "\n".join(lines)
 
 
 def render_preview(dataset: Any, *, num_images: int = 16, cols: int = 4, cell_size: int = 320) -> np.ndarray:
-    """uint8 RGB grid of the first ``num_images`` images with their masks, boxes and class names."""
+    """uint8 RGB grid of the first ``num_images`` images with their masks, boxes and class names
+    (panoptic datasets: stuff and things coloured, :func:`~instaseg.viz.panoptic.overlay_panoptic`)."""
     from instaseg.data.transforms import boxes_and_areas
     from instaseg.viz.draw import draw_instances, make_grid
 
@@ -113,6 +119,16 @@ def render_preview(dataset: Any, *, num_images: int = 16, cols: int = 4, cell_si
                 if len(masks)
                 else np.zeros((0, size[1], size[0]), bool)
             )
+        pan = rec.extra.get("panoptic")
+        if pan is not None and hasattr(dataset, "panoptic_categories"):
+            from instaseg.structures.panoptic import PanopticResult
+            from instaseg.viz.panoptic import overlay_panoptic
+
+            size = (image.shape[1], image.shape[0])
+            ids = cv2.resize(pan.id_map.astype(np.int32), size, interpolation=cv2.INTER_NEAREST)
+            small = PanopticResult(ids, pan.segments)
+            tiles.append(overlay_panoptic(image, small, dataset.panoptic_categories))
+            continue
         boxes, _ = boxes_and_areas(masks)
         tiles.append(draw_instances(image, masks, boxes, labels=rec.labels, class_names=dataset.class_names))
     return make_grid(tiles, cols=cols, cell_size=cell_size)
@@ -134,3 +150,54 @@ def save_png(image: np.ndarray, path: str | Path) -> Path:
     if not cv2.imwrite(str(out), np.ascontiguousarray(image[..., ::-1])):
         raise DataError(out, "cannot write PNG")
     return out
+
+
+def panoptic_stats(dataset: Any) -> dict[str, Any]:
+    """Segments per image, thing / stuff / crowd segment counts, the share of thing, stuff and VOID
+    pixels, and per class its segment count and pixel share (``dataset.load_panoptic``, no images)."""
+    from tqdm import tqdm
+
+    cats = {int(c["id"]): c for c in dataset.panoptic_categories}
+    per_class: Counter = Counter()
+    px_class: Counter = Counter()
+    kinds = Counter({"thing": 0, "stuff": 0, "crowd": 0})
+    px = Counter({"thing": 0, "stuff": 0, "void": 0})
+    counts = []
+    for i in tqdm(range(len(dataset)), desc="counting", unit="img", disable=None, leave=False):
+        pan = dataset.load_panoptic(i)
+        areas = pan.areas()
+        px["void"] += int(pan.id_map.size - sum(areas.values()))
+        counts.append(len(pan.segments))
+        for s in pan.segments:
+            n = areas.get(s.id, 0)
+            kinds["crowd" if s.iscrowd else "thing" if s.isthing else "stuff"] += 1
+            px["thing" if s.isthing else "stuff"] += n
+            name = str(cats.get(s.category_id, {}).get("name", s.category_id))
+            per_class[name] += 1
+            px_class[name] += n
+    total = max(sum(px.values()), 1)
+    return {
+        "segments": int(sum(counts)),
+        "segments_per_image": {"min": min(counts, default=0), "mean": round(float(np.mean(counts)), 2)
+                               if counts else 0.0, "max": max(counts, default=0)},
+        "segment_kinds": dict(kinds),
+        "pixel_share": {k: round(v / total, 4) for k, v in px.items()},
+        "thing_classes": sum(1 for c in cats.values() if c["isthing"]),
+        "stuff_classes": sum(1 for c in cats.values() if not c["isthing"]),
+        "per_class": {n: {"segments": int(per_class[n]), "pixel_share": round(px_class[n] / total, 4)}
+                      for n in sorted(per_class, key=lambda n: -px_class[n])},
+    }
+
+
+def format_panoptic_stats(p: dict[str, Any]) -> str:
+    spi, share, kinds = p["segments_per_image"], p["pixel_share"], p["segment_kinds"]
+    lines = [
+        f"panoptic: {p['segments']} segments ({kinds['thing']} things, {kinds['stuff']} stuff, "
+        f"{kinds['crowd']} crowd); per image min/mean/max {spi['min']}/{spi['mean']}/{spi['max']}",
+        f"pixels: things {share['thing']:.1%}, stuff {share['stuff']:.1%}, VOID {share['void']:.1%}; "
+        f"classes: {p['thing_classes']} thing, {p['stuff_classes']} stuff",
+    ]
+    width = max((len(n) for n in p["per_class"]), default=5)
+    for name, v in p["per_class"].items():
+        lines.append(f"  {name:<{width}}  {v['segments']:5d} segments  {v['pixel_share']:7.2%} of pixels")
+    return "\n".join(lines)

@@ -176,6 +176,31 @@ def write_html(
     parts.append(
         "<h2>Per class</h2>" + _table(["class", "id", "mask AP", "mask AP50", "box AP", "box AP50"], rows)
     )
+    if metrics.get("panoptic"):
+        parts.append(panoptic_section(metrics["panoptic"]))
+    return write_page(path, title, parts, images)
+
+
+def panoptic_section(pan: dict[str, Any]) -> str:
+    """HTML tables of a panoptic metrics dict (:func:`~instaseg.evaluation.panoptic_report.panoptic_metrics`):
+    PQ/SQ/RQ for All/Things/Stuff, then per class (those with any TP, FP or FN) with TP/FP/FN."""
+    rows = [[g, pan[g]["pq"], pan[g]["sq"], pan[g]["rq"], pan[g]["n"]] for g in ("All", "Things", "Stuff")]
+    per = [
+        [v.get("name", c), "thing" if v.get("isthing") else "stuff", v["pq"], v["sq"], v["rq"],
+         v["tp"], v["fp"], v["fn"]]
+        for c, v in pan.get("per_class", {}).items() if v["tp"] + v["fp"] + v["fn"]
+    ]
+    return (
+        "<h2>Panoptic quality (0-1, panopticapi's rules)</h2>"
+        + _table(["", "PQ", "SQ", "RQ", "classes"], rows)
+        + "<h3>Per class</h3>"
+        + _table(["class", "kind", "PQ", "SQ", "RQ", "TP", "FP", "FN"], per)
+    )
+
+
+def write_page(path: Path, title: str, parts: list[str], images: dict[str, Path]) -> Path:
+    """Write one self-contained HTML page: the ``parts`` (HTML), then every image embedded as base64."""
+    parts = list(parts)
     for name, p in images.items():
         data = base64.b64encode(Path(p).read_bytes()).decode("ascii")
         parts.append(

@@ -107,8 +107,8 @@ def train(
 
 
 def evaluate(
-    data: str = typer.Option(
-        ..., "--data", "-d", help="Dataset spec or path (e.g. coco:val.json, shapes:50)."
+    data: str | None = typer.Option(
+        None, "--data", "-d", help="Dataset spec or path (e.g. coco:val.json, shapes:50)."
     ),
     checkpoint: Path | None = typer.Option(
         None, "--checkpoint", "-c", help="Run directory or checkpoint file."
@@ -132,10 +132,23 @@ def evaluate(
     analysis: bool = typer.Option(True, help="Also compute PQ, error analysis and the dashboard data."),
     num_samples: int = typer.Option(6, min=0, help="Sample pictures in the report."),
     figures: bool = typer.Option(True, help="Draw the dashboard and samples (else only JSON + HTML)."),
+    panoptic_gt: str | None = typer.Option(
+        None, "--panoptic-gt", help="COCO panoptic GT JSON:PNG_DIR[:IMAGE_DIR] (with --panoptic-pred)."
+    ),
+    panoptic_pred: str | None = typer.Option(
+        None, "--panoptic-pred", help="COCO panoptic predictions JSON:PNG_DIR to score against --panoptic-gt."
+    ),
 ) -> None:
-    """Score a trained model (--checkpoint) or a COCO results file (--predictions) on a dataset."""
+    """Score a trained model (--checkpoint) or a COCO results file (--predictions) on a dataset, or
+    COCO panoptic predictions (--panoptic-pred) against --panoptic-gt (PQ as panopticapi)."""
     from instaseg.evaluation.summary import format_table
     from instaseg.predict import evaluate as E
+
+    if panoptic_gt is not None or panoptic_pred is not None:
+        _evaluate_panoptic(panoptic_gt, panoptic_pred, output, figures=figures, num_samples=num_samples)
+        return
+    if data is None:
+        raise ConfigError("evaluate needs --data DATASET (or --panoptic-gt and --panoptic-pred)")
 
     kinds = E.parse_iou_types(iou_types)
     result = E.evaluate(
@@ -151,6 +164,21 @@ def evaluate(
             write_results=checkpoint is not None, figures=figures, num_samples=num_samples,
         )
         _log(f"report: {written['html']} ({len(written) - 2} files, metrics in {written['metrics']})")
+
+
+def _evaluate_panoptic(
+    gt: str | None, pred: str | None, output: Path | None, *, figures: bool, num_samples: int
+) -> None:
+    from instaseg.evaluation.panoptic_report import evaluate_panoptic_files, write_panoptic_report
+
+    if gt is None or pred is None:
+        raise ConfigError("--panoptic-gt and --panoptic-pred go together (each PANOPTIC.json:PNG_DIR)")
+    ev = evaluate_panoptic_files(gt, pred)
+    print(ev.table())
+    if output is not None:
+        title = f"instaseg panoptic evaluation: {pred} against {gt}"
+        written = write_panoptic_report(output, ev, title=title, figures=figures, num_samples=num_samples)
+        _log(f"report: {written['html']} (metrics in {written['metrics']})")
 
 
 def register(app: typer.Typer) -> None:

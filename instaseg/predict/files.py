@@ -29,7 +29,8 @@ from instaseg.predict.dataset import instances_to_results
 from instaseg.predict.predictor import Predictor
 from instaseg.predict.tracker import MaskIoUTracker
 from instaseg.structures.instances import Instances
-from instaseg.viz.draw import draw_instances
+from instaseg.structures.masks import rle_decode
+from instaseg.viz.draw import draw_instances, instance_colors
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
@@ -81,17 +82,28 @@ def image_ids(paths: list[Path]) -> list[int]:
     return list(range(len(paths)))
 
 
-def _draw(image: np.ndarray, inst: Instances, names: list[str]) -> np.ndarray:
-    """Overlay of ``inst`` (masks as RLEs) on ``image``, one caption per instance in ``names``."""
+DENSE_OVERLAY_BYTES = 1 << 28  # above this K x H x W, masks are drawn one at a time
+
+
+def draw_overlay(image: np.ndarray, inst: Instances, names: list[str]) -> np.ndarray:
+    """Overlay of ``inst`` on ``image``, one caption per instance in ``names``. Memory stays at one
+    ``H x W`` mask at a time for many instances on a large image (tiled predictions)."""
+    h, w = inst.image_size
+    boxes, scores, labels = inst.boxes.numpy(), inst.scores.numpy(), np.arange(len(names))
+    if inst.mask_kind is not None and len(inst) * h * w > DENSE_OVERLAY_BYTES:
+        out = image.copy()
+        colors = instance_colors(len(inst))
+        for k, rle in enumerate(inst.to_rles()):
+            m = rle_decode(rle)
+            out[m] = (out[m] * 0.5 + colors[k] * 0.5).astype(np.uint8)
+        # One name per instance, so labels index into ``names`` directly.
+        return draw_instances(out, None, boxes=boxes, labels=labels, scores=scores, class_names=names)
     if inst.mask_kind is not None:
         masks = inst.to_dense_masks()
     else:
-        masks = np.zeros((len(inst), *inst.image_size), bool)
-    # One name per instance, so labels index into ``names`` directly.
-    return draw_instances(
-        image, masks, boxes=inst.boxes.numpy(), labels=np.arange(len(names)), scores=inst.scores.numpy(),
-        class_names=names,
-    )
+        masks = np.zeros((len(inst), h, w), bool)
+    return draw_instances(image, masks, boxes=boxes, labels=labels, scores=scores, class_names=names)
+
 
 
 def _results(inst: Instances, predictor: Predictor, image_id: int, file_name: str) -> list[dict[str, Any]]:
@@ -149,11 +161,13 @@ def run_predict(
     save_overlays: bool = True,
     max_frames: int | None = None,
     log: Callable[[str], None] | None = None,
+    tile: dict[str, Any] | None = None,
 ) -> PredictSummary:
     """Predict on every input of ``source`` and write overlays and ``results.json`` under ``output``.
 
     Unreadable images are reported (one line each through ``log``) and skipped. Refuses to replace an
-    existing ``results.json`` unless ``overwrite``."""
+    existing ``results.json`` unless ``overwrite``. ``tile``: options of
+    :meth:`~instaseg.predict.predictor.Predictor.predict_tiled` to predict images tile by tile."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out_dir = Path(output)
     if out_dir.exists() and not out_dir.is_dir():
@@ -181,13 +195,14 @@ def run_predict(
             summary.skipped += 1
             log(f"instaseg: skipped {exc}")
             continue
-        inst = predictor.predict(image).with_rles(predictor.mask_thresh)
+        inst = predictor.predict_tiled(image, **tile) if tile else predictor.predict(image)
+        inst = inst.with_rles(predictor.mask_thresh)
         results.extend(_results(inst, predictor, ids[index], path.name))
         summary.images += 1
         summary.instances += len(inst)
         if save_overlays:
             target = _unique(out_dir / f"{path.stem}.jpg", used)
-            overlay = _draw(image, inst, predictor.class_names_of(inst))
+            overlay = draw_overlay(image, inst, predictor.class_names_of(inst))
             cv2.imwrite(str(target), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
     if summary.images == 0:
         raise DataError(source, f"no image could be read ({summary.skipped} skipped)")
@@ -224,7 +239,7 @@ def _predict_video(
                         raise DataError(target, "OpenCV cannot write an mp4 video here")
                 names = [f"#{t} {n}" for t, n in zip(inst.track_ids.tolist(), predictor.class_names_of(inst),
                                                      strict=True)]  # type: ignore[union-attr]
-                writer.write(cv2.cvtColor(_draw(frame, inst, names), cv2.COLOR_RGB2BGR))
+                writer.write(cv2.cvtColor(draw_overlay(frame, inst, names), cv2.COLOR_RGB2BGR))
     finally:
         if writer is not None:
             writer.release()

@@ -30,9 +30,11 @@ from torch import Tensor
 from instaseg.data.io import read_image
 from instaseg.errors import CheckpointError, ConfigError
 from instaseg.models.checkpoint import load_model
+from instaseg.ops import tiling
 from instaseg.ops.lowres import lowres_inference
 from instaseg.predict import runtime
 from instaseg.structures.instances import Instances
+from instaseg.structures.masks import rle_decode
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -240,6 +242,105 @@ class Predictor:
             [tensor], score_thresh=score_thresh, max_detections=max_detections, classes=label_filter
         )[0]
 
+    def predict_tiled(
+        self,
+        image: np.ndarray | str | Path,
+        *,
+        tile: int = 640,
+        overlap: float = 0.2,
+        batch: int = 4,
+        global_pass: bool = False,
+        merge: str = "nmm",
+        match: str = "ios",
+        match_thresh: float = 0.5,
+        class_agnostic: bool = False,
+        score_thresh: float | None = None,
+        classes: Sequence[str | int] | str | None = None,
+    ) -> Instances:
+        """Instances in a large image from overlapping tiles (SAHI's idea; :mod:`instaseg.ops.tiling`).
+
+        The image is cut into ``tile x tile`` windows overlapping by ``overlap`` (a fraction of the
+        tile), the model runs on ``batch`` tiles per forward pass at native resolution, and the
+        detections are brought back to image pixels and merged across tile borders (``merge``
+        ``"nmm"`` ORs matched masks, ``"nms"`` keeps the best; matched when ``match`` ``"ios"``/``"iou"``
+        of the masks is ``>= match_thresh``, same class only unless ``class_agnostic``). ``global_pass``
+        adds one pass over the whole image shrunk to ``tile`` pixels on its longer side, for objects
+        bigger than a tile.
+        ``max_detections`` applies per tile (and to the global pass), not to the merged result.
+
+        Memory stays bounded: masks are kept as box-sized crops, never ``H x W`` per detection, and
+        each tile's tensor is built only for its batch. Returns :class:`Instances` of the full image
+        with boxes (K, 4) XYXY pixels and masks as COCO RLEs (``rles``), in decreasing score.
+        Raises ConfigError for a bad ``tile``/``overlap``/``batch``/``merge``/``match``.
+        """
+        check_tiling(tile, overlap, batch, merge, match)
+        if isinstance(image, str | Path):
+            image = read_image(image)
+        height, width = image.shape[:2]
+        label_filter = None if classes is None else resolve_classes(classes, self.class_names)
+        opts = {"score_thresh": score_thresh, "classes": label_filter}
+        boxes, scores, labels, crops = [], [], [], []
+        windows = tiling.tile_grid(height, width, tile, overlap)
+        for start in range(0, len(windows), batch):
+            chunk = windows[start : start + batch]
+            tensors = [image_to_tensor(image[y0:y1, x0:x1]) for x0, y0, x1, y1 in chunk]
+            for (x0, y0, _, _), inst in zip(chunk, self.predict_torch(tensors, **opts), strict=True):
+                self._collect(inst, (x0, y0), 1.0, (height, width), boxes, scores, labels, crops)
+        if global_pass and max(height, width) > tile:
+            import cv2
+
+            scale = tile / max(height, width)
+            size = (max(round(width * scale), 1), max(round(height * scale), 1))
+            small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            inst = self.predict_torch([image_to_tensor(small)], **opts)[0]
+            self._collect(inst, (0, 0), width / size[0], (height, width), boxes, scores, labels, crops)
+        has_masks = all(c is not None for c in crops)
+        merged = tiling.merge_detections(
+            np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32),
+            np.concatenate(scores) if scores else np.zeros(0, np.float32),
+            np.concatenate(labels) if labels else np.zeros(0, np.int64),
+            [c for c in crops if c is not None] if has_masks else None,
+            mode=merge, metric=match, threshold=match_thresh, class_agnostic=class_agnostic,
+        )
+        kept_boxes, kept_scores, kept_labels, kept_crops = merged
+        rles = tiling.crops_to_rles(kept_crops, height, width) if kept_crops is not None else None
+        return Instances((height, width), boxes=torch.from_numpy(kept_boxes), rles=rles,
+                         labels=torch.from_numpy(kept_labels), scores=torch.from_numpy(kept_scores))
+
+    def _collect(
+        self, inst: Instances, offset: tuple[int, int], scale: float, image_size: tuple[int, int],
+        boxes: list, scores: list, labels: list, crops: list,
+    ) -> None:
+        """Append one tile's (or the shrunk global view's) detections in full-image pixels; masks as
+        crops (``None`` for a box-only model)."""
+        full_boxes = tiling.shift_boxes(inst.boxes.numpy(), offset[0], offset[1], scale)
+        boxes.append(full_boxes)
+        scores.append(inst.scores.numpy())
+        labels.append(inst.labels.numpy())
+        th, tw = inst.image_size
+        if inst.mask_lowres is not None:
+            # box-relative masks stay valid on the moved/scaled box: paste at full resolution there
+            if scale == 1.0:
+                crops.extend(tiling.lowres_to_crops(inst.mask_lowres.numpy(), inst.boxes.numpy(), th, tw,
+                                                    offset, self.mask_thresh))
+            else:
+                crops.extend(tiling.lowres_to_crops(inst.mask_lowres.numpy(), full_boxes, *image_size,
+                                                    threshold=self.mask_thresh))
+        elif inst.rles is not None:
+            for rle in inst.rles:
+                crop, (x0, y0, x1, y1) = tiling.mask_to_crop(rle_decode(rle))
+                if scale != 1.0 and crop.size:
+                    import cv2
+
+                    x0, y0 = int(x0 * scale), int(y0 * scale)
+                    x1 = min(max(int(np.ceil(x1 * scale)), x0 + 1), image_size[1])
+                    y1 = min(max(int(np.ceil(y1 * scale)), y0 + 1), image_size[0])
+                    crop = cv2.resize(crop.astype(np.uint8), (x1 - x0, y1 - y0),
+                                      interpolation=cv2.INTER_NEAREST).astype(bool)
+                crops.append((crop, (x0 + offset[0], y0 + offset[1], x1 + offset[0], y1 + offset[1])))
+        else:
+            crops.extend([None] * len(inst))
+
     def class_names_of(self, inst: Instances) -> list[str]:
         """The class name of each instance of ``inst``."""
         return [self._name(int(label)) for label in inst.labels.tolist()]
@@ -262,6 +363,18 @@ def image_to_tensor(image: np.ndarray) -> Tensor:
     if not arr.flags.writeable or not arr.flags.c_contiguous:  # e.g. PIL-backed arrays are read-only
         arr = np.array(arr, order="C")
     return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
+
+
+def check_tiling(tile: int, overlap: float, batch: int = 1, merge: str = "nmm", match: str = "ios") -> None:
+    """ConfigError for tiling options :meth:`Predictor.predict_tiled` cannot use."""
+    if tile < 32:
+        raise ConfigError(f"--tile must be >= 32 pixels, got {tile}")
+    if not 0.0 <= overlap < 1.0:
+        raise ConfigError(f"--overlap must be in [0, 1), got {overlap}")
+    if batch < 1:
+        raise ConfigError(f"tile batch must be >= 1, got {batch}")
+    if merge not in tiling.MERGE_MODES or match not in tiling.MATCH_METRICS:
+        raise ConfigError(f"merge must be nmm|nms and match ios|iou, got {merge!r}, {match!r}")
 
 
 def check_device(device: str) -> None:

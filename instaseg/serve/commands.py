@@ -60,19 +60,59 @@ def predict(
     no_overlays: bool = typer.Option(False, "--no-overlays", help="Only write results.json."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results.json."),
     threads: int | None = _THREADS,
+    tile: int | None = typer.Option(
+        None, "--tile", help="Predict large images on overlapping tiles of this many pixels (e.g. 640)."
+    ),
+    overlap: float = typer.Option(0.2, "--overlap", help="With --tile: tile overlap, a fraction of --tile."),
+    tile_global: bool = typer.Option(
+        False, "--tile-global", help="With --tile: add a whole-image pass for objects bigger than a tile."
+    ),
+    engine: str = typer.Option(
+        "local", "--engine", help="local | ray (Ray Data actor pool; --output: a .parquet/.jsonl file)."
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray: auto, ray://HOST:10001 or HOST:6379 (default: RAY_ADDRESS or local)."
+    ),
+    workers: int = typer.Option(2, "--workers", help="Ray: actors, each loading the model once."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Ray: images per batch sent to an actor."),
+    overlays: Path | None = typer.Option(None, "--overlays", help="Ray: also write overlay images here."),
+    path_column: str = typer.Option("path", "--path-column", help="Ray: image column of a Parquet SOURCE."),
+    connect_timeout: float = typer.Option(
+        10.0, "--connect-timeout", help="Ray: give up on an unreachable --address after this many seconds."
+    ),
 ) -> None:
-    """Segment images or a video: overlay images (or an overlay video) and COCO results with RLE masks."""
+    """Segment images or a video: overlay images (or an overlay video) and COCO results with RLE masks.
+
+    --engine ray runs over many images (a folder, glob, .txt list of paths/URIs or a Parquet of paths)
+    on a Ray Data actor pool and writes one row per image to --output results.parquet|.jsonl."""
     import time
 
     from instaseg.predict.files import run_predict
 
     if max_frames is not None and max_frames < 1:
         raise ConfigError(f"--max-frames must be >= 1, got {max_frames}")
+    tiling = None
+    if tile is not None:
+        from instaseg.predict.predictor import check_tiling
+
+        check_tiling(tile, overlap)
+        tiling = {"tile": tile, "overlap": overlap, "global_pass": tile_global}
+    if engine == "ray":
+        _predict_ray(
+            source, output, checkpoint=checkpoint, backend=backend, model=model, device=device,
+            score_thresh=score_thresh, max_detections=max_detections, classes=classes, threads=threads,
+            tiling=tiling, address=address, workers=workers, batch_size=batch_size, overlays=overlays,
+            path_column=path_column, connect_timeout=connect_timeout, overwrite=overwrite,
+        )
+        return
+    if engine != "local":
+        raise ConfigError(f"--engine must be local or ray, got {engine!r}")
     _set_threads(threads)
     predictor = _predictor(checkpoint, backend, model, device, score_thresh, max_detections, classes)
     start = time.perf_counter()
     summary = run_predict(
-        predictor, source, output, overwrite=overwrite, save_overlays=not no_overlays, max_frames=max_frames
+        predictor, source, output, overwrite=overwrite, save_overlays=not no_overlays, max_frames=max_frames,
+        tile=tiling,
     )
     seconds = time.perf_counter() - start
     skipped = f", {summary.skipped} skipped" if summary.skipped else ""
@@ -84,6 +124,43 @@ def predict(
         f"{', '.join(parts)}, {summary.instances} instances{skipped} in {seconds:.1f} s -> "
         f"{summary.results_path}"
     )
+
+
+def _predict_ray(source: str, output: Path, *, checkpoint: Path | None, backend: str, model: Path | None,
+                 device: str, score_thresh: float, max_detections: int, classes: str | None,
+                 threads: int | None, tiling: dict[str, Any] | None, address: str | None, workers: int,
+                 batch_size: int, overlays: Path | None, path_column: str, connect_timeout: float,
+                 overwrite: bool) -> None:
+    """``instaseg predict --engine ray``: check the inputs and the model here, then run the actor pool."""
+    import functools
+
+    from instaseg.predict.predictor import Predictor
+    from instaseg.predict.ray_batch import RayOptions, collect_inputs, run_ray_predict
+
+    opts = RayOptions(
+        address=address, workers=workers, batch_size=batch_size, threads=threads or 1,
+        gpus_per_worker=1.0 if device.startswith("cuda") else 0.0, connect_timeout=connect_timeout,
+        path_column=path_column, overlays=overlays, tile=tiling,
+    )
+    collect_inputs(source, path_column=path_column)  # bad inputs fail before Ray starts
+    load = functools.partial(
+        Predictor.load, checkpoint=checkpoint, backend=backend, model=model, device=device,
+        score_thresh=score_thresh, max_detections=max_detections, classes=classes,
+    )
+    if address is None and not _env_address():
+        load()  # a bad checkpoint fails here with one line, not once per actor
+    summary = run_ray_predict(load, source, output, opts, overwrite=overwrite)
+    failed = f" ({summary.errors} failed)" if summary.errors else ""
+    typer.echo(
+        f"{summary.images} images{failed}, {summary.instances} instances in {summary.seconds:.1f} s "
+        f"(Ray actors: {workers}) -> {summary.output}"
+    )
+
+
+def _env_address() -> str | None:
+    import os
+
+    return os.environ.get("RAY_ADDRESS") or None
 
 
 def _serve(

@@ -251,6 +251,10 @@ def dashboard_panels(report: Any, curves: dict | None = None) -> dict[str, Calla
         panels["confusion_matrix"] = lambda ax: plot_confusion(ax, matrix, cats, names)
     if report.errors is not None:
         panels["error_analysis"] = lambda ax: plot_errors(ax, report.errors)
+    if m.get("panoptic"):  # a panoptic model's metrics (panoptic_metrics(): rows carry name and kind)
+        pan = m["panoptic"]
+        panels["pq_summary"] = lambda ax: plot_pq_summary(ax, pan)
+        panels["pq_per_class"] = lambda ax: plot_pq_per_class(ax, pan, [])
     if curves:
         panels["training_curves"] = lambda ax: plot_training_curves(ax, curves)
     return panels
@@ -272,4 +276,63 @@ def save_dashboard(report: Any, out_dir: str | Path, curves: dict | None = None)
     for i, draw in enumerate(panels.values()):
         draw(fig.add_subplot(rows, cols, i + 1))
     paths["dashboard"] = save_figure(fig, out_dir / "dashboard.png")
+    return paths
+
+
+# Panoptic panels: they take an evaluate_panoptic() result (pq_compute's keys) and the COCO categories.
+
+
+def plot_pq_summary(ax: Any, result: dict[str, Any]) -> None:
+    """Grouped bars of PQ, SQ, RQ for All, Things and Stuff (each with its class count)."""
+    groups = ("All", "Things", "Stuff")
+    x = np.arange(len(groups))
+    for j, key in enumerate(("pq", "sq", "rq")):
+        ax.bar(x + (j - 1) * 0.27, [result[g][key] for g in groups], 0.27, label=key.upper())
+    ax.set_xticks(x, [f"{g} (n={result[g]['n']})" for g in groups], fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_title("panoptic quality")
+    ax.legend(fontsize=7)
+
+
+def plot_pq_per_class(
+    ax: Any, result: dict[str, Any], categories: list[dict[str, Any]], *, top: int = 30
+) -> None:
+    """Horizontal bars of per-class PQ (things blue, stuff orange), best first; classes with no TP, FP
+    or FN left out; the best and worst ``top`` when there are more."""
+    cats = {int(c["id"]): c for c in categories}
+    for c, v in result["per_class"].items():  # rows of panoptic_metrics() carry their name and kind
+        if "name" in v:
+            cats.setdefault(int(c), {"id": int(c), "name": v["name"], "isthing": v.get("isthing", 1)})
+    rows = [(int(c), v["pq"]) for c, v in result["per_class"].items() if v["tp"] + v["fp"] + v["fn"]]
+    rows.sort(key=lambda r: -r[1])
+    many = len(rows) > top
+    if many:
+        rows = rows[: top // 2] + rows[-(top - top // 2):]
+    rows = rows[::-1]
+    colors = ["tab:blue" if int(cats.get(c, {}).get("isthing", 1)) else "tab:orange" for c, _ in rows]
+    ax.barh(np.arange(len(rows)), [v for _, v in rows], color=colors)
+    ax.set_yticks(np.arange(len(rows)), [str(cats.get(c, {}).get("name", c)) for c, _ in rows], fontsize=6)
+    ax.set_xlim(0, 1)
+    ax.set_title("per-class PQ (blue things, orange stuff)" + (" (best and worst)" if many else ""))
+    _empty_note(ax, not rows)
+
+
+def save_panoptic_dashboard(
+    result: dict[str, Any], categories: list[dict[str, Any]], out_dir: str | Path
+) -> dict[str, Path]:
+    """``pq_summary.png``, ``pq_per_class.png`` and both side by side as ``panoptic_dashboard.png``."""
+    out_dir = Path(out_dir)
+    panels: dict[str, Callable[[Any], None]] = {
+        "pq_summary": lambda ax: plot_pq_summary(ax, result),
+        "pq_per_class": lambda ax: plot_pq_per_class(ax, result, categories),
+    }
+    paths: dict[str, Path] = {}
+    for name, draw in panels.items():
+        fig = new_figure(6.4, 6.4 if name == "pq_per_class" else 4.8)
+        draw(fig.add_subplot(1, 1, 1))
+        paths[name] = save_figure(fig, out_dir / f"{name}.png")
+    fig = new_figure(12.8, 6.4)
+    for i, draw in enumerate(panels.values()):
+        draw(fig.add_subplot(1, 2, i + 1))
+    paths["panoptic_dashboard"] = save_figure(fig, out_dir / "panoptic_dashboard.png")
     return paths

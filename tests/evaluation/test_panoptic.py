@@ -127,3 +127,40 @@ def test_coco_panoptic_quality_on_coco_style_input():
     assert res["per_class"][1]["PQ"] == 1.0
     assert res["per_class"][2]["FN"] == 1
     assert res["PQ"] == pytest.approx(0.5)
+
+
+def test_instance_gt_crowds_of_one_category_become_one_segment():
+    """pq_compute keeps one crowd region per category, so instance GT merges its crowds per category:
+    a prediction on either crowd of its class is then ignored, not a false positive."""
+    a, b = box_mask(10, 20, 0, 0, 5, 10), box_mask(10, 20, 10, 0, 15, 10)  # x0, y0, x1, y1
+    c = box_mask(10, 20, 16, 0, 20, 10)
+    ids, segs = instances_to_segments(np.stack([a, b, c]), [1, 1, 1], iscrowd=[True, True, False])
+    assert [(s.id, s.iscrowd) for s in segs] == [(1, True), (3, False)]
+    assert (ids == 1).sum() == 100
+    pred = np.where(a, 5, 0) + np.where(b, 6, 0)
+    pq = PanopticQuality(void_id=-1)
+    pq.update(ids, segs, pred, [Segment(5, 1), Segment(6, 1)])
+    assert pq.compute()["per_class"][1]["FP"] == 0
+
+
+def test_several_crowds_in_one_map_keep_only_the_last_like_pq_compute():
+    gt, pred = _maps()
+    gt[0:10, 0:5] = 1  # crowd of class 1, listed first
+    gt[0:10, 5:10] = 2  # another crowd of class 1, listed last: the one pq_compute remembers
+    pred[0:10, 0:5] = 7
+    pred[0:10, 5:10] = 8
+    pq = PanopticQuality(void_id=0)
+    crowds = [Segment(1, 1, iscrowd=True), Segment(2, 1, iscrowd=True)]
+    pq.update(gt, crowds, pred, [Segment(7, 1), Segment(8, 1)])
+    assert pq.compute()["per_class"][1]["FP"] == 1  # only the prediction on segment 2 is ignored
+
+
+def test_ground_truth_area_comes_from_the_segment_when_given():
+    from instaseg.structures.panoptic import PanopticSegment
+
+    gt, pred = _maps()
+    gt[0:10, 0:10] = 1
+    pred[0:8, 0:10] = 5
+    pq = PanopticQuality(void_id=0)
+    pq.update(gt, [PanopticSegment(1, 1, True, area=90)], pred, [Segment(5, 1)])  # JSON says 90 px
+    assert pq.compute()["per_class"][1]["SQ"] == pytest.approx(80 / 90)

@@ -152,3 +152,25 @@ def test_serve_and_demo_bad_arguments(capsys, argv, fragment) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("instaseg: error:") and fragment in err and len(err.splitlines()) == 1
+
+
+def test_cli_tiled_prediction_and_bad_tiling_options(tmp_path, capsys) -> None:
+    from tests.predict.test_predictor import _save_slim
+
+    _save_slim(tmp_path / "slim.pt")
+    _write_images(tmp_path / "imgs", names=("big.png",))
+    base = ["predict", str(tmp_path / "imgs"), "--checkpoint", str(tmp_path / "slim.pt"),
+            "--score-thresh", "0.0", "--max-detections", "3"]
+    from instaseg.ops.tiling import tile_grid
+
+    out = tmp_path / "out"
+    assert main([*base, "-o", str(out), "--tile", "64", "--overlap", "0.25", "--tile-global"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    # at most 3 detections per tile and for the global pass, fewer once merged across borders
+    assert 0 < len(results) <= 3 * (len(tile_grid(120, 160, 64, 0.25)) + 1)
+    assert all(r["segmentation"]["size"] == [120, 160] for r in results)
+    assert (tmp_path / "out" / "big.jpg").is_file()
+    capsys.readouterr()
+    assert main([*base, "-o", str(tmp_path / "o2"), "--tile", "64", "--overlap", "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--overlap must be in [0, 1)" in err[0]
