@@ -125,6 +125,22 @@ class OutputConfig:
 
 
 @dataclass
+class VideoConfig:
+    """Video models (task ``video``, e.g. ``maskrcnn_r18_slim_video``): stage 1 trains ``detector`` on the
+    frames with the image engine, stage 2 trains the association head on frame pairs; ``tracker`` holds
+    the tracker's birth/death/matching rules (keys of ``instaseg.predict.temporal_tracker.TrackerConfig``:
+    high_thresh, low_thresh, new_track_thresh, match_thresh, min_hits, max_age, mask_momentum, ...)."""
+
+    detector: str = "maskrcnn_r18_slim"
+    assoc_iters: int = 300
+    assoc_batch: int = 8
+    assoc_lr: float = 0.001
+    max_gap: int = 3  # frame pairs are drawn 1..max_gap frames apart
+    eval_videos: int | None = 8  # val videos scored at the end (None: all)
+    tracker: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Config:
     """The whole configuration (see the section classes)."""
 
@@ -133,6 +149,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
 
 
 _CHOICES = {

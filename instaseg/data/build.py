@@ -6,6 +6,9 @@ Specs (``FORMAT:ARGS``)::
     cityscapes:ROOT[:SPLIT]             leftImg8bit/ + gtFine/ *_instanceIds.png
     folder:ROOT                         images/+masks/, PNGImages/+PedMasks/ or <id>/images+<id>/masks
     shapes[:N[:SIZE]]                   synthetic shapes, N training images of SIZE x SIZE (default 1000, 128)
+    video_shapes[:N[:FRAMES[:SIZE]]]    synthetic videos with track ids (default 40 videos, 16 frames, 128)
+    ytvis:ANNOTATIONS.json[:FRAMES_DIR] YouTube-VIS videos (frames of every video, with track ids)
+    shapes_panoptic[:N[:SIZE]]          the shapes as things on 2-3 textured stuff regions (panoptic)
     coco_panoptic:PANOPTIC.json[:PNG_DIR[:IMAGE_DIR]]   COCO panoptic JSON + PNGs (PNG_DIR default: the
                                         JSON path without .json; split like coco)
     cityscapes_panoptic:ROOT[:SPLIT]    Cityscapes gtFine as panoptic (splits like cityscapes)
@@ -52,7 +55,9 @@ def _int_arg(value: str, what: str, spec: str) -> int:
 
 def _build_shapes(args: str, spec: str, split: str | None, transform: Any, options: dict) -> InstanceDataset:
     from instaseg.data.shapes import ShapesDataset
+    from instaseg.data.shapes_panoptic import ShapesPanopticDataset
 
+    cls = ShapesPanopticDataset if spec.strip().lower().startswith("shapes_panoptic") else ShapesDataset
     parts = args.split(":") if args else []
     if len(parts) > 2:
         raise ConfigError(f"dataset spec {spec!r}: expected shapes[:N[:SIZE]]")
@@ -61,7 +66,33 @@ def _build_shapes(args: str, spec: str, split: str | None, transform: Any, optio
     split = _check_split(split, ("train", "val", "test"), "shapes") or "train"
     if split != "train":
         n = max(1, n // 5)
-    return ShapesDataset(n, size, split=split, transform=transform, **options)
+    return cls(n, size, split=split, transform=transform, **options)
+
+
+def _build_video_shapes(
+    args: str, spec: str, split: str | None, transform: Any, options: dict
+) -> InstanceDataset:
+    from instaseg.data.video_shapes import VideoShapesDataset
+
+    parts = args.split(":") if args else []
+    if len(parts) > 3:
+        raise ConfigError(f"dataset spec {spec!r}: expected video_shapes[:N[:FRAMES[:SIZE]]]")
+    names = ("N", "FRAMES", "SIZE")
+    vals = [_int_arg(p, names[i], spec) if p else None for i, p in enumerate(parts)]
+    vals += [None] * (3 - len(vals))
+    n, frames, size = vals[0] or 40, vals[1] or 16, vals[2] or 128
+    split = _check_split(split, ("train", "val", "test"), "video_shapes") or "train"
+    if split != "train":
+        n = max(1, n // 5)
+    return VideoShapesDataset(n, frames, size, split=split, transform=transform, **options)
+
+
+def _build_ytvis(args: str, spec: str, split: str | None, transform: Any, options: dict) -> InstanceDataset:
+    _need_path(args, "ytvis", "ytvis:ANNOTATIONS.json[:FRAMES_DIR]")
+    from instaseg.data.ytvis import YtvisDataset
+
+    ann, frames_dir = coco_args(args)
+    return YtvisDataset(ann, frames_dir, transform=transform, **options)
 
 
 def _need_path(args: str, fmt: str, usage: str) -> None:
@@ -156,6 +187,10 @@ FORMATS: dict[str, tuple[Builder, str]] = {
     "cityscapes": (_build_cityscapes, "cityscapes:ROOT[:SPLIT]  Cityscapes gtFine instanceIds"),
     "folder": (_build_folder, "folder:ROOT  images/+masks/, PNGImages/+PedMasks/, <id>/images+masks/"),
     "shapes": (_build_shapes, "shapes[:N[:SIZE]]  synthetic shapes, generated on the fly"),
+    "video_shapes": (_build_video_shapes,
+                     "video_shapes[:N[:FRAMES[:SIZE]]]  synthetic videos with track ids"),
+    "ytvis": (_build_ytvis, "ytvis:ANNOTATIONS.json[:FRAMES_DIR]  YouTube-VIS videos"),
+    "shapes_panoptic": (_build_shapes, "shapes_panoptic[:N[:SIZE]]  shapes on stuff regions (panoptic)"),
     "coco_panoptic": (_build_coco_panoptic,
                       "coco_panoptic:PANOPTIC.json[:PNG_DIR[:IMAGE_DIR]]  COCO panoptic JSON + PNGs"),
     "cityscapes_panoptic": (_build_cityscapes_panoptic,

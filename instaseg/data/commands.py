@@ -78,6 +78,10 @@ def stats_cmd(
     _refuse_labelme(dataset)
     ds = build_dataset(dataset, split=split)
     stats = compute_stats(ds, source=dataset if split is None else f"{dataset} (split {split})")
+    from instaseg.data.video import format_video_stats, is_video_dataset, video_stats
+
+    if is_video_dataset(ds):
+        stats["video"] = video_stats(ds)
     if preview is not None:
         if len(ds) == 0:
             typer.echo("instaseg: no images: preview not written", err=True)
@@ -87,6 +91,8 @@ def stats_cmd(
         typer.echo(json.dumps(stats, indent=2))
     else:
         typer.echo(format_stats(stats))
+        if "video" in stats:
+            typer.echo(format_video_stats(stats["video"]))
         if "preview" in stats:
             typer.echo(f"preview: {stats['preview']}")
 

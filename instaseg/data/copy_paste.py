@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from instaseg.data._split import SplitDataset, load_annotations
+from instaseg.data._split import SHARED_ATTRS, SplitDataset, load_annotations
 from instaseg.data.base import InstanceDataset, Record
 from instaseg.errors import ConfigError
 
@@ -109,6 +109,9 @@ class CopyPasteDataset(InstanceDataset):
         self.seed = seed
         self.class_names, self.category_ids = base.class_names, base.category_ids
         self.name = f"{base.name}+copy_paste"
+        for attr in SHARED_ATTRS:  # panoptic category lists
+            if hasattr(base, attr):
+                setattr(self, attr, getattr(base, attr))
 
     @classmethod
     def from_options(

@@ -147,14 +147,20 @@ def _draw(canvas: np.ndarray, shape: tuple[int, np.ndarray], value: int) -> None
 
 
 def render_shapes(
-    rng: np.random.Generator, size: int, *, max_objects: int = 6, min_visible: int = 40
+    rng: np.random.Generator,
+    size: int,
+    *,
+    max_objects: int = 6,
+    min_visible: int = 40,
+    background: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Paint random shapes on a textured background.
+    """Paint random shapes on a textured background (``background``: float32 (size, size, 3) in
+    [0, 255] to paint on instead of a random one; it is not modified).
 
     Returns ``image`` uint8 (size, size, 3) RGB, ``masks`` bool (N, size, size) of the visible parts
     and ``labels`` int64 (N,) in 1..3 (circle, square, triangle), back-to-front order.
     """
-    background = _background(rng, size)
+    background = _background(rng, size) if background is None else np.array(background, np.float32)
     avoid = background[::8, ::8].reshape(-1, 3).mean(0)
     n = int(rng.integers(1, min(max_objects, 254) + 1))
     shapes, colours = [], []

@@ -205,7 +205,8 @@ def draw_scale(scales: Sequence[int], seed: int, iteration: int) -> int | None:
 def resize_batch(
     images: list[Tensor], targets: list[dict[str, Any]], size: int
 ) -> tuple[list[Tensor], list[dict[str, Any]]]:
-    """Resize each image so its shorter side is ``size``; masks (nearest), boxes and areas follow."""
+    """Resize each image so its shorter side is ``size``; masks and ``sem_seg`` (nearest), boxes and
+    areas follow."""
     out_images, out_targets = [], []
     for image, target in zip(images, targets, strict=True):
         h, w = image.shape[-2:]
@@ -226,5 +227,8 @@ def resize_batch(
         t["boxes"] = target["boxes"] * torch.tensor([sx, sy, sx, sy], device=target["boxes"].device)
         if "area" in target:
             t["area"] = t["masks"].flatten(1).sum(1).float() if masks.numel() else target["area"]
+        if "sem_seg" in target:  # panoptic targets: nearest keeps the class ids (and VOID)
+            sem = target["sem_seg"][None, None].float()
+            t["sem_seg"] = F.interpolate(sem, size=(nh, nw), mode="nearest")[0, 0].long()
         out_targets.append(t)
     return out_images, out_targets

@@ -15,21 +15,25 @@ import numpy as np
 from torch import Tensor
 
 from instaseg.structures.instances import Instances
+from instaseg.structures.panoptic import PanopticResult
 from instaseg.viz.draw import draw_instances
+from instaseg.viz.panoptic import overlay_panoptic
 
-EvalSamples = list[tuple[Tensor, Instances]]
+EvalSamples = list[tuple[Tensor, Instances | PanopticResult]]
 
 
 def overlay(
     image: Tensor,
-    inst: Instances,
+    inst: Instances | PanopticResult,
     class_names: list[str] | None = None,
     mask_thresh: float = 0.5,
     min_score: float = 0.5,
 ) -> np.ndarray:
-    """Draw the instances of ``inst`` scoring at least ``min_score`` on ``image`` [3, H, W] in [0, 1]:
-    uint8 (H, W, 3) RGB."""
+    """Draw the instances of ``inst`` scoring at least ``min_score`` (or a panoptic result) on
+    ``image`` [3, H, W] in [0, 1]: uint8 (H, W, 3) RGB."""
     rgb = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    if isinstance(inst, PanopticResult):
+        return overlay_panoptic(rgb, inst)
     shown = inst[inst.scores >= min_score]
     masks = (
         shown.to_dense_masks(mask_thresh)

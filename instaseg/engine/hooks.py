@@ -16,6 +16,27 @@ from instaseg.engine.checkpoint import BEST, LAST, capture_rng_state, save_check
 from instaseg.engine.evaluate import EvalSamples, overlay, write_overlays
 from instaseg.engine.trainer import HookBase
 
+METRIC_KINDS = ("segm", "bbox", "panoptic")  # sections of a validation's metrics (panoptic: PQ tables)
+
+
+def key_metric(metrics: dict[str, Any]) -> tuple[str, float]:
+    """The metric ``best.pt`` follows: mask AP, or PQ (All) for a panoptic validation without AP."""
+    if "segm" in metrics:
+        return "mask AP", float(metrics["segm"]["AP"])
+    return "PQ", float(metrics["panoptic"]["All"]["pq"])
+
+
+def describe_metrics(metrics: dict[str, Any]) -> str:
+    """One log line's worth: mask and box AP, and PQ (All/Things/Stuff) when present."""
+    parts = []
+    if "segm" in metrics:
+        parts.append(f"mask AP {float(metrics['segm']['AP']):.4f}, box AP {float(metrics['bbox']['AP']):.4f}")
+    if "panoptic" in metrics:
+        pq = metrics["panoptic"]
+        groups = [g for g in ("All", "Things", "Stuff") if g in pq]
+        parts.append("PQ " + ", ".join(f"{g} {float(pq[g]['pq']):.4f}" for g in groups))
+    return "; ".join(parts)
+
 
 def _publish_eval(trainer: Any, metrics: dict[str, Any], samples: EvalSamples) -> None:
     for h in trainer.hooks:
@@ -62,8 +83,8 @@ class CheckpointHook(HookBase):
 
 class EvalHook(HookBase):
     """Validate every ``period`` epochs (0: only at the end) and after training. Keeps
-    ``checkpoints/best.pt`` (highest mask AP); the final metrics go to ``metrics.json``, a line per
-    validation to ``history.jsonl`` and prediction overlays to ``overlays/``."""
+    ``checkpoints/best.pt`` (highest mask AP, or PQ for panoptic validation); the final metrics go to
+    ``metrics.json``, a line per validation to ``history.jsonl`` and prediction overlays to ``overlays/``."""
 
     def __init__(
         self,
@@ -94,18 +115,11 @@ class EvalHook(HookBase):
         started = time.perf_counter()
         if du.is_main_process():
             metrics, samples = self.validator(t.module, t.device, amp=self.amp, progress=self.progress)
-            ap = float(metrics["segm"]["AP"])
-            self.log(
-                f"validation (epoch {t.epoch}, iter {t.iter}): mask AP {ap:.4f}, "
-                f"box AP {float(metrics['bbox']['AP']):.4f}"
-            )
+            _, ap = key_metric(metrics)
+            self.log(f"validation (epoch {t.epoch}, iter {t.iter}): {describe_metrics(metrics)}")
             with open(self.run_dir / "history.jsonl", "a") as f:
-                row = {
-                    "epoch": t.epoch,
-                    "iteration": t.iter,
-                    "segm": metrics["segm"],
-                    "bbox": metrics["bbox"],
-                }
+                row = {"epoch": t.epoch, "iteration": t.iter}
+                row.update({k: metrics[k] for k in METRIC_KINDS if k in metrics})
                 f.write(json.dumps(row) + "\n")
             if t.best_metric is None or ap > t.best_metric:
                 t.best_metric = ap
@@ -140,7 +154,7 @@ class EvalHook(HookBase):
         metrics = self._validate()
         if metrics is not None:
             self.final = metrics
-            out = {"segm": metrics["segm"], "bbox": metrics["bbox"]}
+            out = {k: metrics[k] for k in METRIC_KINDS if k in metrics}
             if "per_class" in metrics:
                 out["per_class"] = metrics["per_class"]
             (self.run_dir / "metrics.json").write_text(json.dumps(out, indent=2))
@@ -297,7 +311,12 @@ class TimeBudgetHook(HookBase):
 
 
 def _flat(metrics: dict[str, Any]) -> dict[str, float]:
-    return {f"val/{kind}/{k}": float(v) for kind in ("segm", "bbox") for k, v in metrics[kind].items()}
+    out = {f"val/{kind}/{k}": float(v) for kind in ("segm", "bbox") if kind in metrics
+           for k, v in metrics[kind].items()}
+    for group, values in metrics.get("panoptic", {}).items():
+        if group in ("All", "Things", "Stuff"):
+            out.update({f"val/panoptic/{group}_{k}": float(v) for k, v in values.items()})
+    return out
 
 
 class TensorBoardHook(HookBase):

@@ -28,7 +28,7 @@ from instaseg.data.copy_paste import CopyPasteDataset, few_shot_subset
 from instaseg.data.transforms import build_transforms
 from instaseg.engine import distributed as du
 from instaseg.errors import CheckpointError, ConfigError
-from instaseg.models import get_model, get_model_builder
+from instaseg.models import get_model, get_model_builder, model_task
 from instaseg.models.checkpoint import load_checkpoint
 
 WEIGHT_KEYS = ("weights", "backbone_weights")
@@ -227,8 +227,40 @@ def _build_data(cfg: Config) -> tuple[Any, Any]:
     return train_ds, val_ds
 
 
-def _build_model(cfg: Config, num_classes: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+def panoptic_meta(dataset: Any) -> dict[str, Any]:
+    """``{"panoptic": {stuff_category_ids, thing_category_ids, categories}}`` for a panoptic dataset
+    (one with ``stuff_category_ids``), ``{}`` otherwise: checkpoint metadata the panoptic outputs need."""
+    stuff = getattr(dataset, "stuff_category_ids", None)
+    if stuff is None:
+        return {}
+    return {"panoptic": {
+        "stuff_category_ids": [int(c) for c in stuff],
+        "thing_category_ids": [int(c) for c in getattr(dataset, "thing_category_ids", [])],
+        "categories": [dict(c) for c in getattr(dataset, "panoptic_categories", [])],
+    }}
+
+
+def _panoptic_kwargs(cfg: Config, dataset: Any) -> dict[str, Any]:
+    """``num_stuff_classes`` for a panoptic model (ConfigError when the data has no stuff classes)."""
+    if model_task(cfg.model.name) != "panoptic":
+        return {}
+    stuff = getattr(dataset, "stuff_category_ids", None)
+    if not stuff:
+        raise ConfigError(
+            f"model {cfg.model.name!r} is panoptic but data.train {cfg.data.train!r} has no stuff classes "
+            "(use a panoptic dataset, e.g. shapes_panoptic or coco_panoptic:...)"
+        )
+    return {"num_stuff_classes": len(stuff)}
+
+
+def _build_model(
+    cfg: Config, num_classes: int, extra: dict[str, Any] | None = None
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     kwargs = dict(cfg.model.kwargs)
+    for key, value in (extra or {}).items():  # facts of the data, like num_classes
+        if key in kwargs and kwargs[key] != value:
+            raise ConfigError(f"config key 'model.kwargs.{key}' is {kwargs[key]} but the data gives {value}")
+        kwargs[key] = value
     if "num_classes" in kwargs and int(kwargs["num_classes"]) != num_classes:
         raise ConfigError(
             f"config key 'model.kwargs.num_classes' is {kwargs['num_classes']} but the data has "
@@ -288,7 +320,7 @@ def run_training(
     seed_everything(t.seed + rank)
 
     train_ds, val_ds = _build_data(cfg)
-    model, spec = _build_model(cfg, train_ds.num_classes)
+    model, spec = _build_model(cfg, train_ds.num_classes, _panoptic_kwargs(cfg, train_ds))
     if state is not None:
         model.load_state_dict(state["model"])
     use_cuda = device.type == "cuda"
@@ -355,6 +387,7 @@ def run_training(
         "class_names": list(train_ds.class_names),
         "category_ids": [int(c) for c in train_ds.category_ids],
         "config": config_to_dict(cfg),
+        **panoptic_meta(train_ds),
     }
     if du.is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)

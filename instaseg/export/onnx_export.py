@@ -28,7 +28,14 @@ from torch import nn
 from instaseg.errors import ConfigError
 from instaseg.export.graphs import export_graph, trace_inputs
 from instaseg.fileio import atomic_path
-from instaseg.predict.runtime import FORMAT_VERSION, INPUT_NAMES, MASK_THRESHOLD, META_PREFIX, OUTPUT_NAMES
+from instaseg.predict.runtime import (
+    FORMAT_VERSION,
+    INPUT_NAMES,
+    MASK_THRESHOLD,
+    META_PREFIX,
+    OUTPUT_NAMES,
+    PANOPTIC_OUTPUT_NAMES,
+)
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 16
@@ -45,6 +52,12 @@ OUTPUTS_DOC = {
     "masks": "float32 [K, M, M] probabilities relative to each box (mask_kind 'box': paste into the box); "
     "foreground where >= mask_thresh",
 }
+SEM_SEG_DOC = ("int64 [H, W] (panoptic models only): semantic argmax at the input size, 0 = things, "
+               "i = panoptic.stuff_category_ids[i - 1]; fuse with instaseg.ops.panoptic_fusion")
+
+
+def _is_panoptic(graph: nn.Module) -> bool:
+    return bool(getattr(graph, "panoptic", False))
 
 
 @dataclass
@@ -110,9 +123,12 @@ def build_metadata(graph: nn.Module, meta: dict[str, Any], *, opset: int) -> dic
         "score_thresh": str(float(graph.default_score_thresh)),
         "preprocessing": json.dumps(preprocessing),
         "inputs": json.dumps(INPUTS_DOC),
-        "outputs": json.dumps(OUTPUTS_DOC),
+        "outputs": json.dumps({**OUTPUTS_DOC, **({"sem_seg": SEM_SEG_DOC} if _is_panoptic(graph) else {})}),
         "opset": str(opset),
     }
+    if _is_panoptic(graph):  # what the predictor needs to fuse the outputs into a panoptic result
+        values["panoptic"] = json.dumps(_jsonable(meta.get("panoptic") or {}))
+        values["fusion"] = json.dumps(graph.model.fusion.to_dict())
     return {META_PREFIX + k: str(v) for k, v in values.items()}
 
 
@@ -167,12 +183,16 @@ def export_onnx(
     metadata = build_metadata(graph, dict(meta or {}), opset=int(opset))
     dynamic_axes = {"image": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in OUTPUT_NAMES}}
     dynamic_axes["masks"] = {0: "detections", 1: "mask_height", 2: "mask_width"}
+    output_names = list(OUTPUT_NAMES)
+    if _is_panoptic(graph):
+        output_names = list(PANOPTIC_OUTPUT_NAMES)
+        dynamic_axes["sem_seg"] = {0: "height", 1: "width"}
     with atomic_path(output) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings about torchvision's shape arithmetic
             torch.onnx.export(
                 graph, inputs, str(tmp), dynamo=False, opset_version=int(opset),
-                input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+                input_names=list(INPUT_NAMES), output_names=output_names,
                 dynamic_axes=dynamic_axes, do_constant_folding=True,
             )
         proto = onnx.load(str(tmp))
@@ -206,6 +226,10 @@ def verify_onnx(path: str | Path, graph: nn.Module, sizes: list[tuple[int, int]]
         got = session.run(None, {"image": image.numpy(), "score_thresh": thr.numpy()})
         check: dict[str, Any] = {"size": list(size), "torch": len(ref[0]), "onnx": len(got[0])}
         check.update(compare_detections(ref, got))
+        if len(ref) > len(OUTPUT_NAMES):  # panoptic: the semantic maps agree pixel for pixel (ties aside)
+            agree = float((ref[4] == got[4]).mean()) if ref[4].shape == got[4].shape else 0.0
+            check["sem_seg_agreement"] = agree
+            check["ok"] = bool(check["ok"] and agree >= 0.999)
         checks.append(check)
     return checks
 

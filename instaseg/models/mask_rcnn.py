@@ -321,9 +321,11 @@ def build_mask_rcnn(
     weights: str | Path | None = None,
     backbone_weights: str | Path | None = None,
     trainable_backbone_layers: int | None = None,
+    model_cls: type[InstanceMaskRCNN] = InstanceMaskRCNN,
     **kwargs: Any,
 ) -> InstanceMaskRCNN:
-    """Build ``variant`` (see the module docstring for the arguments). Unknown options are a
+    """Build ``variant`` (see the module docstring for the arguments) as a ``model_cls`` (a subclass
+    of :class:`InstanceMaskRCNN` with its constructor, e.g. Panoptic FPN). Unknown options are a
     ConfigError, checked (and weights read) before anything is built."""
     options = dict(variant.options)
     for key in list(kwargs):
@@ -348,7 +350,7 @@ def build_mask_rcnn(
     if rpn_head is None:
         rpn_head = RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0])
     featmaps, ratio = ["0", "1", "2", "3"], knobs["roi_sampling_ratio"]
-    model = InstanceMaskRCNN(
+    model = model_cls(
         backbone, num_classes, min_size=min_size, max_size=max_size,
         image_mean=list(image_mean or variant.mean), image_std=list(image_std or variant.std),
         rpn_anchor_generator=anchors, rpn_head=rpn_head,

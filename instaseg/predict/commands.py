@@ -65,6 +65,7 @@ def train(
     from instaseg.config import load_config
     from instaseg.engine import distributed as du
     from instaseg.engine.autoconfig import plan_training, write_plan
+    from instaseg.models import model_task
     from instaseg.predict.validation import train as run_training
 
     if resume is not None and config is not None:
@@ -87,18 +88,33 @@ def train(
         result = run_training(plan.config, output=output)
     else:
         cfg = load_config(config, overrides)
+        if model_task(cfg.model.name) == "video":  # detector on frames, then the association head
+            from instaseg.predict.video_train import train_video
+
+            video = train_video(cfg, output=output, log=typer.echo)
+            if du.is_main_process():
+                t = video.metrics["temporal"]
+                typer.echo(f"held-out video: VIS AP {t['AP']:.4f}, HOTA {t['HOTA']:.4f}, "
+                           f"ID switches {t['IDSW']} (IoU tracker {video.metrics['iou']['IDSW']})")
+                typer.echo(f"run directory: {video.run_dir}; video model: {video.checkpoint}")
+            return
         result = run_training(cfg, output=output)
     if plan is not None and du.is_main_process():
         write_plan(plan, result.run_dir, result.metrics, log=typer.echo)
     if not du.is_main_process() or result.metrics is None:
         return
-    segm, bbox = result.metrics["segm"], result.metrics["bbox"]
     if result.stop_reason:
         typer.echo(f"stopped early: {result.stop_reason}")
-    typer.echo(
-        f"held-out mask AP {segm['AP']:.4f} (AP50 {segm['AP50']:.4f}), "
-        f"box AP {bbox['AP']:.4f} (AP50 {bbox['AP50']:.4f}) after {result.iterations} iterations"
-    )
+    if "segm" in result.metrics:
+        segm, bbox = result.metrics["segm"], result.metrics["bbox"]
+        typer.echo(
+            f"held-out mask AP {segm['AP']:.4f} (AP50 {segm['AP50']:.4f}), "
+            f"box AP {bbox['AP']:.4f} (AP50 {bbox['AP50']:.4f}) after {result.iterations} iterations"
+        )
+    if "panoptic" in result.metrics:  # panoptic models: PQ (All / Things / Stuff)
+        pq = result.metrics["panoptic"]
+        typer.echo(f"held-out PQ {pq['All']['pq']:.4f} (things {pq['Things']['pq']:.4f}, stuff "
+                   f"{pq['Stuff']['pq']:.4f}) after {result.iterations} iterations")
     typer.echo(f"run directory: {result.run_dir}")
     typer.echo(
         f"  checkpoints/best.pt, checkpoints/last.pt, metrics.json, config.yaml, overlays/ "
@@ -132,6 +148,8 @@ def evaluate(
     analysis: bool = typer.Option(True, help="Also compute PQ, error analysis and the dashboard data."),
     num_samples: int = typer.Option(6, min=0, help="Sample pictures in the report."),
     figures: bool = typer.Option(True, help="Draw the dashboard and samples (else only JSON + HTML)."),
+    tracker: str = typer.Option(
+        "temporal", help="Video datasets: comma list of trackers to score (temporal, bytetrack, iou)."),
     panoptic_gt: str | None = typer.Option(
         None, "--panoptic-gt", help="COCO panoptic GT JSON:PNG_DIR[:IMAGE_DIR] (with --panoptic-pred)."
     ),
@@ -140,9 +158,16 @@ def evaluate(
     ),
 ) -> None:
     """Score a trained model (--checkpoint) or a COCO results file (--predictions) on a dataset, or
-    COCO panoptic predictions (--panoptic-pred) against --panoptic-gt (PQ as panopticapi)."""
+    COCO panoptic predictions (--panoptic-pred) against --panoptic-gt (PQ as panopticapi).
+
+    On a video dataset (video_shapes, ytvis): YouTube-VIS AP/AR, HOTA, CLEAR, IDF1 per tracker."""
     from instaseg.evaluation.summary import format_table
     from instaseg.predict import evaluate as E
+    from instaseg.predict.video_eval import is_video_spec, run_video_evaluate
+
+    if data is not None and is_video_spec(data):
+        run_video_evaluate(data, checkpoint, predictions, output, split, tracker, _log)
+        return
 
     if panoptic_gt is not None or panoptic_pred is not None:
         _evaluate_panoptic(panoptic_gt, panoptic_pred, output, figures=figures, num_samples=num_samples)

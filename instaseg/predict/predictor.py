@@ -32,9 +32,11 @@ from instaseg.errors import CheckpointError, ConfigError
 from instaseg.models.checkpoint import load_model
 from instaseg.ops import tiling
 from instaseg.ops.lowres import lowres_inference
+from instaseg.ops.panoptic_fusion import FusionParams, panoptic_fusion
 from instaseg.predict import runtime
 from instaseg.structures.instances import Instances
 from instaseg.structures.masks import rle_decode
+from instaseg.structures.panoptic import PanopticResult
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -241,6 +243,68 @@ class Predictor:
         return self.predict_torch(
             [tensor], score_thresh=score_thresh, max_detections=max_detections, classes=label_filter
         )[0]
+
+    # ------------------------------------------------------------------ panoptic
+    @property
+    def is_panoptic(self) -> bool:
+        """Whether the model gives panoptic outputs (``forward_panoptic`` and stuff classes in its meta)."""
+        return hasattr(self.model, "forward_panoptic") and bool(self.meta.get("panoptic"))
+
+    @property
+    def fusion(self) -> FusionParams:
+        """The panoptic fusion parameters: the model's own, else those of its spec's keywords."""
+        own = getattr(self.model, "fusion", None)
+        if isinstance(own, FusionParams):
+            return own
+        if self.meta.get("fusion"):  # an export's metadata
+            return FusionParams.from_kwargs(self.meta["fusion"])
+        return FusionParams.from_kwargs((self.meta.get("model_spec") or {}).get("kwargs"))
+
+    def predict_panoptic_torch(
+        self, images: list[Tensor], *, score_thresh: float | None = None
+    ) -> list[PanopticResult]:
+        """Panoptic segmentations of ``images`` (list of Tensor[3, H, W] RGB in [0, 1]), one
+        :class:`PanopticResult` per image: the instances (masks at ``mask_thresh``) and the semantic
+        map fused by :func:`instaseg.ops.panoptic_fusion.panoptic_fusion` with :attr:`fusion`.
+        ``score_thresh`` overrides the fusion's ``instances_score_thresh``. Category ids are the
+        dataset's original ids (things from ``category_ids``, stuff from the ``panoptic`` meta)."""
+        if not self.is_panoptic:
+            raise ConfigError(f"model {self.name} is not a panoptic model (no semantic branch or stuff ids)")
+        fusion = self.fusion
+        thr = fusion.instances_score_thresh if score_thresh is None else float(score_thresh)
+        stuff = [int(c) for c in self.meta["panoptic"]["stuff_category_ids"]]
+        batch = [img.to(self.device, torch.float32) for img in images]
+        with self.lock, torch.inference_mode(), torch.autocast(self.device.type, enabled=self.autocast):
+            raw = self.model.forward_panoptic(batch)
+        out = []
+        for img, det in zip(images, raw, strict=True):
+            det = dict(det)
+            sem = _to_cpu_tensor(det.pop("sem_seg")).long().numpy()
+            size = (int(img.shape[-2]), int(img.shape[-1]))
+            inst = self._instances(det, size, thr, self.max_detections, None)
+            cats = [self.category_id(int(label)) for label in inst.labels.tolist()]
+            out.append(panoptic_fusion(
+                inst.to_dense_masks(self.mask_thresh), inst.scores.numpy(), cats, sem, stuff,
+                overlap_threshold=fusion.overlap_threshold, stuff_area_thresh=fusion.stuff_area_thresh,
+                instances_score_thresh=thr,
+            ))
+        return out
+
+    def predict_panoptic(
+        self, image: np.ndarray | str | Path, *, score_thresh: float | None = None
+    ) -> PanopticResult:
+        """The panoptic segmentation of one image (``(H, W, 3)`` uint8 RGB or a path):
+        ``result.id_map`` int32 (H, W), 0 = VOID, and ``result.segments`` (category, isthing, score)."""
+        if isinstance(image, str | Path):
+            image = read_image(image)
+        return self.predict_panoptic_torch([image_to_tensor(image)], score_thresh=score_thresh)[0]
+
+    def category_names(self) -> dict[int, str]:
+        """Original category id -> name, things and (for panoptic models) stuff."""
+        names = {self.category_id(i): n for i, n in enumerate(self.class_names) if i}
+        for cat in (self.meta.get("panoptic") or {}).get("categories") or []:
+            names[int(cat["id"])] = str(cat["name"])
+        return names
 
     def predict_tiled(
         self,

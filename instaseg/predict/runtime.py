@@ -37,6 +37,7 @@ META_PREFIX = "instaseg."
 INPUT_NAMES = ("image", "score_thresh")
 FORMAT1_INPUT_NAMES = ("image", "score_threshold")
 OUTPUT_NAMES = ("boxes", "scores", "labels", "masks")
+PANOPTIC_OUTPUT_NAMES = (*OUTPUT_NAMES, "sem_seg")  # panoptic models: + the semantic argmax [H, W]
 MASK_THRESHOLD = 0.5
 EXTRA_FILE = "instaseg.json"  # TorchScript: the metadata file inside the archive
 IMAGE_MASK_SIZE = 56  # box-relative side for whole-image masks of earlier exports
@@ -111,6 +112,8 @@ def parse_metadata(props: dict[str, str], path: str | Path) -> dict[str, Any]:
             "score_thresh": float(ours["score_thresh"]),
             "preprocessing": json.loads(ours.get("preprocessing", "{}")),
             "opset": int(ours["opset"]) if "opset" in ours else None,
+            "panoptic": json.loads(ours["panoptic"]) if "panoptic" in ours else None,  # panoptic exports
+            "fusion": json.loads(ours["fusion"]) if "fusion" in ours else None,
         }
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: malformed instaseg metadata in the ONNX file ({exc})") from None
@@ -154,7 +157,7 @@ class ExportedDetector(ABC):
     def _run(self, images: list[Tensor], paste: bool) -> list[dict[str, Tensor]]:
         out = []
         for image in images:
-            boxes, scores, labels, masks = self.run_raw(image)
+            boxes, scores, labels, masks = self.run_raw(image)[:4]
             size = (int(image.shape[-2]), int(image.shape[-1]))
             out.append(raw_to_detections(boxes, scores, labels, masks, mask_kind=self.mask_kind,
                                          image_size=size, paste=paste))
@@ -168,6 +171,19 @@ class ExportedDetector(ABC):
         """Per image: boxes [K, 4], labels [K], scores [K], mask_lowres [K, M, M] box-relative."""
         return self._run(list(images), paste=False)
 
+    def forward_panoptic(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        """Panoptic exports: :meth:`forward_lowres`'s detections plus ``sem_seg`` int64 [H, W]."""
+        out = []
+        for image in images:
+            raw = self.run_raw(image)
+            if len(raw) < len(PANOPTIC_OUTPUT_NAMES):
+                raise CheckpointError(f"{self.meta.get('path')}: not a panoptic export (no sem_seg output)")
+            size = (int(image.shape[-2]), int(image.shape[-1]))
+            det = raw_to_detections(*raw[:4], mask_kind=self.mask_kind, image_size=size, paste=False)
+            det["sem_seg"] = _tensor(raw[4], torch.int64)
+            out.append(det)
+        return out
+
 
 class OnnxDetector(ExportedDetector):
     """An exported model in ONNX Runtime (``session``: an ``onnxruntime.InferenceSession``)."""
@@ -176,6 +192,7 @@ class OnnxDetector(ExportedDetector):
         super().__init__(meta, score_thresh=score_thresh)
         self.session = session
         self.input_names = [i.name for i in session.get_inputs()]  # format 1 or 2 (see INPUT_NAMES)
+        self.output_names = [o.name for o in session.get_outputs()]  # OUTPUT_NAMES (+ sem_seg: panoptic)
 
     def run_raw(self, image: Tensor | np.ndarray) -> list[np.ndarray]:
         array = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
@@ -184,7 +201,7 @@ class OnnxDetector(ExportedDetector):
             raise ValueError(f"expected an image Tensor[3, H, W], got shape {tuple(array.shape)}")
         image_name, thresh_name = self.input_names
         feeds = {image_name: array, thresh_name: np.array(self.score_thresh, dtype=np.float32)}
-        return self.session.run(list(OUTPUT_NAMES), feeds)
+        return self.session.run(self.output_names, feeds)
 
 
 class TorchScriptDetector(ExportedDetector):
@@ -240,7 +257,9 @@ def load_onnx_model(
     meta = parse_metadata(dict(session.get_modelmeta().custom_metadata_map), path)
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
-    if tuple(inputs) not in (INPUT_NAMES, FORMAT1_INPUT_NAMES) or outputs != list(OUTPUT_NAMES):
+    if tuple(inputs) not in (INPUT_NAMES, FORMAT1_INPUT_NAMES) or tuple(outputs) not in (
+        OUTPUT_NAMES, PANOPTIC_OUTPUT_NAMES
+    ):
         raise CheckpointError(
             f"{path}: unexpected graph signature (inputs {inputs}, outputs {outputs}); "
             f"expected inputs {list(INPUT_NAMES)} and outputs {list(OUTPUT_NAMES)}"

@@ -20,7 +20,9 @@ from instaseg.config import Config
 from instaseg.engine.launch import TrainResult, run_training
 from instaseg.errors import DataError
 from instaseg.evaluation.summary import coco_metrics, resolve_ground_truth, subset_gt
+from instaseg.models import model_task
 from instaseg.predict.dataset import FirstImages, Samples, predict_dataset
+from instaseg.predict.panoptic import PanopticValidator
 from instaseg.predict.predictor import Predictor
 
 
@@ -81,8 +83,12 @@ class PredictorValidator:
         return metrics, samples
 
 
-def make_validator(cfg: Config) -> PredictorValidator:
-    """The validation of a training run: ``data.val`` (``data.val_split``) with the ``eval`` section."""
+def make_validator(cfg: Config) -> PredictorValidator | PanopticValidator:
+    """The validation of a training run: ``data.val`` (``data.val_split``) with the ``eval`` section
+    (PQ for a panoptic model, COCO AP otherwise)."""
+    if model_task(cfg.model.name) == "panoptic":
+        return PanopticValidator(cfg.data.val, cfg.data.val_split, batch_size=cfg.eval.batch_size,
+                                 max_images=cfg.eval.max_images, num_samples=cfg.eval.num_overlays)
     return PredictorValidator(
         cfg.data.val,
         cfg.data.val_split,

@@ -41,7 +41,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from instaseg.errors import ConfigError, InstasegError
 from instaseg.ops.paste import dense_masks_to_rles
-from instaseg.structures.masks import rle_decode
+from instaseg.serve.video_jobs import add_video_routes
+from instaseg.structures.masks import rle_decode, rle_encode
+from instaseg.structures.panoptic import segments_info
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -226,6 +228,27 @@ def _encode_mask(rle: dict[str, Any], fmt: str) -> dict[str, Any]:
     return {"rle": rle}
 
 
+def _panoptic_response(predictor: Any, image: np.ndarray, score_thresh: float | None, fmt: str) -> dict:
+    """``/segment?task=panoptic``: every segment (things and stuff) with its category, ``isthing``,
+    ``score`` (things), ``area``, ``bbox`` XYWH and its mask (RLE or polygons); uncovered pixels are VOID."""
+    start = time.perf_counter()
+    result = predictor.predict_panoptic(image, score_thresh=score_thresh)
+    names = predictor.category_names()
+    segments = []
+    for info in segments_info(result):
+        rle = rle_encode(result.id_map == info["id"])
+        segments.append({
+            "id": info["id"], "category_id": info["category_id"],
+            "category_name": names.get(info["category_id"], str(info["category_id"])),
+            "isthing": bool(info["isthing"]), "score": round(info["score"], 5) if "score" in info else None,
+            "area": info["area"], "bbox": info["bbox"], **_encode_mask(rle, fmt),
+        })
+    h, w = image.shape[:2]
+    return {"image": {"width": w, "height": h}, "task": "panoptic", "segments": segments,
+            "num_segments": len(segments), "num_things": sum(s["isthing"] for s in segments),
+            "time_ms": round((time.perf_counter() - start) * 1000, 1)}
+
+
 def _parse_points(text: str | None, field: str, w: int, h: int, limit: int) -> np.ndarray:
     """JSON ``[[x, y], ...]`` -> float ``(P, 2)``; 422 for bad JSON, bad shape or points off the image."""
     if text is None or not text.strip():
@@ -347,6 +370,7 @@ def create_app(
                 "score_thresh": predictor.score_thresh,
                 "max_detections": predictor.max_detections,
                 "source": predictor.meta.get("path"),
+                "task": "panoptic" if predictor.is_panoptic else "instance",
             }
         return info
 
@@ -357,10 +381,16 @@ def create_app(
         max_detections: int | None = Query(None, ge=1, le=limits.max_detections),
         classes: str | None = Query(None, description="comma-separated class names or label ids"),
         format: Literal["rle", "polygon"] = Query("rle", description="mask encoding"),
+        task: Literal["instance", "panoptic"] = Query("instance", description="instances, or every pixel"),
     ) -> JSONResponse:
         if predictor is None:
             raise HTTPException(503, "no instance-segmentation model is loaded (start with --checkpoint)")
+        if task == "panoptic" and not predictor.is_panoptic:
+            raise HTTPException(400, f"task=panoptic needs a panoptic model; {predictor.name} is not one")
         data, name = await _read_upload(file)
+        if task == "panoptic":
+            return JSONResponse(await on_worker(lambda: _panoptic_response(
+                predictor, decode_upload(data, name, limits.max_pixels), score_thresh, format)))
 
         def work() -> dict[str, Any]:
             image = decode_upload(data, name, limits.max_pixels)
@@ -445,6 +475,8 @@ def create_app(
     @app.get("/", include_in_schema=False)
     async def demo_page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
+
+    add_video_routes(app, predictor, limits, lambda fn: worker.submit(timed, fn))  # /segment_video
 
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

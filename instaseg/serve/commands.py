@@ -60,6 +60,9 @@ def predict(
     no_overlays: bool = typer.Option(False, "--no-overlays", help="Only write results.json."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results.json."),
     threads: int | None = _THREADS,
+    tracker: str | None = typer.Option(
+        None, "--tracker", help="Video: temporal, bytetrack or iou; writes overlay.mp4, YouTube-VIS "
+        "results.json and MOTS tracks.txt (default: temporal for video models, a folder = frames)."),
     tile: int | None = typer.Option(
         None, "--tile", help="Predict large images on overlapping tiles of this many pixels (e.g. 640)."
     ),
@@ -88,6 +91,7 @@ def predict(
     import time
 
     from instaseg.predict.files import run_predict
+    from instaseg.predict.video import run_video, wants_video_pipeline
 
     if max_frames is not None and max_frames < 1:
         raise ConfigError(f"--max-frames must be >= 1, got {max_frames}")
@@ -109,11 +113,22 @@ def predict(
         raise ConfigError(f"--engine must be local or ray, got {engine!r}")
     _set_threads(threads)
     predictor = _predictor(checkpoint, backend, model, device, score_thresh, max_detections, classes)
+    kind = wants_video_pipeline(predictor, source, tracker)
+    if kind is not None:
+        run_video(predictor, source, output, tracker=kind, overlay=not no_overlays, max_frames=max_frames,
+                  log=lambda m: typer.echo(m, err=True))
+        return
     start = time.perf_counter()
-    summary = run_predict(
-        predictor, source, output, overwrite=overwrite, save_overlays=not no_overlays, max_frames=max_frames,
-        tile=tiling,
-    )
+    if predictor.is_panoptic:  # COCO panoptic PNG + JSON, semantic maps, panoptic overlays
+        from instaseg.predict.panoptic_files import run_predict_panoptic
+
+        if tiling is not None:
+            raise ConfigError("--tile is for instance models; a panoptic model predicts whole images")
+        summary = run_predict_panoptic(predictor, source, output, overwrite=overwrite,
+                                       save_overlays=not no_overlays)
+    else:
+        summary = run_predict(predictor, source, output, overwrite=overwrite, save_overlays=not no_overlays,
+                              max_frames=max_frames, tile=tiling)
     seconds = time.perf_counter() - start
     skipped = f", {summary.skipped} skipped" if summary.skipped else ""
     stills = summary.images - summary.frames

@@ -13,7 +13,14 @@ import math
 import pytest
 import torch
 
-from instaseg.models import InputSpec, InstanceSegmentationModel, get_model, get_model_builder, list_models
+from instaseg.models import (
+    InputSpec,
+    InstanceSegmentationModel,
+    get_model,
+    get_model_builder,
+    list_models,
+    model_task,
+)
 from instaseg.models.protocol import ExportGraph
 from tests.models.helpers import (
     empty_target,
@@ -52,6 +59,13 @@ def tiny_kwargs(name: str) -> dict:
     return kw
 
 
+def with_sem_seg(name: str, target: dict) -> dict:
+    """Panoptic models also train on ``sem_seg`` (0 on the objects, stuff class 1 elsewhere)."""
+    if model_task(name) != "panoptic":
+        return target
+    return {**target, "sem_seg": (~target["masks"].any(0)).long()}
+
+
 def built(name: str) -> torch.nn.Module:
     if name not in _CACHE:
         torch.manual_seed(0)
@@ -69,7 +83,8 @@ def _free_models():
 def test_train_forward_gives_finite_losses_and_gradients(name: str) -> None:
     model = built(name).train()
     image, target = make_sample(64, 64, seed=1)
-    losses = model([image, torch.rand(3, 48, 64)], [target, empty_target(48, 64)])
+    targets = [with_sem_seg(name, target), with_sem_seg(name, empty_target(48, 64))]
+    losses = model([image, torch.rand(3, 48, 64)], targets)
     assert isinstance(losses, dict) and losses
     for key, value in losses.items():
         assert value.ndim == 0 and math.isfinite(value.item()), (key, value)  # no NaN / inf
@@ -136,7 +151,9 @@ def test_input_spec_and_export_graph(name: str) -> None:
     assert isinstance(graph, ExportGraph) and graph.model is model and graph.mask_kind == "box"
     assert graph.default_score_thresh == model.score_thresh
     with torch.no_grad():
-        boxes, scores, labels, masks = graph(torch.rand(3, 40, 56), torch.tensor(0.0))
+        boxes, scores, labels, masks, *extra = graph(torch.rand(3, 40, 56), torch.tensor(0.0))
+    if model_task(name) == "panoptic":  # + the semantic map at the input size
+        assert len(extra) == 1 and extra[0].shape == (40, 56) and extra[0].dtype == torch.int64
     assert boxes.shape == (len(scores), 4) and labels.shape == scores.shape
     assert masks.ndim == 3 and masks.shape[0] == len(scores)
 
