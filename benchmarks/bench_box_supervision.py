@@ -79,9 +79,10 @@ def main() -> None:
                                "machine": "CPU-2c, loaded by parallel jobs", "arms": {}, "pseudo_masks": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
-        files = {}
-        for method in ("grabcut", "box"):
-            files[method] = tmpdir / f"{method}.json"
+        files = {"grabcut": tmpdir / "grabcut.json", "box": tmpdir / "box.json"}
+        wanted = args.arms.split(",")
+        needed = {"grabcut"} & set(wanted) | ({"box"} if {"box_fill", "box_loss"} & set(wanted) else set())
+        for method in sorted(needed):
             wall, cpu = time.perf_counter(), _cpu()
             results["pseudo_masks"][method] = _pseudo(spec, method, files[method])
             results["pseudo_masks"][method]["cpu_s"] = round(_cpu() - cpu, 1)
@@ -93,7 +94,7 @@ def main() -> None:
             "box_fill": (f"coco:{files['box']}", None, []),
             "box_loss": (f"coco:{files['box']}", None, ["train.supervision=boxes"]),
         }
-        for name in args.arms.split(","):
+        for name in wanted:
             train_spec, split, extra = arms[name]
             results["arms"][name] = _run(train_spec, split, spec, extra, args, tmpdir / name)
             print(name, results["arms"][name], flush=True)
