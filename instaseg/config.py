@@ -121,6 +121,8 @@ class OutputConfig:
     mlflow: bool = True
     mlflow_uri: str | None = None  # None: sqlite:///<parent of the run dir>/mlflow.db
     mlflow_experiment: str = "instaseg"
+    # Register the run's MLflow pyfunc model (logged as "model" in every MLflow run) under this name.
+    mlflow_register_name: str | None = None
     progress: bool = True  # tqdm progress bars
 
 

@@ -6,6 +6,8 @@ Specs (``FORMAT:ARGS``)::
     cityscapes:ROOT[:SPLIT]             leftImg8bit/ + gtFine/ *_instanceIds.png
     folder:ROOT                         images/+masks/, PNGImages/+PedMasks/ or <id>/images+<id>/masks
     shapes[:N[:SIZE]]                   synthetic shapes, N training images of SIZE x SIZE (default 1000, 128)
+    points_shapes[:N[:POINTS]]          synthetic indoor point-cloud scenes (default 200 scenes, 6000 points)
+    points:PATH                         point clouds: a .ply/.npz file, folder, glob, or S3DIS rooms
     video_shapes[:N[:FRAMES[:SIZE]]]    synthetic videos with track ids (default 40 videos, 16 frames, 128)
     ytvis:ANNOTATIONS.json[:FRAMES_DIR] YouTube-VIS videos (frames of every video, with track ids)
     shapes_panoptic[:N[:SIZE]]          the shapes as things on 2-3 textured stuff regions (panoptic)
@@ -180,6 +182,31 @@ def _carve(dataset: InstanceDataset, split: str | None, transform: Any) -> Insta
     return SplitDataset(dataset, split_8020(len(dataset), split), split=split, transform=transform)
 
 
+def _build_points_shapes(args: str, spec: str, split: str | None, transform: Any, options: dict) -> Any:
+    from instaseg.data.points.synthetic import SyntheticPointScenes
+
+    parts = args.split(":") if args else []
+    if len(parts) > 2:
+        raise ConfigError(f"dataset spec {spec!r}: expected points_shapes[:N[:POINTS]]")
+    n = _int_arg(parts[0], "N", spec) if parts and parts[0] else 200
+    points = _int_arg(parts[1], "POINTS", spec) if len(parts) > 1 else 6000
+    split = _check_split(split, ("train", "val", "test"), "points_shapes") or "train"
+    if split != "train":
+        n = max(1, n // 5)
+    return SyntheticPointScenes(n, points, split=split, transform=transform, **options)
+
+
+def _build_points(args: str, spec: str, split: str | None, transform: Any, options: dict) -> Any:
+    _need_path(args, "points", "points:FILE|FOLDER|GLOB")
+    from instaseg.data.points.files import PointFileDataset, list_point_files
+
+    paths = list_point_files(args)
+    split = _check_split(split, SPLITS_8020, "points")
+    if split is not None and len(paths) > 1:
+        paths = [paths[i] for i in split_8020(len(paths), split)]
+    return PointFileDataset(paths, transform=transform, **options)
+
+
 Builder = Callable[[str, str, "str | None", Any, dict], InstanceDataset]
 
 FORMATS: dict[str, tuple[Builder, str]] = {
@@ -187,6 +214,8 @@ FORMATS: dict[str, tuple[Builder, str]] = {
     "cityscapes": (_build_cityscapes, "cityscapes:ROOT[:SPLIT]  Cityscapes gtFine instanceIds"),
     "folder": (_build_folder, "folder:ROOT  images/+masks/, PNGImages/+PedMasks/, <id>/images+masks/"),
     "shapes": (_build_shapes, "shapes[:N[:SIZE]]  synthetic shapes, generated on the fly"),
+    "points_shapes": (_build_points_shapes, "points_shapes[:N[:POINTS]]  synthetic indoor point scenes"),
+    "points": (_build_points, "points:FILE|FOLDER|GLOB  point clouds (.ply, .npz, S3DIS rooms)"),
     "video_shapes": (_build_video_shapes,
                      "video_shapes[:N[:FRAMES[:SIZE]]]  synthetic videos with track ids"),
     "ytvis": (_build_ytvis, "ytvis:ANNOTATIONS.json[:FRAMES_DIR]  YouTube-VIS videos"),
@@ -211,6 +240,10 @@ def format_help() -> str:
 def detect_format(path: str | Path) -> str:
     """Guess the format of an existing path: ``.json`` file -> coco, Cityscapes layout, else folder."""
     p = Path(path)
+    if p.is_file() and p.suffix.lower() in (".ply", ".npz"):
+        return "points"
+    if p.is_dir() and ((p / "Annotations").is_dir() or any(p.glob("*.ply")) or any(p.glob("*.npz"))):
+        return "points"
     if p.is_file():
         if p.suffix.lower() == ".json":
             return "coco"

@@ -35,12 +35,25 @@ def _refuse_labelme(spec: str) -> None:
             )
 
 
+def _is_points(spec: str) -> bool:
+    """Whether ``spec`` names point clouds (``points_shapes``, ``points:``, .ply/.npz, S3DIS rooms)."""
+    from instaseg.data.build import parse_spec
+
+    try:
+        return parse_spec(spec)[0] in ("points", "points_shapes")
+    except Exception:  # the image path reports a bad spec with its own message
+        return False
+
+
 @data_app.command("check")
 def check_cmd(
     dataset: Annotated[str, typer.Argument(help=DATASET_HELP, show_default=False)],
     split: Annotated[str | None, typer.Option(help=SPLIT_HELP)] = None,
     max_examples: Annotated[int, typer.Option(help="Examples listed per problem kind.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Also write the JSON report to this file.")
+    ] = None,
 ) -> None:
     """Read every image and annotation and report problems with counts and examples.
 
@@ -48,9 +61,21 @@ def check_cmd(
     """
     from instaseg.data.check import check_spec
 
+    if _is_points(dataset):
+        from instaseg.data.build import build_dataset
+        from instaseg.data.points.check import check_points
+
+        report = check_points(build_dataset(dataset, split=split), dataset, max_examples=max_examples)
+        typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
+        if not report.ok:
+            raise typer.Exit(1)
+        return
     _refuse_labelme(dataset)
     report = check_spec(dataset, split=split, max_examples=max_examples)
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report.to_dict(), indent=2))
     if not report.ok:
         raise typer.Exit(1)
 
@@ -75,6 +100,12 @@ def stats_cmd(
 
     if preview is not None and preview.suffix.lower() != ".png":
         raise DataError(preview, "preview must be a .png file")
+    if _is_points(dataset):
+        from instaseg.data.points.check import format_point_stats, point_stats
+
+        pstats = point_stats(build_dataset(dataset, split=split), dataset)
+        typer.echo(json.dumps(pstats, indent=2) if as_json else format_point_stats(pstats))
+        return
     _refuse_labelme(dataset)
     ds = build_dataset(dataset, split=split)
     stats = compute_stats(ds, source=dataset if split is None else f"{dataset} (split {split})")

@@ -364,13 +364,20 @@ class TensorBoardHook(HookBase):
 
 class MLflowHook(HookBase):
     """MLflow tracking: params (the flattened config), per-epoch mean losses, val metrics, overlay
-    figures, and the final checkpoints as artifacts. A resumed run continues the same MLflow run."""
+    figures, and the final checkpoints as artifacts. A resumed run continues the same MLflow run.
 
-    def __init__(self, run_dir: Path, *, uri: str, experiment: str, params: dict[str, Any]) -> None:
+    Before the run ends, every hook with ``on_mlflow_run(mlflow, run_dir=..., register_name=...)``
+    is called (``instaseg train`` logs the pyfunc model there; the engine does not know predictors)."""
+
+    def __init__(
+        self, run_dir: Path, *, uri: str, experiment: str, params: dict[str, Any],
+        register_name: str | None = None,
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.uri = uri
         self.experiment = experiment
         self.params = params
+        self.register_name = register_name
         self.mlflow: Any = None
         self._sums: dict[str, float] = {}
         self._count = 0
@@ -428,10 +435,15 @@ class MLflowHook(HookBase):
         ckpt = self.run_dir / "checkpoints"
         for name in (BEST, LAST):
             if (ckpt / name).is_file():
-                self.mlflow.log_artifact(str(ckpt / name), artifact_path="model")
+                # "model" is the MLflow model's name (runs:/<id>/model): checkpoints go beside it
+                self.mlflow.log_artifact(str(ckpt / name), artifact_path="checkpoints")
         for name in ("metrics.json", "config.yaml"):
             if (self.run_dir / name).is_file():
                 self.mlflow.log_artifact(str(self.run_dir / name))
+        for h in self.trainer.hooks:
+            fn = getattr(h, "on_mlflow_run", None)
+            if fn is not None:
+                fn(self.mlflow, run_dir=self.run_dir, register_name=self.register_name)
         self.mlflow.end_run()
         self.mlflow = None
 

@@ -204,7 +204,29 @@ def resolve_image_size(cfg: Config) -> int:
     return size
 
 
+def is_points(cfg: Config) -> bool:
+    """Whether ``cfg`` trains a point-cloud model (task ``points``: no images, no image size)."""
+    return model_task(cfg.model.name) == "points"
+
+
+def _build_point_data(cfg: Config) -> tuple[Any, Any]:
+    from instaseg.data.points.augment import build_point_augment
+
+    d = cfg.data
+    train_ds = build_dataset(d.train, split=d.train_split, transform=build_point_augment(True, **d.augment))
+    val_ds = build_dataset(d.val, split=d.val_split)
+    if getattr(train_ds, "task", None) != "points" or getattr(val_ds, "task", None) != "points":
+        raise ConfigError(f"model {cfg.model.name!r} reads point clouds: data.train and data.val must be "
+                          "point datasets (points_shapes[:N[:POINTS]] or points:PATH)")
+    return train_ds, val_ds
+
+
 def _build_data(cfg: Config) -> tuple[Any, Any]:
+    if is_points(cfg):
+        train_ds, val_ds = _build_point_data(cfg)
+        if list(train_ds.class_names) != list(val_ds.class_names) or len(train_ds) == 0:
+            raise ConfigError(f"data.train {cfg.data.train!r}: empty, or classes differ from data.val")
+        return train_ds, val_ds
     d = cfg.data
     assert d.image_size is not None, "resolve_image_size runs first"
     augment = dict(d.augment)
@@ -308,7 +330,9 @@ def run_training(
         cfg, run_dir, state = load_resume(resume, output, overrides or [])
     else:
         cfg = merge_overrides(cfg or Config(), overrides or [])
-    cfg.data.image_size = resolve_image_size(cfg)  # the resolved value goes into config.yaml
+    points = is_points(cfg)
+    if not points:
+        cfg.data.image_size = resolve_image_size(cfg)  # the resolved value goes into config.yaml
     device = pick_device(cfg.train.device)
     distributed = du.init_distributed(device)
     if state is None:
@@ -320,12 +344,14 @@ def run_training(
     seed_everything(t.seed + rank)
 
     train_ds, val_ds = _build_data(cfg)
+    if points and "stuff_classes" in inspect.signature(get_model_builder(cfg.model.name)).parameters:
+        cfg.model.kwargs.setdefault("stuff_classes", list(train_ds.stuff_classes))
     model, spec = _build_model(cfg, train_ds.num_classes, _panoptic_kwargs(cfg, train_ds))
     if state is not None:
         model.load_state_dict(state["model"])
     use_cuda = device.type == "cuda"
     model.to(device)
-    if use_cuda and t.channels_last:
+    if use_cuda and t.channels_last and not points:
         model.to(memory_format=torch.channels_last)
     module = model
     if distributed:
@@ -362,7 +388,7 @@ def run_training(
         accumulate=t.accumulate,
         scales=list(cfg.data.scales),
         amp=amp,
-        channels_last=use_cuda and t.channels_last,
+        channels_last=use_cuda and t.channels_last and not points,
     )
     trainer = Trainer(
         model=model,
@@ -439,7 +465,8 @@ def run_training(
         params = _flatten(config_to_dict(cfg))
         hooks.append(
             H.MLflowHook(
-                run_dir, uri=_mlflow_uri(cfg, run_dir), experiment=cfg.output.mlflow_experiment, params=params
+                run_dir, uri=_mlflow_uri(cfg, run_dir), experiment=cfg.output.mlflow_experiment,
+                params=params, register_name=cfg.output.mlflow_register_name,
             )
         )
     trainer.register_hooks(hooks + extra)

@@ -12,7 +12,17 @@
 built-in models (the model modules below import only the registry, never this package's names).
 """
 
-from instaseg.models import mask_rcnn, panoptic_fpn, simple_fpn, solov2, video_rcnn, yolact  # noqa: F401  (they register)
+from instaseg.models import (  # noqa: F401  (they register)
+    click,
+    dbscan_points,
+    mask_rcnn,
+    panoptic_fpn,
+    pointgroup,
+    simple_fpn,
+    solov2,
+    video_rcnn,
+    yolact,
+)
 from instaseg.models.protocol import InputSpec, InstanceSegmentationModel
 from instaseg.models.registry import (
     TASKS,

@@ -101,10 +101,18 @@ def train(
         result = run_training(cfg, output=output)
     if plan is not None and du.is_main_process():
         write_plan(plan, result.run_dir, result.metrics, log=typer.echo)
+    if du.is_main_process() and result.metrics is None:  # e.g. a click model: evaluate-interactive scores it
+        typer.echo(f"run directory: {result.run_dir} (checkpoints/last.pt)")
     if not du.is_main_process() or result.metrics is None:
         return
     if result.stop_reason:
         typer.echo(f"stopped early: {result.stop_reason}")
+    if result.metrics.get("task") == "points":
+        segm, bbox = result.metrics["segm"], result.metrics["bbox"]
+        typer.echo(f"held-out point AP {segm['AP']:.4f} (AP50 {segm['AP50']:.4f}, AP25 {segm['AP25']:.4f}), "
+                   f"class-agnostic AP {bbox['AP']:.4f} after {result.iterations} iterations")
+        typer.echo(f"run directory: {result.run_dir}")
+        return
     if "segm" in result.metrics:
         segm, bbox = result.metrics["segm"], result.metrics["bbox"]
         typer.echo(
@@ -148,6 +156,12 @@ def evaluate(
     analysis: bool = typer.Option(True, help="Also compute PQ, error analysis and the dashboard data."),
     num_samples: int = typer.Option(6, min=0, help="Sample pictures in the report."),
     figures: bool = typer.Option(True, help="Draw the dashboard and samples (else only JSON + HTML)."),
+    metrics_file: Path | None = typer.Option(
+        None, "--metrics-file", help="Write the headline metrics (segm, bbox, PQ) as JSON (DVC metrics)."
+    ),
+    plots_dir: Path | None = typer.Option(
+        None, "--plots-dir", help="Write pr_curve.csv and per_class_ap.json here (DVC plots)."
+    ),
     tracker: str = typer.Option(
         "temporal", help="Video datasets: comma list of trackers to score (temporal, bytetrack, iou)."),
     panoptic_gt: str | None = typer.Option(
@@ -175,6 +189,17 @@ def evaluate(
     if data is None:
         raise ConfigError("evaluate needs --data DATASET (or --panoptic-gt and --panoptic-pred)")
 
+    if checkpoint is not None and _is_point_checkpoint(checkpoint):
+        from instaseg.evaluation.points_ap import format_points_table
+        from instaseg.predict.points import evaluate_points_checkpoint
+
+        metrics = evaluate_points_checkpoint(
+            checkpoint, data, split=split, output=output, max_scenes=max_images,
+            num_renders=num_samples if figures else 0, log=_log,
+        )
+        print(format_points_table({**metrics["segm"], "per_class": metrics["per_class"]}))
+        return
+
     kinds = E.parse_iou_types(iou_types)
     result = E.evaluate(
         data, checkpoint=checkpoint, predictions=predictions, split=split, batch_size=batch_size,
@@ -189,6 +214,17 @@ def evaluate(
             write_results=checkpoint is not None, figures=figures, num_samples=num_samples,
         )
         _log(f"report: {written['html']} ({len(written) - 2} files, metrics in {written['metrics']})")
+    if metrics_file is not None or plots_dir is not None:
+        for path in E.write_pipeline_outputs(result, metrics_file=metrics_file, plots_dir=plots_dir):
+            _log(f"wrote {path}")
+
+
+def _is_point_checkpoint(checkpoint: Path) -> bool:
+    from instaseg.models import model_task
+    from instaseg.models.checkpoint import load_checkpoint
+
+    spec = load_checkpoint(checkpoint).get("model_spec") or {}
+    return isinstance(spec, dict) and model_task(str(spec.get("name"))) == "points"
 
 
 def _evaluate_panoptic(
@@ -208,6 +244,9 @@ def _evaluate_panoptic(
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
+    from instaseg.predict import interactive_commands
+
     app.command("train")(train)
     app.command("evaluate")(evaluate)
     active_commands.register(app)
+    interactive_commands.register(app)

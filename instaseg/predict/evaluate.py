@@ -15,6 +15,7 @@ from instaseg.evaluation.coco import IOU_TYPES, STAT_NAMES, evaluate_results
 from instaseg.evaluation.report import write_report
 from instaseg.evaluation.results import load_results
 from instaseg.evaluation.summary import EvalReport, full_report, resolve_ground_truth, subset_gt
+from instaseg.evaluation.tables import headline_metrics, per_class_rows, pr_curve_rows, write_csv
 from instaseg.models.checkpoint import load_model
 from instaseg.predict.dataset import FirstImages, map_labels, predict_dataset
 from instaseg.predict.predictor import Predictor, check_device
@@ -160,3 +161,28 @@ def write_evaluation(
         title=title,
         num_samples=num_samples,
     )
+
+
+def write_pipeline_outputs(
+    evaluation: Evaluation, *, metrics_file: str | Path | None = None, plots_dir: str | Path | None = None
+) -> list[Path]:
+    """The files a DVC pipeline tracks: ``metrics_file`` (the headline metrics, see
+    :func:`~instaseg.evaluation.tables.headline_metrics`) and in ``plots_dir`` ``pr_curve.csv``
+    (mask and box precision at 101 recall points, IoU 0.5 and 0.75) and ``per_class_ap.json``."""
+    written = []
+    metrics = evaluation.report.metrics
+    if metrics_file is not None:
+        path = Path(metrics_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(headline_metrics(metrics), indent=2))
+        written.append(path)
+    if plots_dir is not None:
+        out = Path(plots_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for kind, ev in evaluation.report.evals.items():
+            name = "pr_curve.csv" if kind == "segm" else f"pr_curve_{kind}.csv"
+            written.append(write_csv(out / name, pr_curve_rows(ev)))
+        path = out / "per_class_ap.json"
+        path.write_text(json.dumps(per_class_rows(metrics), indent=2))
+        written.append(path)
+    return written

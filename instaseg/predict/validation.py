@@ -18,9 +18,11 @@ from torch import nn
 
 from instaseg.config import Config
 from instaseg.engine.launch import TrainResult, run_training
+from instaseg.engine.trainer import HookBase
 from instaseg.errors import DataError
 from instaseg.evaluation.summary import coco_metrics, resolve_ground_truth, subset_gt
 from instaseg.models import model_task
+from instaseg.models.registry import list_models
 from instaseg.predict.dataset import FirstImages, Samples, predict_dataset
 from instaseg.predict.panoptic import PanopticValidator
 from instaseg.predict.predictor import Predictor
@@ -83,9 +85,13 @@ class PredictorValidator:
         return metrics, samples
 
 
-def make_validator(cfg: Config) -> PredictorValidator | PanopticValidator:
+def make_validator(cfg: Config) -> Any:
     """The validation of a training run: ``data.val`` (``data.val_split``) with the ``eval`` section
-    (PQ for a panoptic model, COCO AP otherwise)."""
+    (PQ for a panoptic model, point AP for a point-cloud model, COCO AP otherwise)."""
+    if model_task(cfg.model.name) == "points":
+        from instaseg.predict.points import PointValidator
+
+        return PointValidator(cfg.data.val, cfg.data.val_split, max_scenes=cfg.eval.max_images)
     if model_task(cfg.model.name) == "panoptic":
         return PanopticValidator(cfg.data.val, cfg.data.val_split, batch_size=cfg.eval.batch_size,
                                  max_images=cfg.eval.max_images, num_samples=cfg.eval.num_overlays)
@@ -100,6 +106,20 @@ def make_validator(cfg: Config) -> PredictorValidator | PanopticValidator:
     )
 
 
+class MLflowModelHook(HookBase):
+    """Logs the run's model as an MLflow pyfunc model (:mod:`instaseg.predict.mlflow_model`) when the
+    engine's MLflow run ends, registered as ``output.mlflow_register_name`` when set."""
+
+    def __init__(self, score_thresh: float = 0.5) -> None:
+        self.score_thresh = score_thresh
+
+    def on_mlflow_run(self, mlflow: Any, *, run_dir: Path, register_name: str | None) -> None:
+        # Imported here: mlflow.pyfunc costs seconds, and only runs that track to MLflow need it.
+        from instaseg.predict.mlflow_model import log_model
+
+        log_model(run_dir, register_name=register_name, score_thresh=self.score_thresh)
+
+
 def train(
     cfg: Config | None = None,
     *,
@@ -109,7 +129,19 @@ def train(
     hooks: list[Any] | None = None,
 ) -> TrainResult:
     """:func:`~instaseg.engine.launch.run_training` validated by :class:`PredictorValidator` (what
-    ``instaseg train`` runs)."""
+    ``instaseg train`` runs). Interactive (click) models are not validated here: their metric is the
+    click protocol of ``instaseg evaluate-interactive``."""
+    if resume is None:
+        name = (cfg or Config()).model.name
+    else:  # the resumed run's own model
+        from instaseg.engine.launch import resolve_resume
+        from instaseg.models.checkpoint import load_checkpoint
+
+        saved = load_checkpoint(resolve_resume(resume)[1]).get("config") or {}
+        name = str(saved.get("model", {}).get("name", ""))
+    interactive = bool(name) and name in list_models("interactive")
     return run_training(
-        cfg, output=output, resume=resume, overrides=overrides, hooks=hooks, make_validator=make_validator
+        cfg, output=output, resume=resume, overrides=overrides,
+        hooks=[*(hooks or []), *([] if interactive else [MLflowModelHook()])],
+        make_validator=None if interactive else make_validator,
     )

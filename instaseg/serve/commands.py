@@ -112,6 +112,14 @@ def predict(
     if engine != "local":
         raise ConfigError(f"--engine must be local or ray, got {engine!r}")
     _set_threads(threads)
+    from instaseg.predict.points import is_point_source, run_point_predict
+
+    if is_point_source(source):  # point clouds: PLY + JSON + PNG per scene (docs/points.md)
+        if checkpoint is None:
+            raise ConfigError("point clouds need --checkpoint (a point model's run directory or checkpoint)")
+        run_point_predict(checkpoint, source, output, renders=not no_overlays, viewer=not no_overlays,
+                          log=typer.echo)
+        return
     predictor = _predictor(checkpoint, backend, model, device, score_thresh, max_detections, classes)
     kind = wants_video_pipeline(predictor, source, tracker)
     if kind is not None:
@@ -182,6 +190,7 @@ def _serve(
     *, checkpoint: Path | None, backend: str, model: Path | None, device: str, score_thresh: float,
     max_detections: int, sam_checkpoint: Path | None, sam_model_type: str | None, host: str, port: int,
     max_upload_mb: float, max_megapixels: float, max_queue: int, threads: int | None, demo: bool,
+    click_model: Path | None = None,
 ) -> None:
     import uvicorn
 
@@ -195,7 +204,8 @@ def _serve(
     if max_queue < 0:
         raise ConfigError(f"--max-queue must be >= 0, got {max_queue}")
     _set_threads(threads)
-    interactive = build_interactive(sam_checkpoint, sam_model_type=sam_model_type, device=device)
+    interactive = build_interactive(sam_checkpoint, sam_model_type=sam_model_type, device=device,
+                                    model_checkpoint=click_model)
     predictor = _predictor(checkpoint, backend, model, device, score_thresh, max_detections, None)
     limits = ServiceLimits(
         max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=int(max_megapixels * 1_000_000),
@@ -226,6 +236,10 @@ def _service_command(*, demo: bool, doc: str) -> Callable[..., None]:
             None, "--sam-checkpoint", help="SAM checkpoint for click prompts (needs segment-anything)."
         ),
         sam_model_type: str | None = typer.Option(None, "--sam-model-type", help="vit_b | vit_l | vit_h."),
+        click_model: Path | None = typer.Option(
+            None, "--click-model",
+            help="Run directory of a trained click model (configs/interactive.yaml) for click prompts.",
+        ),
         host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only)."),
         port: int = typer.Option(8000, "--port"),
         max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", help="Largest accepted upload."),
@@ -241,6 +255,7 @@ def _service_command(*, demo: bool, doc: str) -> Callable[..., None]:
             score_thresh=score_thresh, max_detections=max_detections, sam_checkpoint=sam_checkpoint,
             sam_model_type=sam_model_type, host=host, port=port, max_upload_mb=max_upload_mb,
             max_megapixels=max_megapixels, max_queue=max_queue, threads=threads, demo=demo,
+            click_model=click_model,
         )
 
     command.__doc__ = doc

@@ -52,10 +52,11 @@ def test_cli_train_writes_run_dir(tmp_path: Path, capsys: pytest.CaptureFixture[
     ml_run = client.get_run((run / "mlflow_run_id.txt").read_text().strip())
     assert ml_run.data.params["train.epochs"] == "2" and ml_run.info.status == "FINISHED"
     assert "val_segm_AP" in ml_run.data.metrics and "train_loss" in ml_run.data.metrics
-    assert {a.path for a in client.list_artifacts(ml_run.info.run_id, "model")} == {
-        "model/best.pt",
-        "model/last.pt",
+    assert {a.path for a in client.list_artifacts(ml_run.info.run_id, "checkpoints")} == {
+        "checkpoints/best.pt",
+        "checkpoints/last.pt",
     }
+    assert client.search_logged_models([ml_run.info.experiment_id])[0].name == "model"  # the pyfunc
     model, meta = load_model(run)  # best.pt rebuilds through the registry
     assert meta["class_names"] == ["background", "circle", "square", "triangle"]
     assert not model.training

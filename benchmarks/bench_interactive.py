@@ -1,0 +1,117 @@
+"""Interactive segmentation in clicks: a trained click model (click_lite0) vs the GrabCut backend.
+
+Trains one click model per dataset through the engine (``configs/interactive.yaml``) on one CPU
+thread, under a CPU-time budget (15 CPU-minutes for both together), then runs the same click protocol
+(``instaseg evaluate-interactive``'s code) for every backend on Penn-Fudan's val split and on the
+nuclei val split. Run from the repository root:
+
+    INSTASEG_DATA=/path/to/data .venv/bin/python benchmarks/bench_interactive.py
+    ... --stage eval --runs DIR   # evaluate models trained before
+
+Writes benchmarks/results/interactive.json (+ miou_vs_clicks_<dataset>.png beside it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from instaseg.config import load_config
+from instaseg.data.build import build_dataset
+from instaseg.engine.trainer import HookBase
+from instaseg.evaluation.clicks import format_table, plot_curves
+from instaseg.predict.interactive import ClickSegmenter, ModelSegmenter
+from instaseg.predict.interactive_eval import evaluate_backend
+from instaseg.predict.validation import train
+
+DATA = os.environ.get("INSTASEG_DATA", "../shared/data")
+# name: (train/val spec, CPU-minute budget, overrides)
+DATASETS = {
+    "pennfudan": (f"folder:{DATA}/pennfudan", 10.0, ["train.max_iters=420"]),
+    "nuclei": (f"folder:{DATA}/nuclei", 5.0, ["train.max_iters=260", "model.kwargs.max_size=256"]),
+}
+
+
+class CpuBudgetHook(HookBase):
+    """Stop training once this process has used ``minutes`` of CPU time since training started."""
+
+    def __init__(self, minutes: float) -> None:
+        self.limit = minutes * 60.0
+        self.start = 0.0
+
+    def before_train(self) -> None:
+        self.start = time.process_time()
+
+    def after_step(self) -> None:
+        if time.process_time() - self.start >= self.limit:
+            self.trainer.request_stop(f"CPU budget of {self.limit / 60:.1f} min used")
+
+
+def train_one(name: str, runs: Path) -> dict:
+    spec, minutes, overrides = DATASETS[name]
+    keys = [f"data.train={spec}", f"data.val={spec}", "output.progress=false", "train.log_period=20"]
+    cfg = load_config("configs/interactive.yaml", [*keys, *overrides])
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    result = train(cfg, output=runs / name, hooks=[CpuBudgetHook(minutes)])
+    cpu, wall = (time.process_time() - cpu0) / 60, (time.perf_counter() - wall0) / 60
+    return {"run": str(result.run_dir), "iterations": result.iterations, "stop_reason": result.stop_reason,
+            "cpu_minutes": cpu, "wall_minutes": wall, "budget_cpu_minutes": minutes}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", choices=("train", "eval", "all"), default="all")
+    parser.add_argument("--runs", type=Path, default=Path("runs/bench_interactive"))
+    parser.add_argument("--datasets", default="pennfudan,nuclei")
+    parser.add_argument("--max-clicks", type=int, default=20)
+    parser.add_argument("--max-per-image", type=int, default=None)
+    parser.add_argument("--max-objects", type=int, default=None)
+    parser.add_argument("--backends", default="click_lite0,grabcut")
+    parser.add_argument("--stop-iou", type=float, default=0.90,
+                        help="stop clicking an object once IoU >= this (NoC@85/90 unchanged; later mIoU@k "
+                        "keep the last IoU); 0 runs all clicks")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/interactive.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    names = [n for n in args.datasets.split(",") if n]
+    out = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    out.update({"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                "loaded by parallel jobs", "torch_threads": 1, "date": time.strftime("%Y-%m-%d")})
+    out.setdefault("training", {})
+    out.setdefault("evaluation", {})
+    if args.stage in ("train", "all"):
+        for name in names:
+            out["training"][name] = train_one(name, args.runs)
+            print(name, out["training"][name], flush=True)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(out, indent=1))
+    if args.stage in ("eval", "all"):
+        for name in names:
+            spec = DATASETS[name][0]
+            dataset = build_dataset(spec, split="val")
+            results = out["evaluation"].get(name, {})
+            for backend in args.backends.split(","):
+                seg = ModelSegmenter(args.runs / name) if backend == "click_lite0" else ClickSegmenter()
+                results[backend], _ = evaluate_backend(
+                    seg, dataset, max_clicks=args.max_clicks, max_per_image=args.max_per_image,
+                    max_objects=args.max_objects, stop_iou=args.stop_iou or None, log=print)
+                print(name, backend, {k: v for k, v in results[backend].items() if k != "mIoU@k"}, flush=True)
+            if "grabcut" in results and "click_lite0" in results:
+                g85, m85 = results["grabcut"]["NoC@85"], results["click_lite0"]["NoC@85"]
+                results["fewer_clicks_than_grabcut@85"] = round(1 - m85 / g85, 4)
+            out["evaluation"][name] = results
+            print(format_table({k: v for k, v in results.items() if isinstance(v, dict)}))
+            plot_curves({k: v for k, v in results.items() if isinstance(v, dict)},
+                        str(args.out.with_name(f"miou_vs_clicks_{name}.png")), title=f"{name} val")
+            args.out.write_text(json.dumps(out, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

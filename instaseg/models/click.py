@@ -1,0 +1,274 @@
+"""A trainable click model (RITM-style): image crop + click disks + previous mask -> mask logits.
+
+The network sees one square crop around the object (``crop_size`` x ``crop_size``): RGB, a disk map of
+the positive clicks, one of the negative clicks and the previous mask. The click/mask maps are added
+to the stem features of an EfficientNet-Lite0 trunk (RITM's "Conv1S" fusion keeps the pretrained RGB
+path intact); a small top-down decoder predicts logits at stride 4, upsampled to the crop.
+
+Crops are axis-aligned squares ``(x0, y0, side)`` in image pixels (they may leave the image: outside
+is zero). :func:`crop_matrix` maps crop pixel centres to image pixel coordinates, so cropping and
+pasting back are one ``cv2.warpAffine`` each.
+
+Training (``model(images, targets)``, the engine's contract) simulates the user: per image one
+random instance, a crop around it (or, sometimes, around the whole image: the first click of a
+session is answered on the whole image, see :class:`instaseg.predict.interactive.ModelSegmenter`),
+a first click, then 0..``max_train_clicks`` no-grad rounds that each add the protocol's next click on
+the current error (:func:`instaseg.ops.clicks.next_click` picks the same point in the crop),
+and a final round with the loss (BCE + soft IoU).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from instaseg.models.backbones import MultiScaleBackbone
+from instaseg.models.registry import register_model
+
+CropBox = tuple[float, float, float]
+"""``(x0, y0, side)``: a square crop's top-left corner and side in image pixels."""
+
+
+def crop_matrix(box: CropBox, size: int) -> np.ndarray:
+    """``(2, 3)`` affine matrix mapping crop pixel ``(j, i)`` (of a ``size`` crop) to image ``(x, y)``,
+    pixel centres aligned: the crop samples the square ``box`` evenly."""
+    x0, y0, side = box
+    a = side / size
+    return np.array([[a, 0.0, x0 + 0.5 * a - 0.5], [0.0, a, y0 + 0.5 * a - 0.5]], dtype=np.float64)
+
+
+def crop_image(image: np.ndarray, box: CropBox, size: int, *, nearest: bool = False) -> np.ndarray:
+    """The ``size`` x ``size`` crop of ``image`` (``(H, W[, C])``, any dtype cv2 warps) over ``box``;
+    zero outside the image."""
+    import cv2
+
+    flags = (cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR) | cv2.WARP_INVERSE_MAP
+    return cv2.warpAffine(image, crop_matrix(box, size), (size, size), flags=flags,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def paste_crop(values: np.ndarray, box: CropBox, height: int, width: int) -> np.ndarray:
+    """Paste a ``(S, S)`` float map computed on crop ``box`` into an ``(height, width)`` image
+    (bilinear; 0 outside the crop)."""
+    import cv2
+
+    size = values.shape[0]
+    return cv2.warpAffine(values.astype(np.float32), crop_matrix(box, size), (width, height),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def square_around(x1: float, y1: float, x2: float, y2: float, *, expand: float = 1.4,
+                  min_side: float = 24.0) -> CropBox:
+    """A square crop centred on the XYXY box, its side ``expand`` times the longer box side (at least
+    ``min_side``)."""
+    side = max((x2 - x1) * expand, (y2 - y1) * expand, min_side)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    return cx - side / 2, cy - side / 2, side
+
+
+def whole_image_box(height: int, width: int) -> CropBox:
+    """The square crop covering the whole image, centred."""
+    side = float(max(height, width))
+    return (width - side) / 2, (height - side) / 2, side
+
+
+def to_crop_points(points: np.ndarray, box: CropBox, size: int) -> np.ndarray:
+    """Image ``(x, y)`` points ``(P, 2)`` in crop pixel coordinates (inverse of :func:`crop_matrix`)."""
+    x0, y0, side = box
+    a = side / size
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    return np.stack([(pts[:, 0] + 0.5 - x0) / a - 0.5, (pts[:, 1] + 0.5 - y0) / a - 0.5], axis=1)
+
+
+def click_disks(points: np.ndarray, labels: np.ndarray, size: int, radius: float) -> np.ndarray:
+    """``(2, size, size)`` float32 maps: disks of ``radius`` around the positive (channel 0) and the
+    negative (channel 1) crop-pixel points ``(P, 2)`` ``(x, y)``; points off the crop draw nothing."""
+    maps = np.zeros((2, size, size), dtype=np.float32)
+    if len(points) == 0:
+        return maps
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    for (x, y), lab in zip(np.asarray(points, dtype=np.float32), np.asarray(labels), strict=True):
+        ch = 0 if int(lab) == 1 else 1
+        maps[ch] = np.maximum(maps[ch], ((xs - x) ** 2 + (ys - y) ** 2 <= radius * radius))
+    return maps
+
+
+def _conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class ClickSegModel(nn.Module):
+    """RITM-style click model on a crop (see the module docstring).
+
+    Args:
+        crop_size: side of the square crop the network sees.
+        max_size: longest image side in training (the engine resizes training images to it).
+        backbone_weights: None, ``"imagenet"`` (the EfficientNet-Lite0 file shipped offline) or a file.
+        max_train_clicks: most no-grad click rounds before the loss round in training.
+        whole_image_p: fraction of training crops that cover the whole image instead of the object.
+        num_classes: accepted for the engine's contract; the model is class-agnostic.
+    """
+
+    task = "interactive"
+
+    def __init__(self, *, crop_size: int = 160, max_size: int = 512, backbone_weights: Any = None,
+                 max_train_clicks: int = 3, whole_image_p: float = 0.25, num_classes: int = 2) -> None:
+        super().__init__()
+        self.crop_size, self.max_size = int(crop_size), int(max_size)
+        self.max_train_clicks, self.whole_image_p = int(max_train_clicks), float(whole_image_p)
+        self.num_classes = num_classes
+        self.radius = max(3.0, crop_size / 32)
+        trunk = MultiScaleBackbone("efficientnet_lite0", weights=backbone_weights)
+        self.net = trunk.stem  # EfficientNetLite0: _conv_stem, _bn0, _blocks, taps
+        self.register_buffer("mean", torch.tensor(trunk.pixel_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(trunk.pixel_std).view(1, 3, 1, 1), persistent=False)
+        # Click/mask maps enter after the stem conv (32 channels, stride 2); zero-initialised so the
+        # pretrained trunk starts unchanged.
+        self.maps_in = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(inplace=True),
+                                     nn.Conv2d(16, 32, 3, 1, 1))
+        nn.init.zeros_(self.maps_in[2].weight)
+        nn.init.zeros_(self.maps_in[2].bias)
+        self.lat = nn.ModuleList([nn.Conv2d(c, 64, 1) for c in (24, 40, 112, 320)])
+        self.head = nn.Sequential(_conv(64 + 3, 48), _conv(48, 48), nn.Conv2d(48, 1, 1))
+        self.stride4_block = 2  # index of the last 24-channel (stride 4) block of Lite0
+
+    def forward_crops(self, crops: Tensor, maps: Tensor) -> Tensor:
+        """Mask logits ``(B, 1, S, S)`` for crops ``(B, 3, S, S)`` RGB in [0, 1] and maps ``(B, 3, S,
+        S)`` (positive disks, negative disks, previous mask in [0, 1])."""
+        net = self.net
+        x = net._bn0(net._conv_stem((crops - self.mean) / self.std)) + self.maps_in(maps)
+        x = F.relu6(x)
+        feats = []
+        for i, block in enumerate(net._blocks):
+            x = block(x)
+            if i == self.stride4_block or i in net.taps:
+                feats.append(x)
+        y = self.lat[3](feats[3])
+        for lvl in (2, 1, 0):
+            lat = self.lat[lvl](feats[lvl])
+            y = lat + F.interpolate(y, size=lat.shape[-2:], mode="bilinear", align_corners=False)
+        small = F.interpolate(maps, size=y.shape[-2:], mode="bilinear", align_corners=False)
+        logits = self.head(torch.cat([y, small], dim=1))
+        return F.interpolate(logits, size=crops.shape[-2:], mode="bilinear", align_corners=False)
+
+    def forward(self, images: list[Tensor], targets: list[dict[str, Any]] | None = None) -> dict[str, Tensor]:
+        """Training: simulated click sessions on one random instance per image -> ``{"loss_mask",
+        "loss_iou"}``. Only training is supported here; inference goes through :meth:`forward_crops`."""
+        if targets is None:
+            raise ValueError("ClickSegModel.forward is the training path; use forward_crops to predict")
+        samples = [s for s in (self._sample(im, t) for im, t in zip(images, targets, strict=True)) if s]
+        if not samples:  # no usable instance in the batch: a zero loss keeps the step valid
+            zero = sum(p.sum() * 0.0 for p in self.parameters())
+            return {"loss_mask": zero, "loss_iou": zero}
+        device = images[0].device
+        crops = torch.from_numpy(np.stack([s[0] for s in samples])).to(device)
+        gts = np.stack([s[1] for s in samples])
+        clicks = [[s[2]] for s in samples]
+        prev = np.zeros_like(gts, dtype=np.float32)
+        rounds = random.randint(0, self.max_train_clicks)
+        if rounds:
+            from instaseg.ops.clicks import next_click
+
+            was = self.training
+            self.eval()  # BatchNorm statistics from the real rounds only
+            with torch.no_grad():
+                for _ in range(rounds):
+                    maps = self._maps(clicks, prev, device)
+                    prob = torch.sigmoid(self.forward_crops(crops, maps))[:, 0].cpu().numpy()
+                    prev = prob
+                    for b, gt in enumerate(gts):
+                        c = next_click(gt, prob[b] > 0.5)
+                        if c is not None:
+                            clicks[b].append(c)
+            self.train(was)
+        logits = self.forward_crops(crops, self._maps(clicks, prev, device))[:, 0]
+        target = torch.from_numpy(gts.astype(np.float32)).to(device)
+        bce = F.binary_cross_entropy_with_logits(logits, target)
+        prob = torch.sigmoid(logits)
+        inter = (prob * target).flatten(1).sum(1)
+        union = (prob + target - prob * target).flatten(1).sum(1)
+        return {"loss_mask": bce, "loss_iou": (1 - (inter + 1) / (union + 1)).mean()}
+
+    def _maps(self, clicks: list[list[tuple[int, int, bool]]], prev: np.ndarray,
+              device: torch.device) -> Tensor:
+        out = []
+        for b, cl in enumerate(clicks):
+            pts = np.array([[c[0], c[1]] for c in cl], dtype=np.float32)
+            labels = np.array([1 if c[2] else 0 for c in cl])
+            disks = click_disks(pts, labels, self.crop_size, self.radius)
+            out.append(np.concatenate([disks, prev[b][None].astype(np.float32)], axis=0))
+        return torch.from_numpy(np.stack(out)).to(device)
+
+    def _sample(self, image: Tensor, target: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, tuple] | None:
+        """One training crop: ``(crop (3, S, S) float32, gt (S, S) bool, first click)`` or None."""
+        from instaseg.ops.clicks import first_click
+
+        masks = target["masks"]
+        crowd = target.get("iscrowd")
+        keep = [i for i in range(masks.shape[0])
+                if int(masks[i].sum()) >= 16 and (crowd is None or not int(crowd[i]))]
+        if not keep:
+            return None
+        i = random.choice(keep)
+        mask = masks[i].cpu().numpy().astype(np.uint8)
+        h, w = mask.shape
+        if random.random() < self.whole_image_p:
+            box = whole_image_box(h, w)
+        else:
+            ys, xs = np.nonzero(mask)
+            box = square_around(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1,
+                                expand=random.uniform(1.25, 2.0), min_side=24)
+            jitter = 0.1 * box[2]
+            box = (box[0] + random.uniform(-jitter, jitter), box[1] + random.uniform(-jitter, jitter), box[2])
+        size = self.crop_size
+        img = image.detach().cpu().permute(1, 2, 0).numpy().astype(np.float32)
+        crop = crop_image(img, box, size).transpose(2, 0, 1)
+        gt = crop_image(mask, box, size, nearest=True).astype(bool)
+        if not gt.any():
+            return None
+        if random.random() < 0.5:
+            click = first_click(gt)
+        else:  # a random interior point away from the edge: users do not all click the centre
+            import cv2
+
+            dist = cv2.distanceTransform(np.pad(gt.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+            ys, xs = np.nonzero(dist >= 0.4 * dist.max())
+            j = random.randrange(len(xs))
+            click = (int(xs[j]), int(ys[j]), True)
+        return np.ascontiguousarray(crop), gt, click
+
+
+class ClickCropGraph(nn.Module):
+    """The exported graph: ``(crops [B, 3, S, S] in [0, 1], maps [B, 3, S, S]) -> probabilities
+    [B, 1, S, S]``."""
+
+    def __init__(self, model: ClickSegModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, crops: Tensor, maps: Tensor) -> Tensor:
+        return torch.sigmoid(self.model.forward_crops(crops, maps))
+
+
+@register_model("click_lite0", task="interactive")
+def click_lite0(*, crop_size: int = 160, max_size: int = 512, backbone_weights: Any = None,
+                max_train_clicks: int = 3, whole_image_p: float = 0.25,
+                num_classes: int = 2) -> ClickSegModel:
+    """Click model (RITM-style) on an EfficientNet-Lite0 trunk: crop + clicks + previous mask -> mask."""
+    if crop_size < 32 or crop_size % 32:
+        from instaseg.errors import ConfigError
+
+        raise ConfigError(f"model.kwargs.crop_size must be a multiple of 32 (>= 32), got {crop_size}")
+    return ClickSegModel(crop_size=crop_size, max_size=max_size, backbone_weights=backbone_weights,
+                         max_train_clicks=max_train_clicks, whole_image_p=whole_image_p,
+                         num_classes=num_classes)
+
+
+__all__ = ["ClickCropGraph", "ClickSegModel", "click_lite0", "crop_image", "paste_crop", "square_around",
+           "whole_image_box", "to_crop_points", "click_disks", "crop_matrix"]
