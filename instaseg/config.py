@@ -60,6 +60,9 @@ class DataConfig:
     )
     num_workers: int = 0
     on_error: str = "skip"  # a bad sample: "skip" (reported, counted) or "raise"
+    # few-shot: train on K images per class (drawn with train.seed; an image counts for every class
+    # in it); None: all training images
+    shots: int | None = None
 
 
 @dataclass
@@ -93,6 +96,9 @@ class TrainConfig:
     log_period: int = 10  # iterations between scalar logs
     max_time_min: float | None = None  # time budget: the schedule shrinks so training + final validation fit
     num_threads: int | None = None  # torch CPU threads (None: torch's default)
+    # "masks": learn masks from the mask labels; "boxes": from the boxes alone (BoxInst-style losses,
+    # the masks of the data are never read by the model; models with a ``supervision`` attribute)
+    supervision: str = "masks"
 
 
 @dataclass
@@ -153,8 +159,10 @@ _CHOICES = {
     "train.optimizer": ("sgd", "adamw"),
     "train.schedule": ("step", "cosine", "constant"),
     "train.warmup_method": ("linear", "constant"),
+    "train.supervision": ("masks", "boxes"),
 }
-_POSITIVE = ("data.image_size", "train.batch_size", "train.accumulate", "eval.batch_size", "train.epochs")
+_POSITIVE = ("data.image_size", "train.batch_size", "train.accumulate", "eval.batch_size", "train.epochs",
+             "data.shots")
 # Old names of keys that were renamed: an unknown-key error names the new key.
 _RENAMED = {
     "box_score_thresh": "score_thresh",

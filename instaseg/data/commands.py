@@ -16,7 +16,7 @@ SPLIT_HELP = "train / val (80/20 split for coco and folder), or omit for everyth
 
 data_app = typer.Typer(
     name="data",
-    help="Inspect, lint and convert datasets (check, stats, convert).",
+    help="Inspect, lint and convert datasets (check, stats, convert, pseudo-masks).",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -229,6 +229,70 @@ def convert_cmd(
     if conv.images_to_write:
         typer.echo(f"wrote {len(conv.images_to_write)} images to {out_dir / 'images'}")
     typer.echo(f"use it as: coco:{output}")
+
+
+@data_app.command("pseudo-masks")
+def pseudo_masks_cmd(
+    dataset: Annotated[
+        str, typer.Argument(help=DATASET_HELP + " Only its boxes are used.", show_default=False)
+    ],
+    output: Annotated[Path, typer.Argument(help="COCO JSON to write.", show_default=False)],
+    method: Annotated[
+        str, typer.Option(help="grabcut (GrabCut in each box) or box (filled box).")
+    ] = "grabcut",
+    compare_to: Annotated[
+        str | None, typer.Option(help="Dataset with the true masks: report the pseudo-masks' mean IoU.")
+    ] = None,
+    split: Annotated[str | None, typer.Option(help=SPLIT_HELP)] = None,
+    min_side: Annotated[
+        float, typer.Option(help="Boxes with a side below this (px) get the filled box.")
+    ] = 8.0,
+    iterations: Annotated[int, typer.Option(help="GrabCut iterations.")] = 5,
+    force: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Masks from boxes: write a COCO file whose masks come from GrabCut (or the filled box).
+
+    GrabCut results that collapse fall back to the filled box (counted); crowd and tiny boxes get the
+    filled box; boxes outside the image are clipped, empty ones skipped (counted).
+    """
+    from instaseg.data.convert import Conversion, write_conversion
+    from instaseg.data.pseudo_masks import METHODS, compare_masks, load_box_source, pseudo_mask_dataset
+    from instaseg.errors import ConfigError, DataError
+
+    if method not in METHODS:
+        raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if output.suffix.lower() != ".json":
+        raise DataError(output, "output must be a .json file")
+    if output.exists() and not force:
+        raise DataError(output, "already exists (pass --force to replace it)")
+    _refuse_labelme(dataset)
+    images, categories = load_box_source(dataset, split=split)
+    coco, masks, report = pseudo_mask_dataset(
+        images, categories, method=method, output_dir=output.parent.resolve(), min_side=min_side,
+        iterations=iterations,
+    )
+    if compare_to is not None:
+        report.mean_iou, report.compared = compare_masks(masks, compare_to, split=split)
+    conv = Conversion(coco=coco)
+    for im in images:  # synthetic images have no file: write them beside the JSON
+        if im.image is not None:
+            conv.images_to_write[output.parent / "images" / f"{im.id}.png"] = _png_bytes(im.image, output)
+    write_conversion(conv, output, overwrite=force)
+    typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
+    typer.echo(f"wrote {output}; use it as: coco:{output}")
+
+
+def _png_bytes(image: object, where: Path) -> bytes:
+    import cv2
+    import numpy as np
+
+    from instaseg.errors import DataError
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(np.asarray(image)[..., ::-1]))
+    if not ok:
+        raise DataError(where, "cannot encode an image as PNG")
+    return buf.tobytes()
 
 
 def register(app: typer.Typer) -> None:

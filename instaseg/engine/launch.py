@@ -24,6 +24,7 @@ import torch
 
 from instaseg.config import Config, config_from_dict, config_to_dict, merge_overrides, save_config
 from instaseg.data.build import build_dataset
+from instaseg.data.copy_paste import CopyPasteDataset, few_shot_subset
 from instaseg.data.transforms import build_transforms
 from instaseg.engine import distributed as du
 from instaseg.errors import CheckpointError, ConfigError
@@ -228,8 +229,14 @@ def _build_data(cfg: Config) -> tuple[Any, Any]:
         return train_ds, val_ds
     d = cfg.data
     assert d.image_size is not None, "resolve_image_size runs first"
-    train_tf = build_transforms(True, image_size=d.image_size, **d.augment)
+    augment = dict(d.augment)
+    paste = {k: augment.pop(k) for k in list(augment) if k.startswith("copy_paste")}
+    train_tf = build_transforms(True, image_size=d.image_size, **augment)
     train_ds = build_dataset(d.train, split=d.train_split, transform=train_tf)
+    if d.shots is not None:
+        train_ds = few_shot_subset(train_ds, d.shots, seed=cfg.train.seed)
+    if paste:
+        train_ds = CopyPasteDataset.from_options(train_ds, paste, seed=cfg.train.seed)
     # Validation runs on the images as they are: the model resizes them itself, as in deployment.
     val_ds = build_dataset(d.val, split=d.val_split)
     if list(train_ds.class_names) != list(val_ds.class_names):
@@ -286,7 +293,13 @@ def _build_model(
     for key in WEIGHT_KEYS:
         if getattr(cfg.model, key):
             kwargs[key] = getattr(cfg.model, key)
-    return get_model(cfg.model.name, **kwargs), spec
+    model = get_model(cfg.model.name, **kwargs)
+    if cfg.train.supervision != "masks":
+        if not hasattr(model, "supervision"):
+            raise ConfigError(f"model {cfg.model.name!r} cannot train with "
+                              f"train.supervision={cfg.train.supervision!r} (Mask R-CNN models can)")
+        model.supervision = cfg.train.supervision
+    return model, spec
 
 
 def run_training(

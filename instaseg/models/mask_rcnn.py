@@ -46,6 +46,7 @@ from torchvision.ops import (
 
 from instaseg.errors import ConfigError
 from instaseg.models.backbones import IMAGENET_MEAN, IMAGENET_STD, LITE0_MEAN, LITE0_STD, build_backbone
+from instaseg.models.box_supervision import rcnn_box_mask_losses
 from instaseg.models.common import TolerantBatchNormLoading, drop_crowd, validate_images, validate_targets
 from instaseg.models.protocol import Detections, ExportGraph, InputSpec, InstanceSegmentationModel
 from instaseg.models.registry import register_model
@@ -62,7 +63,42 @@ PREDICTORS = ("roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_log
 
 class ScoreAtLeastRoIHeads(RoIHeads):
     """torchvision's RoI heads, keeping detections whose score is *at least* ``score_thresh``
-    (torchvision keeps scores above it). ``score_thresh`` may be a tensor (a graph input in exports)."""
+    (torchvision keeps scores above it). ``score_thresh`` may be a tensor (a graph input in exports).
+
+    With ``box_supervision`` the mask branch trains on boxes alone (:mod:`instaseg.ops.box_losses`):
+    ``loss_mask_proj`` and ``loss_mask_pairwise`` replace ``loss_mask``; the caller sets
+    ``box_images`` (the batch's RGB [B, 3, H, W] in [0, 1], resized like the features) for the step.
+    The pairwise term ramps up linearly over ``box_pairwise_warmup`` training steps (as BoxInst's).
+    Positive RoIs are grown by a random factor in [1, ``box_roi_expand``] about their centre for these
+    losses: a RoI equal to its box makes "everything is object" a zero-loss answer (BoxInst predicts
+    masks over the whole image, where the box is always smaller than the frame), while always growing
+    them would teach the head that objects never touch the RoI's border, as they do at inference.
+    """
+
+    box_supervision = False
+    box_pairwise_warmup = 100
+    box_roi_expand = 1.6
+    box_outside_weight = 1.0
+    box_images: Tensor | None = None
+    _box_steps = 0
+    _sampled: Any = None
+
+    def select_training_samples(self, proposals: Any, targets: Any) -> Any:
+        out = super().select_training_samples(proposals, targets)
+        if self.box_supervision:
+            self._sampled = out  # proposals, matched gt indices, labels: the mask branch's positives
+        return out
+
+    def forward(self, features: Any, proposals: Any, image_shapes: Any, targets: Any = None) -> Any:
+        if not (self.training and self.box_supervision):
+            return super().forward(features, proposals, image_shapes, targets)
+        pool, self.mask_roi_pool = self.mask_roi_pool, None  # boxes only: torchvision skips masks
+        try:
+            result, losses = super().forward(features, proposals, image_shapes, targets)
+        finally:
+            self.mask_roi_pool = pool
+        losses.update(rcnn_box_mask_losses(self, features, image_shapes, targets))
+        return result, losses
 
     def postprocess_detections(
         self, class_logits: Tensor, box_regression: Tensor, proposals: list[Tensor],
@@ -117,14 +153,44 @@ class InstanceMaskRCNN(TolerantBatchNormLoading, MaskRCNN, InstanceSegmentationM
     def input_spec(self) -> InputSpec:
         return InputSpec.from_transform(self.transform)
 
+    @property
+    def supervision(self) -> str:
+        """``"masks"`` (the default) or ``"boxes"``: train the mask head from the boxes alone."""
+        return "boxes" if self.roi_heads.box_supervision else "masks"
+
+    @supervision.setter
+    def supervision(self, value: str) -> None:
+        if value not in ("masks", "boxes"):
+            raise ConfigError(f"supervision must be 'masks' or 'boxes', got {value!r}")
+        self.roi_heads.box_supervision = value == "boxes"
+
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> Any:
         """Training: torchvision's dict of losses. Eval: :meth:`paste_full_size` (masks pasted with the
-        same sampling as every instaseg model and the predictor)."""
+        same sampling as every instaseg model and the predictor). With ``supervision == "boxes"`` the
+        targets' masks are dropped unread and the mask head learns from the boxes."""
         validate_images(images)
         if not self.training:
             return self.paste_full_size(images)
-        validate_targets(images, targets, self.num_classes)
-        return super().forward(images, drop_crowd(list(targets)))
+        boxes_only = self.roi_heads.box_supervision
+        validate_targets(images, targets, self.num_classes, need_masks=not boxes_only)
+        targets = drop_crowd(list(targets))  # type: ignore[arg-type]
+        if not boxes_only:
+            return super().forward(images, targets)
+        targets = [{k: v for k, v in t.items() if k != "masks"} for t in targets]
+        image_list, targets = self.transform(images, targets)
+        features = self.backbone(image_list.tensors)
+        if isinstance(features, Tensor):
+            features = OrderedDict([("0", features)])
+        proposals, proposal_losses = self.rpn(image_list, features, targets)
+        t = image_list.tensors
+        mean = torch.tensor(self.transform.image_mean, dtype=t.dtype, device=t.device)[:, None, None]
+        std = torch.tensor(self.transform.image_std, dtype=t.dtype, device=t.device)[:, None, None]
+        self.roi_heads.box_images = t * std + mean
+        try:
+            _, detector_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
+        finally:
+            self.roi_heads.box_images = None
+        return {**detector_losses, **proposal_losses}
 
     def _detect(self, images: list[Tensor]) -> tuple[list[Detections], list[tuple[int, int]]]:
         """Transform, backbone, RPN and RoI heads as in ``forward`` (eval): per image boxes in

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from instaseg.errors import ConfigError
+from instaseg.predict import active_commands
 
 
 def _log(msg: str) -> None:
@@ -250,4 +251,5 @@ def register(app: typer.Typer) -> None:
 
     app.command("train")(train)
     app.command("evaluate")(evaluate)
+    active_commands.register(app)
     interactive_commands.register(app)

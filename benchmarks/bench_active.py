@@ -1,0 +1,117 @@
+"""Simulated annotation rounds on Penn-Fudan: random vs ``active select`` choice of images to label.
+
+Start with ``--start`` labelled train images (seeded), then ``--rounds`` rounds of ``--step`` more,
+chosen (a) at random or (b) by :mod:`instaseg.predict.active` (uncertainty + flip disagreement +
+k-center diversity) with the model of the previous round. Each round trains from scratch with the same
+recipe and ``--iters`` budget and records the val split's mask AP. Several seeds.
+
+Usage: python benchmarks/bench_active.py [--seeds 0,1,2] [--rounds 7] [--iters 400] [--out NAME]
+Needs INSTASEG_DATA. Single-threaded torch; CPU seconds reported besides wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from instaseg.config import load_config
+from instaseg.data.convert import spec_to_coco
+from instaseg.predict import active
+from instaseg.predict.predictor import Predictor
+from instaseg.predict.validation import train
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _subset(coco: dict[str, Any], ids: set[int], path: Path) -> Path:
+    sub = {**coco, "images": [im for im in coco["images"] if im["id"] in ids],
+           "annotations": [a for a in coco["annotations"] if a["image_id"] in ids]}
+    path.write_text(json.dumps(sub))
+    return path
+
+
+def _train(train_json: Path, val_spec: str, args: Any, seed: int, out: Path) -> Any:
+    overrides = [
+        "model.name=maskrcnn_r18_slim",
+        f"model.kwargs={{min_size: {args.size}, max_size: {args.size}, anchor_sizes: [16, 32, 64, 128]}}",
+        f"data.train=coco:{train_json}", "data.train_split=null",
+        f"data.val={val_spec}", "data.val_split=val",
+        f"train.max_iters={args.iters}", "train.batch_size=4", "train.lr=0.02", "train.warmup_iters=20",
+        f"train.seed={seed}", "train.num_threads=1", "train.checkpoint_period=0", "eval.num_overlays=0",
+        "output.tensorboard=false", "output.mlflow=false", "output.progress=false",
+    ]
+    return train(load_config(None, overrides), output=out)
+
+
+def run(args: Any) -> dict[str, Any]:
+    root = Path(os.environ["INSTASEG_DATA"]) / "pennfudan"
+    spec = f"folder:{root}"
+    results: dict[str, Any] = {"args": vars(args), "machine": "CPU-2c, loaded by parallel jobs", "curves": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        coco = spec_to_coco(spec, output_dir=tmpdir, split="train").coco
+        files = {im["id"]: (tmpdir / im["file_name"]).resolve() for im in coco["images"]}
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            for strategy in ("random", "active"):
+                rng = random.Random(seed)
+                labelled = set(rng.sample(sorted(files), args.start))
+                curve = []
+                for rnd in range(args.rounds + 1):
+                    wall, cpu = time.perf_counter(), _cpu()
+                    run_dir = tmpdir / f"s{seed}_{strategy}_{rnd}"
+                    train_json = _subset(coco, labelled, tmpdir / f"{run_dir.name}.json")
+                    result = _train(train_json, spec, args, seed, run_dir)
+                    ap = (result.metrics or {}).get("segm", {}).get("AP")
+                    curve.append({"labelled": len(labelled), "mask_AP": ap,
+                                  "wall_s": round(time.perf_counter() - wall, 1),
+                                  "cpu_s": round(_cpu() - cpu, 1)})
+                    print(seed, strategy, curve[-1], flush=True)
+                    pool = sorted(set(files) - labelled)
+                    if rnd == args.rounds or not pool:
+                        break
+                    if strategy == "random":
+                        labelled |= set(rng.sample(pool, min(args.step, len(pool))))
+                        continue
+                    meta = {"class_names": ["background", "person"]}
+                    predictor = Predictor.from_model(result.model.eval(), meta, score_thresh=0.05)
+                    scored = [active.score_image(predictor, files[i]) for i in pool]
+                    picks = active.select([s for s, _ in scored], np.stack([e for _, e in scored]), args.step)
+                    by_file = {str(files[i]): i for i in pool}
+                    labelled |= {by_file[p.file] for p in picks}
+                results["curves"][f"{strategy}_seed{seed}"] = curve
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--start", type=int, default=10)
+    parser.add_argument("--step", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--iters", type=int, default=400)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--out", default="active")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    results = run(args)
+    out = Path(__file__).parent / "results" / f"{args.out}.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(json.dumps(results["curves"], indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Box-only training on Penn-Fudan: GrabCut pseudo-masks vs the box-supervised loss vs full masks.
+
+Every arm trains the same model with the same recipe and iteration budget on Penn-Fudan's train
+split and is scored (mask AP) on its val split:
+
+- ``full_masks``: the true masks;
+- ``grabcut``: masks discarded, GrabCut pseudo-masks from the boxes (``instaseg data pseudo-masks``);
+- ``box_fill``: masks discarded, each mask the filled box (reference);
+- ``box_loss``: masks discarded (the filled-box file: boxes only), ``train.supervision=boxes``.
+
+Usage: python benchmarks/bench_box_supervision.py [--iters 600] [--size 256] [--out NAME]
+Needs INSTASEG_DATA (../shared/data). Single-threaded torch; reports CPU seconds besides wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from instaseg.config import load_config
+from instaseg.data.convert import Conversion, write_conversion
+from instaseg.data.pseudo_masks import compare_masks, load_box_source, pseudo_mask_dataset
+from instaseg.predict.validation import train
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _pseudo(spec: str, method: str, out: Path) -> dict[str, Any]:
+    images, cats = load_box_source(spec, split="train")
+    coco, masks, report = pseudo_mask_dataset(images, cats, method=method, output_dir=out.parent)
+    report.mean_iou, report.compared = compare_masks(masks, spec, split="train")
+    write_conversion(Conversion(coco=coco), out, overwrite=True)
+    return report.to_dict()
+
+
+def _run(train_spec: str, train_split: str | None, val: str, extra: list[str], args: Any,
+         out: Path) -> dict[str, Any]:
+    overrides = [
+        "model.name=maskrcnn_r18_slim",
+        f"model.kwargs={{min_size: {args.size}, max_size: {args.size}, anchor_sizes: [16, 32, 64, 128]}}",
+        f"data.train={train_spec}", f"data.train_split={'null' if train_split is None else train_split}",
+        f"data.val={val}", "data.val_split=val",
+        f"train.max_iters={args.iters}", "train.batch_size=4", "train.lr=0.02", "train.warmup_iters=50",
+        f"train.seed={args.seed}", "train.num_threads=1", "train.checkpoint_period=0",
+        "eval.num_overlays=0", "output.tensorboard=false", "output.mlflow=false", "output.progress=false",
+        *extra,
+    ]
+    wall, cpu = time.perf_counter(), _cpu()
+    result = train(load_config(None, overrides), output=out)
+    metrics = result.metrics or {}
+    return {"mask_AP": metrics.get("segm", {}).get("AP"), "box_AP": metrics.get("bbox", {}).get("AP"),
+            "iterations": result.iterations, "wall_s": round(time.perf_counter() - wall, 1),
+            "cpu_s": round(_cpu() - cpu, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--iters", type=int, default=600)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arms", default="full_masks,grabcut,box_fill,box_loss")
+    parser.add_argument("--out", default="box_supervision")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    root = Path(os.environ["INSTASEG_DATA"]) / "pennfudan"
+    spec = f"folder:{root}"
+    results: dict[str, Any] = {"iters": args.iters, "size": args.size, "seed": args.seed,
+                               "machine": "CPU-2c, loaded by parallel jobs", "arms": {}, "pseudo_masks": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        files = {"grabcut": tmpdir / "grabcut.json", "box": tmpdir / "box.json"}
+        wanted = args.arms.split(",")
+        needed = {"grabcut"} & set(wanted) | ({"box"} if {"box_fill", "box_loss"} & set(wanted) else set())
+        for method in sorted(needed):
+            wall, cpu = time.perf_counter(), _cpu()
+            results["pseudo_masks"][method] = _pseudo(spec, method, files[method])
+            results["pseudo_masks"][method]["cpu_s"] = round(_cpu() - cpu, 1)
+            results["pseudo_masks"][method]["wall_s"] = round(time.perf_counter() - wall, 1)
+            print(method, results["pseudo_masks"][method], flush=True)
+        arms = {
+            "full_masks": (spec, "train", []),
+            "grabcut": (f"coco:{files['grabcut']}", None, []),
+            "box_fill": (f"coco:{files['box']}", None, []),
+            "box_loss": (f"coco:{files['box']}", None, ["train.supervision=boxes"]),
+        }
+        for name in wanted:
+            train_spec, split, extra = arms[name]
+            results["arms"][name] = _run(train_spec, split, spec, extra, args, tmpdir / name)
+            print(name, results["arms"][name], flush=True)
+    full = results["arms"].get("full_masks", {}).get("mask_AP")
+    for arm in results["arms"].values():
+        if full and arm["mask_AP"] is not None:
+            arm["fraction_of_full"] = round(arm["mask_AP"] / full, 3)
+    out = Path(__file__).parent / "results" / f"{args.out}.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Active learning: rank unlabelled images by how much labelling them should teach the model.
+
+Per image: ``uncertainty`` (mean over its detections of the score's and the mask's closeness to 0.5),
+``disagreement`` (1 - mean mask IoU between the predictions on the image and, flipped back, on its
+mirror image) and an embedding (the backbone's pooled features, or a thumbnail for models without
+one). :func:`select` picks a batch greedily: informativeness plus a diversity bonus, the embedding
+distance to the nearest image already picked (k-center greedy), so the batch is not N near-copies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from instaseg.errors import DataError
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+@dataclass
+class ImageScore:
+    """One pool image's scores (all in [0, 1] except ``diversity``, the k-center distance at pick)."""
+
+    file: str
+    uncertainty: float
+    disagreement: float
+    informativeness: float
+    detections: int
+    diversity: float = 0.0
+    rank: int = 0
+
+
+def list_pool(pool: str | Path) -> tuple[list[Path], list[str]]:
+    """Image files of a pool folder (sorted) and the names it skipped (not images by extension)."""
+    root = Path(pool)
+    if not root.is_dir():
+        raise DataError(root, "pool must be a folder of images")
+    files, skipped = [], []
+    for p in sorted(root.iterdir()):
+        if p.is_file():
+            (files if p.suffix.lower() in IMAGE_EXTS else skipped).append(p if p.suffix.lower() in IMAGE_EXTS
+                                                                           else p.name)
+    return files, [str(s) for s in skipped]
+
+
+def _mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of bool masks ``a`` (N, H, W) and ``b`` (M, H, W) -> (N, M)."""
+    fa, fb = a.reshape(len(a), -1).astype(np.float32), b.reshape(len(b), -1).astype(np.float32)
+    inter = fa @ fb.T
+    union = fa.sum(1)[:, None] + fb.sum(1)[None] - inter
+    return inter / np.maximum(union, 1.0)
+
+
+def flip_disagreement(masks: np.ndarray, flipped_masks: np.ndarray) -> float:
+    """1 - mean best-match mask IoU between ``masks`` (N, H, W) and ``flipped_masks`` (M, H, W) (the
+    predictions on the mirrored image, mirrored back), over both sets; 0 when both are empty."""
+    if len(masks) == 0 and len(flipped_masks) == 0:
+        return 0.0
+    if len(masks) == 0 or len(flipped_masks) == 0:
+        return 1.0
+    iou = _mask_iou(masks, flipped_masks)
+    return float(1.0 - np.concatenate([iou.max(1), iou.max(0)]).mean())
+
+
+def uncertainty(scores: np.ndarray, mask_probs: list[np.ndarray]) -> float:
+    """Mean over detections of ``(1 - |2s - 1| + mean(1 - |2p - 1|)) / 2``: scores ``(K,)``, each
+    detection's mask probabilities any shape. An image with no detection scores 0.5 (unknown)."""
+    if len(scores) == 0:
+        return 0.5
+    us = 1.0 - np.abs(2 * scores - 1)
+    um = np.array([float((1.0 - np.abs(2 * p - 1)).mean()) if p.size else 0.0 for p in mask_probs])
+    return float(((us + um) / 2).mean())
+
+
+def embed(model: Any, image: torch.Tensor) -> np.ndarray:
+    """A unit-norm image embedding: the model's pooled backbone features when it has ``backbone``
+    and ``transform`` (Mask R-CNN family), else a 16 x 16 thumbnail. ``image`` [3, H, W] in [0, 1]."""
+    if hasattr(model, "backbone") and hasattr(model, "transform"):
+        with torch.inference_mode():
+            batch, _ = model.transform([image])
+            feats = model.backbone(batch.tensors)
+            maps = list(feats.values()) if isinstance(feats, dict) else [feats]
+            vec = torch.cat([m.mean(dim=(-2, -1))[0] for m in maps]).numpy()
+    else:
+        vec = torch.nn.functional.adaptive_avg_pool2d(image[None], 16).flatten().numpy()
+    return vec / max(float(np.linalg.norm(vec)), 1e-8)
+
+
+def score_image(predictor: Any, path: Path) -> tuple[ImageScore, np.ndarray]:
+    """Score one image file: ``(ImageScore, embedding)``."""
+    from instaseg.data.io import read_image
+    from instaseg.predict.predictor import image_to_tensor
+
+    image = read_image(path)
+    inst = predictor.predict(image)
+    flipped = predictor.predict(np.ascontiguousarray(image[:, ::-1]))
+    masks = np.asarray(inst.to_dense_masks(), dtype=bool)
+    back = np.asarray(flipped.to_dense_masks(), dtype=bool)[:, :, ::-1]
+    lowres = getattr(inst, "mask_lowres", None)
+    probs = [m.numpy() for m in lowres] if lowres is not None else [m.astype(np.float32) for m in masks]
+    u = uncertainty(inst.scores.numpy(), probs)
+    d = flip_disagreement(masks, back)
+    score = ImageScore(str(path), round(u, 4), round(d, 4), round((u + d) / 2, 4), len(masks))
+    return score, embed(predictor.model, image_to_tensor(image))
+
+
+def select(scores: list[ImageScore], embeddings: np.ndarray, budget: int, *,
+           diversity_weight: float = 0.5) -> list[ImageScore]:
+    """Greedy batch: each pick maximises ``informativeness + diversity_weight * d / d_max``, ``d``
+    the embedding distance (rows of ``embeddings`` (N, D)) to the nearest image picked so far (the
+    first pick: the most informative). Returns the picks in order, with ``rank`` and ``diversity``."""
+    n = len(scores)
+    info = np.array([s.informativeness for s in scores])
+    nearest = np.full(n, np.inf)
+    picked: list[int] = []
+    for rank in range(min(budget, n)):
+        if picked:
+            d = nearest.copy()
+            d_max = max(float(d[np.isfinite(d)].max()), 1e-8)
+            value = info + diversity_weight * d / d_max
+        else:
+            value = info.copy()
+            d = np.zeros(n)
+        value[picked] = -np.inf
+        best = int(np.argmax(value))
+        scores[best].rank, scores[best].diversity = rank + 1, round(float(d[best]), 4)
+        picked.append(best)
+        nearest = np.minimum(nearest, np.linalg.norm(embeddings - embeddings[best], axis=1))
+    return [scores[i] for i in picked]
+
+
+def to_json(picks: list[ImageScore], *, skipped: list[str], pool: str, budget: int) -> dict[str, Any]:
+    """The file ``instaseg active select`` writes."""
+    return {"pool": pool, "budget": budget, "selected": [asdict(p) for p in picks],
+            "skipped_non_images": skipped}

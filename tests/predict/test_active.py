@@ -1,0 +1,122 @@
+"""``instaseg active select``: scores, diversity, and bad input (non-images, budget > pool)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from instaseg.cli import main
+from instaseg.data.build import build_dataset
+from instaseg.predict.active import ImageScore, flip_disagreement, select, uncertainty
+from tests.engine.helpers import tiny_overrides
+
+
+def test_flip_disagreement_and_uncertainty() -> None:
+    a = np.zeros((1, 8, 8), bool)
+    a[0, 2:6, 2:6] = True
+    assert flip_disagreement(a, a) == 0.0 and flip_disagreement(a[:0], a[:0]) == 0.0
+    assert flip_disagreement(a, a[:0]) == 1.0
+    b = np.zeros_like(a)
+    b[0, 2:6, 4:8] = True
+    assert abs(flip_disagreement(a, b) - (1 - 8 / 24)) < 1e-6
+    assert uncertainty(np.array([0.99]), [np.full(4, 0.99)]) < 0.05
+    assert uncertainty(np.array([0.5]), [np.full(4, 0.5)]) == 1.0
+
+
+def test_select_prefers_diverse_batches() -> None:
+    scores = [ImageScore(f"{i}.png", 0.5, 0.5, v, 1) for i, v in enumerate([0.9, 0.89, 0.5])]
+    emb = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # images 0 and 1 are copies
+    picks = select(scores, emb, 2, diversity_weight=0.5)
+    assert [p.file for p in picks] == ["0.png", "2.png"] and [p.rank for p in picks] == [1, 2]
+    assert [p.file for p in select(scores, emb, 2, diversity_weight=0.0)] == ["0.png", "1.png"]
+
+
+def test_cli_select_skips_non_images_and_clamps_budget(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--output", str(run)]
+    for o in tiny_overrides("train.epochs=1"):
+        args += ["--set", o]
+    assert main(args) == 0
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    ds = build_dataset("shapes:3:32", split="train")
+    for i in range(3):
+        Image.fromarray(ds.load_record(i).image).save(pool / f"img{i}.png")
+    (pool / "notes.txt").write_text("not an image")
+    capsys.readouterr()
+    out = tmp_path / "sel.json"
+    assert main(["active", "select", "--checkpoint", str(run), "--pool", str(pool), "--budget", "5",
+                 "--output", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 1 non-image" in err and "choosing all" in err
+    data = json.loads(out.read_text())
+    assert len(data["selected"]) == 3 and data["skipped_non_images"] == ["notes.txt"]
+    assert sorted(s["rank"] for s in data["selected"]) == [1, 2, 3]
+    assert all(0 <= s["informativeness"] <= 1 for s in data["selected"])
+    before = out.read_bytes()
+    assert main(["active", "select", "--checkpoint", str(run), "--pool", str(pool), "--budget", "1",
+                 "--output", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err and out.read_bytes() == before
+    assert main(["active", "select", "--checkpoint", str(run), "--pool", str(pool), "--budget", "0",
+                 "--output", str(tmp_path / "x.json")]) == 2
+
+
+def test_prelabel_formats_round_trip_through_convert(tmp_path: Path, capsys) -> None:
+    from instaseg.predict.prelabel import Prelabel, write_prelabels
+
+    ds = build_dataset("shapes:2:48", split="train")
+    rec = ds.load_record(0)
+    Image.fromarray(rec.image).save(tmp_path / "a.png")
+    names = [ds.class_names[int(k)] for k in rec.labels]
+    item = Prelabel(tmp_path / "a.png", 48, 48, rec.masks, names, [0.9] * len(names))
+    out = tmp_path / "pre"
+    for fmt in ("labelme", "coco", "labelstudio", "cvat"):
+        assert write_prelabels([item], out, fmt, ds.class_names)
+    lm = json.loads((out / "a.json").read_text())
+    assert len(lm["shapes"]) >= len(names) and lm["imagePath"] == "../a.png"
+    tasks = json.loads((out / "labelstudio_tasks.json").read_text())
+    pts = np.array(tasks[0]["predictions"][0]["result"][0]["value"]["points"])
+    assert 0 <= pts.min() and pts.max() <= 100
+    cvat = json.loads((out / "annotations" / "instances_default.json").read_text())
+    assert cvat["images"][0]["file_name"] == "../../a.png"
+    # nothing replaced without force
+    before = (out / "a.json").read_bytes()
+    try:
+        write_prelabels([item], out, "labelme", ds.class_names)
+        raise AssertionError("expected a refusal")
+    except Exception as exc:  # DataError
+        assert "already exists" in str(exc)
+    assert (out / "a.json").read_bytes() == before
+    # an annotator's corrected files come back through instaseg data convert
+    assert main(["data", "convert", str(out / "a.json"), str(tmp_path / "back.json")]) == 0
+    back = json.loads((tmp_path / "back.json").read_text())
+    assert len(back["annotations"]) == len(lm["shapes"])
+    assert main(["data", "check", f"coco:{out / 'prelabels_coco.json'}"]) == 0
+    # a corrected file that no longer matches its image: one-line error
+    lm["imageWidth"] = 99
+    (out / "a.json").write_text(json.dumps(lm))
+    capsys.readouterr()
+    assert main(["data", "convert", str(out / "a.json"), str(tmp_path / "bad.json")]) == 2
+    assert "99x48" in capsys.readouterr().err
+
+
+def test_cli_prelabel_from_selection(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--output", str(run)]
+    for o in tiny_overrides("train.epochs=1"):
+        args += ["--set", o]
+    assert main(args) == 0
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    Image.fromarray(build_dataset("shapes:2:32", split="train").load_record(0).image).save(pool / "a.png")
+    sel = tmp_path / "sel.json"
+    assert main(["active", "select", "--checkpoint", str(run), "--pool", str(pool), "--budget", "1",
+                 "--output", str(sel)]) == 0
+    assert main(["active", "prelabel", "--checkpoint", str(run), "--images", str(sel), "--output",
+                 str(tmp_path / "pre"), "--format", "labelstudio", "--score-thresh", "0.0"]) == 0
+    assert (tmp_path / "pre" / "labelstudio_tasks.json").is_file()
+    assert main(["active", "prelabel", "--checkpoint", str(run), "--images", str(sel), "--output",
+                 str(tmp_path / "pre"), "--format", "yolo"]) == 2
