@@ -272,7 +272,9 @@ class TimeBudgetHook(HookBase):
 
     def _plan(self) -> None:
         t = self.trainer
-        left = self.seconds - self.elapsed() - self.reserve()
+        # 5% slack: steps slow down when the machine gets busy, and the schedule should end on its
+        # own (learning rate at its minimum) rather than be cut by the hard cap.
+        left = 0.95 * (self.seconds - self.elapsed() - self.reserve())
         fit = t.iter + max(1, int(left / self.sec_per_step))
         total = max(t.iter + 1, min(self.configured or fit, fit))
         if total == t.max_iter:
