@@ -20,17 +20,18 @@ test:
 train:
 	$(BIN)/instaseg train
 
-# Refreshes the lock from pyproject.toml's ranges (runtime + dev extras).
+# Adds what pyproject.toml's ranges newly need to the lock, keeping every existing pin
+# (run with PIP_COMPILE_ARGS=-U to move all pins to the newest allowed versions).
 lock:
 	$(BIN)/pip install -q pip-tools
-	$(BIN)/pip-compile -q --extra dev --extra pipeline --extra points --extra video --generate-hashes --strip-extras --allow-unsafe -U -o $(LOCK) pyproject.toml
+	$(BIN)/pip-compile -q --extra dev --extra pipeline --extra points --extra video --extra app --generate-hashes --strip-extras --allow-unsafe $(PIP_COMPILE_ARGS) -o $(LOCK) pyproject.toml
 
 # The newest versions the ranges allow, in a separate venv: shows drift without touching main's set-up.
 test-latest:
 	rm -rf $(LATEST)
 	$(PY) -m venv $(LATEST)
 	$(LATEST)/bin/pip install -q -U pip
-	$(LATEST)/bin/pip install -q -U -e ".[dev,pipeline,points,video]"
+	$(LATEST)/bin/pip install -q -U -e ".[dev,pipeline,points,video,app]"
 	$(LATEST)/bin/pip install -q --no-deps panopticapi-lite
 	$(LATEST)/bin/ruff check instaseg tests benchmarks
 	$(LATEST)/bin/pytest
