@@ -1,4 +1,5 @@
-"""CLI commands of instaseg.serve: ``predict``, ``serve`` and ``demo`` (registered by :func:`register`)."""
+"""CLI commands of instaseg.serve: ``predict``, ``serve``, ``demo`` and ``gradio`` (registered by
+:func:`register`)."""
 
 from __future__ import annotations
 
@@ -272,8 +273,56 @@ demo = _service_command(
 )
 
 
+def gradio(
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", "-c", help="Run directory, checkpoint or .onnx file of an image model."
+    ),
+    click_checkpoint: Path | None = typer.Option(
+        None, "--click-checkpoint",
+        help="Run directory of a trained click model (configs/interactive.yaml); default: offline GrabCut.",
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only)."),
+    port: int = typer.Option(7860, "--port"),
+    device: str = _DEVICE,
+    score_thresh: float = _SCORE,
+    max_detections: int = _MAXDET,
+    max_megapixels: float = typer.Option(40.0, "--max-megapixels", help="Largest accepted image."),
+    threads: int | None = _THREADS,
+) -> None:
+    """Gradio app: upload an image, see its instances, click to segment an object, download COCO JSON.
+
+    Runs offline: no share link, no analytics, nothing loaded from a CDN (needs the app extra)."""
+    import importlib.util
+    import os
+
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port must be in 1..65535, got {port}")
+    if max_megapixels <= 0:
+        raise ConfigError(f"--max-megapixels must be > 0, got {max_megapixels}")
+    if importlib.util.find_spec("gradio") is None:
+        raise ConfigError("instaseg gradio needs the gradio package: pip install 'instaseg[app]'")
+    _set_threads(threads)
+    from instaseg.serve.gradio_app import load_image_predictor
+    from instaseg.serve.interactive import build_interactive
+
+    predictor = load_image_predictor(checkpoint, device=device, score_thresh=score_thresh,
+                                     max_detections=max_detections)
+    segmenter = build_interactive(device=device, model_checkpoint=click_checkpoint)
+    # Set before gradio is imported: some of its modules read it at import time.
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from instaseg.serve.gradio_app import build_app
+
+    app = build_app(predictor, segmenter, max_pixels=int(max_megapixels * 1_000_000))
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"instaseg: model {predictor.name}, clicks: {segmenter.name}")
+    typer.echo(f"instaseg: Gradio app at http://{shown}:{port}/  (Ctrl+C to stop)")
+    app.launch(server_name=host, server_port=port, share=False, ssr_mode=False, inbrowser=False, quiet=True,
+               show_error=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
     app.command("predict")(predict)
     app.command("serve")(serve)
     app.command("demo")(demo)
+    app.command("gradio")(gradio)
