@@ -278,7 +278,7 @@ def gradio(
         ..., "--checkpoint", "-c", help="Run directory, checkpoint or .onnx file of an image model."
     ),
     click_checkpoint: Path | None = typer.Option(
-        None, "--click-checkpoint",
+        None, "--click-checkpoint", "--click-model",
         help="Run directory of a trained click model (configs/interactive.yaml); default: offline GrabCut.",
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only)."),
