@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,7 @@ class AppLogic:
         self.segmenter = segmenter
         self.max_pixels = max_pixels
         self.out_dir = Path(tempfile.mkdtemp(prefix="instaseg-gradio-"))
+        weakref.finalize(self, shutil.rmtree, self.out_dir, True)  # at exit at the latest
 
     # ------------------------------------------------------------------ classes
     @property
@@ -121,6 +123,11 @@ class AppLogic:
         """Names a clicked object can get (labels 1.. that map to a dataset category)."""
         return [n for i, n in enumerate(self.predictor.class_names)
                 if i and self.predictor.category_id(i) >= 0]
+
+    def class_name(self, label: int) -> str:
+        """The predictor's name of ``label`` (the number when it has none)."""
+        names = self.predictor.class_names
+        return names[label] if 0 <= label < len(names) else str(label)
 
     def _label(self, name: str | None) -> int:
         names = self.predictor.class_names
@@ -201,7 +208,7 @@ class AppLogic:
         session.objects.append(AppObject(rle=rle, label=label, score=round(session.mask_score, 4),
                                          box=[x, y, x + bw, y + bh], source="click"))
         self.reset(session)
-        return (f"Added object {len(session.objects)} ({self.predictor.class_names[label]}); "
+        return (f"Added object {len(session.objects)} ({self.class_name(label)}); "
                 "click to segment the next one.")
 
     # ------------------------------------------------------------------ outputs
@@ -212,7 +219,7 @@ class AppLogic:
             return None
         h, w = session.image.shape[:2]
         objs = session.objects
-        names = [f"{k} {self.predictor.class_names[o.label]}" for k, o in enumerate(objs, start=1)]
+        names = [f"{k} {self.class_name(o.label)}" for k, o in enumerate(objs, start=1)]
         inst = Instances((h, w), boxes=torch.tensor([o.box for o in objs]).reshape(-1, 4),
                          labels=torch.zeros(len(objs), dtype=torch.int64),
                          scores=torch.tensor([o.score for o in objs]), rles=[o.rle for o in objs])
@@ -231,7 +238,7 @@ class AppLogic:
     def table(self, session: AppSession) -> list[list[Any]]:
         """One row per instance: id (1..), class, score, area (pixels), box, source."""
         areas = rle_areas([o.rle for o in session.objects]).tolist() if session.objects else []
-        return [[k, self.predictor.class_names[o.label], round(o.score, 3), int(a),
+        return [[k, self.class_name(o.label), round(o.score, 3), int(a),
                  ", ".join(f"{v:.0f}" for v in o.box), o.source]
                 for k, (o, a) in enumerate(zip(session.objects, areas, strict=True), start=1)]
 
@@ -254,13 +261,16 @@ class AppLogic:
         info = {"description": f"instaseg gradio: model {pred.name}, clicks {self.segmenter.name}"}
         return {"info": info, "images": images, "annotations": anns, "categories": cats}
 
+    def forget(self, session: AppSession) -> None:
+        """Remove the session's files (gradio calls this when a browser session ends)."""
+        if session.json_path:
+            shutil.rmtree(Path(session.json_path).parent, ignore_errors=True)
+            session.json_path = None
+
     def write_coco(self, session: AppSession) -> str | None:
         """Write :meth:`coco` to a fresh file (``<image stem>_coco.json``) and return its path; the
         session's previous file is removed. None without an image."""
-        old = session.json_path
-        session.json_path = None
-        if old:
-            shutil.rmtree(Path(old).parent, ignore_errors=True)
+        self.forget(session)
         if session.image is None:
             return None
         # A folder per file: the download keeps the image's name and sessions never share a file.
@@ -319,8 +329,9 @@ def build_app(predictor: Predictor, segmenter: InteractiveSegmenter, *, title: s
     def on_reset(session: AppSession) -> tuple[Any, ...]:
         return everything(session, logic.reset(session))
 
-    with gr.Blocks(title=title, analytics_enabled=False) as app:
-        session = gr.State(AppSession())
+    # Gradio's copies of uploads and outputs older than a day are removed every hour.
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 86400)) as app:
+        session = gr.State(AppSession(), delete_callback=logic.forget)
         gr.Markdown(f"## {title}: instance segmentation\nModel **{predictor.name}**, clicks by "
                     f"**{segmenter.name}**. Upload an image; click on the picture to segment one more "
                     "object.")
