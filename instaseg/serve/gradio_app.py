@@ -360,10 +360,11 @@ def build_app(predictor: Predictor, segmenter: InteractiveSegmenter, *, title: s
         with gr.Accordion("Object being segmented (COCO RLE)", open=False):
             obj = gr.JSON(label="Current object", elem_id="current-object")
 
+        # A new image (or none) also empties the panel of the object being clicked.
         upload.upload(on_upload, [upload, session], [view, table, download, message, session],
-                      api_name="instances")
+                      api_name="instances").then(lambda: None, None, obj, api_visibility="private")
         upload.clear(on_upload, [upload, session], [view, table, download, message, session],
-                     api_visibility="private")
+                     api_visibility="private").then(lambda: None, None, obj, api_visibility="private")
         click_btn.click(on_click, [x_in, y_in, mode, session], [view, obj, message, session],
                         api_name="click")
         view.select(on_select, [mode, session], [x_in, y_in, view, obj, message, session],
@@ -371,5 +372,4 @@ def build_app(predictor: Predictor, segmenter: InteractiveSegmenter, *, title: s
         everything_out = [view, table, download, obj, message, session]
         add.click(on_add, [cls, session], everything_out, api_name="add_object")
         reset.click(on_reset, [session], everything_out, api_name="reset_clicks")
-    app.instaseg_logic = logic  # tests and callers reach the state-free helpers through the app
     return app
