@@ -23,16 +23,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 
 from instaseg.errors import ConfigError, DataError
 from instaseg.serve.annotate_store import (
     MASK_FORMATS,
     ImageState,
     OutputLock,
+    counts_text,
     empty_mask_message,
     import_coco,
+    list_images,
     load_state,
     mask_of,
+    parse_classes,
     state_path,
     write_files,
 )
@@ -41,16 +45,6 @@ from instaseg.structures.masks import rle_areas, rle_encode
 logger = logging.getLogger("instaseg.annotate")
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_HISTORY = 100  # undo steps kept per image
-
-
-def list_images(images: str | Path) -> list[Path]:
-    """The image files directly in folder ``images``, sorted; DataError for a missing or empty folder."""
-    from instaseg.predict.files import list_sources
-
-    folder = Path(images)
-    if not folder.is_dir():
-        raise DataError(folder, "not a folder (instaseg annotate labels a folder of images)")
-    return list_sources(str(folder))
 
 
 class AnnotationSession:
@@ -103,7 +97,7 @@ class AnnotationSession:
         try:
             if took_over:
                 self._say(took_over)
-            self._load(paths, _parse_classes(classes))
+            self._load(paths, parse_classes(classes))
             self._check_headers()
             self.current = self._resume_index()
             self._save()
@@ -235,8 +229,8 @@ class AnnotationSession:
             skipped = len(self.states) - len(ok)
             progress = f"{done} of {len(ok)} done" + (f" ({skipped} skipped)" if skipped else "")
             return {
-                "images": [{"index": k, "file_name": st.file_name, "done": st.done, "objects": len(st.objects),
-                            "error": st.error} for k, st in enumerate(self.states)],
+                "images": [{"index": k, "file_name": st.file_name, "done": st.done, "error": st.error,
+                            "objects": len(st.objects)} for k, st in enumerate(self.states)],
                 "current": self.current, "done": done, "total": len(ok), "skipped": skipped,
                 "progress": progress, "categories": self.categories, "output": str(self.output),
                 "model": getattr(self.predictor, "name", None),
@@ -254,8 +248,8 @@ class AnnotationSession:
                     "color": [int(v) for v in colors[o["id"]]]} for o in st.objects]
         return {"index": index, "file_name": st.file_name, "width": st.width, "height": st.height,
                 "done": st.done, "error": st.error, "objects": objects, "selected": selected,
-                "can_undo": bool(self._undo.get(st.file_name)), "can_redo": bool(self._redo.get(st.file_name)),
-                "message": message}
+                "can_undo": bool(self._undo.get(st.file_name)),
+                "can_redo": bool(self._redo.get(st.file_name)), "message": message}
 
     def open(self, index: int) -> dict[str, Any]:
         """Open image ``index``: decode it, pre-label it the first time, make it the resume point.
@@ -295,7 +289,7 @@ class AnnotationSession:
                                     strict=True):
             if name not in cat_of:  # a model class that is not among --classes
                 continue
-            rle = {"size": [int(v) for v in rle["size"]], "counts": _text(rle["counts"])}
+            rle = {"size": [int(v) for v in rle["size"]], "counts": counts_text(rle["counts"])}
             out.append({"id": self._new_id(), "category_id": cat_of[name], "rle": rle, "source": "model",
                         "score": round(float(score), 4), "clicks": []})
         areas = rle_areas([o["rle"] for o in out])
@@ -325,7 +319,8 @@ class AnnotationSession:
                 if not positive:
                     raise ConfigError("a negative click needs a selected object (select one, then click "
                                       "where it should not be)")
-                obj = {"id": None, "category_id": self._category(category_id), "clicks": [], "source": "clicks"}
+                obj = {"id": None, "category_id": self._category(category_id), "clicks": [],
+                       "source": "clicks"}
                 prev = None
             else:
                 obj = self._object(st, object_id)
@@ -411,21 +406,32 @@ class AnnotationSession:
         return int(category_id)
 
 
-def _parse_classes(classes: Sequence[str] | str | None) -> list[str]:
-    if classes is None:
-        return []
-    names = [c.strip() for c in classes.split(",")] if isinstance(classes, str) else [str(c) for c in classes]
-    names = [n for n in names if n]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"--classes: a class is named twice in {','.join(names)}")
-    return names
-
-
-def _text(counts: Any) -> str:
-    return counts.decode("ascii") if isinstance(counts, bytes) else str(counts)
 
 
 # ---------------------------------------------------------------- HTTP
+
+
+class Click(BaseModel):
+    """``POST .../click``: pixel ``(x, y)``; no ``object_id``: a new object of ``category_id``."""
+
+    x: float
+    y: float
+    positive: bool = True
+    object_id: int | None = None
+    category_id: int | None = None
+
+
+class ObjectRef(BaseModel):
+    object_id: int
+
+
+class ClassChange(BaseModel):
+    object_id: int
+    category_id: int
+
+
+class Done(BaseModel):
+    done: bool = True
 
 
 def build_annotate_app(session: AnnotationSession) -> Any:
@@ -437,26 +443,8 @@ def build_annotate_app(session: AnnotationSession) -> Any:
     from fastapi import FastAPI, Request
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
-    from pydantic import BaseModel
 
     from instaseg.errors import InstasegError
-
-    class Click(BaseModel):
-        x: float
-        y: float
-        positive: bool = True
-        object_id: int | None = None
-        category_id: int | None = None
-
-    class ObjectRef(BaseModel):
-        object_id: int
-
-    class ClassChange(BaseModel):
-        object_id: int
-        category_id: int
-
-    class Done(BaseModel):
-        done: bool = True
 
     app = FastAPI(title="instaseg annotate", version="0.1.0", docs_url="/docs")
     app.state.session = session

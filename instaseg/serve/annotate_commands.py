@@ -68,7 +68,8 @@ def annotate(
     import uvicorn
 
     from instaseg.predict.interactive import build_interactive
-    from instaseg.serve.annotate import AnnotationSession, build_annotate_app, list_images
+    from instaseg.serve.annotate import AnnotationSession, build_annotate_app
+    from instaseg.serve.annotate_store import list_images
     from instaseg.serve.commands import _set_threads
 
     if not 0 < port < 65536:

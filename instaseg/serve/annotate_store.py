@@ -20,13 +20,14 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from instaseg.errors import DataError
+from instaseg.errors import ConfigError, DataError
 from instaseg.fileio import atomic_open
 from instaseg.structures.masks import rle_areas, rle_boxes, rle_decode
 
@@ -41,6 +42,32 @@ def state_path(output: Path) -> Path:
 
 def lock_path(output: Path) -> Path:
     return output.with_name(f"{output.name}.lock")
+
+
+def list_images(images: str | Path) -> list[Path]:
+    """The image files directly in folder ``images``, sorted; DataError for a missing or empty folder."""
+    from instaseg.predict.files import list_sources
+
+    folder = Path(images)
+    if not folder.is_dir():
+        raise DataError(folder, "not a folder (instaseg annotate labels a folder of images)")
+    return list_sources(str(folder))
+
+
+def parse_classes(classes: Sequence[str] | str | None) -> list[str]:
+    """Class names from ``"a,b,c"`` or a list; ConfigError for a name given twice."""
+    if classes is None:
+        return []
+    names = [c.strip() for c in classes.split(",")] if isinstance(classes, str) else [str(c) for c in classes]
+    names = [n for n in names if n]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--classes: a class is named twice in {','.join(names)}")
+    return names
+
+
+def counts_text(counts: Any) -> str:
+    """An RLE's ``counts`` as JSON-ready text."""
+    return counts.decode("ascii") if isinstance(counts, bytes) else str(counts)
 
 
 # ---------------------------------------------------------------- lock
@@ -83,24 +110,26 @@ class OutputLock:
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            pid, host = self._holder()
-            here = socket.gethostname()
-            if pid is not None and host in ("", here) and not _pid_alive(pid):
-                with atomic_open(self.path, "w") as fh:  # replace, never delete-then-create
-                    fh.write(self.me + "\n")
-                if self._holder() != (os.getpid(), here):  # another process took it over first
-                    raise DataError(self.output, f"locked by another instaseg annotate ({self.path})") from None
-                self.held = True
-                return f"{self.path.name}: took over a stale lock of PID {pid}, which is not running"
+            fd = None
+        if fd is not None:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(self.me + "\n")
+            self.held = True
+            return None
+        pid, host = self._holder()
+        here = socket.gethostname()
+        if pid is None or host not in ("", here) or _pid_alive(pid):
             who = f"PID {pid}" + (f" on {host}" if host and host != here else "") if pid else "unknown"
             raise DataError(
                 self.output, f"already open in another instaseg annotate ({who}); stop that one first, "
                 f"or delete {self.path} if it is gone"
-            ) from None
-        with os.fdopen(fd, "w") as fh:
+            )
+        with atomic_open(self.path, "w") as fh:  # replace, never delete-then-create
             fh.write(self.me + "\n")
+        if self._holder() != (os.getpid(), here):  # another process took it over at the same time
+            raise DataError(self.output, f"locked by another instaseg annotate ({self.path})")
         self.held = True
-        return None
+        return f"{self.path.name}: took over a stale lock of PID {pid}, which is not running"
 
     def release(self) -> None:
         """Remove the lock file if it still names this process."""
@@ -152,7 +181,9 @@ def load_state(path: Path) -> dict[str, Any]:
     return data
 
 
-def import_coco(path: Path, images_dir: Path, known: set[str]) -> tuple[list[dict[str, Any]], dict[str, ImageState]]:
+def import_coco(
+    path: Path, images_dir: Path, known: set[str]
+) -> tuple[list[dict[str, Any]], dict[str, ImageState]]:
     """Read an existing COCO file (no state file beside it) back through the project's reader:
     ``(categories, {file_name: ImageState})``, every image done. Refuses (DataError) a file that names
     images outside ``known`` (the folder's files): saving would drop them."""
@@ -207,7 +238,8 @@ def coco_dict(images: list[ImageState], categories: list[dict[str, Any]], fmt: s
         rles = [o["rle"] for o in st.objects]
         areas, boxes = rle_areas(rles), rle_boxes(rles)
         for obj, area, box in zip(st.objects, areas, boxes, strict=True):
-            anns.append({"id": int(obj["id"]), "image_id": st.image_id, "category_id": int(obj["category_id"]),
+            anns.append({"id": int(obj["id"]), "image_id": st.image_id,
+                         "category_id": int(obj["category_id"]),
                          "segmentation": _segmentation(obj["rle"], fmt), "area": float(area),
                          "bbox": [float(v) for v in box], "iscrowd": 0})
     cats = [{"id": int(c["id"]), "name": c["name"], "supercategory": ""} for c in categories]

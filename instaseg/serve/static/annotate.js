@@ -235,6 +235,7 @@ function loadImage(src) {
 // Open image `index`; a corrupt one is reported and skipped in direction `step`.
 async function openImage(index, step = 1) {
   const total = state.summary.images.length;
+  const skipped = [];
   for (let tries = 0; tries < total; tries++) {
     const view = await api("GET", `/api/images/${index}`);
     if (!view.error) {
@@ -245,11 +246,14 @@ async function openImage(index, step = 1) {
       canvas.height = view.height;
       state.view = null;
       await applyView(view);
+      if (skipped.length) say(skipped.join(" · "), true);
       return;
     }
+    skipped.push(view.message);
     say(view.message, true);
     index = (index + step + total) % total;
   }
+  await refreshSummary();
 }
 
 function imagePoint(event) {
