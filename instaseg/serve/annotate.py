@@ -184,8 +184,8 @@ class AnnotationSession:
     # ---------------------------------------------------------------- saving
     def _save(self) -> None:
         current = self.states[self.current].file_name if self.states else None
-        write_files(self.output, self.states + list(self.lost.values()), self.categories, self.mask_format,
-                    current, self.next_object_id, self.images_dir)
+        write_files(self.output, self.states, self.categories, self.mask_format, current, self.next_object_id,
+                    self.images_dir, lost=list(self.lost.values()))
 
     def _state(self, index: int) -> ImageState:
         if not isinstance(index, int) or not 0 <= index < len(self.states):

@@ -247,14 +247,16 @@ def coco_dict(images: list[ImageState], categories: list[dict[str, Any]], fmt: s
 
 
 def write_files(output: Path, images: list[ImageState], categories: list[dict[str, Any]], fmt: str,
-                current: str | None, next_object_id: int, images_dir: Path) -> None:
-    """Write the state file, then the COCO file, each atomically."""
+                current: str | None, next_object_id: int, images_dir: Path,
+                lost: Sequence[ImageState] = ()) -> None:
+    """Write the state file, then the COCO file, each atomically. ``lost``: images of the state file
+    that are no longer in the folder; kept in the state file, left out of the COCO file."""
     ok = [st for st in images if st.error is None]
     done = sum(st.done for st in ok)
     state = {"version": STATE_VERSION, "tool": "instaseg annotate", "images_dir": str(images_dir),
              "categories": categories, "current": current, "next_object_id": next_object_id,
-             "images": {st.file_name: st.to_json() for st in images if st.prelabeled or st.done
-                        or st.objects}}
+             "images": {st.file_name: st.to_json() for st in [*images, *lost]
+                        if st.prelabeled or st.done or st.objects}}
     with atomic_open(state_path(output), "w") as fh:
         json.dump(state, fh)
     info = {"description": f"instaseg annotate: {done} of {len(ok)} images of {images_dir.name} done",

@@ -146,25 +146,36 @@ def test_restart_resumes_where_the_user_stopped(folder: Path, tmp_path: Path) ->
     s.close()
     assert not lock_path(out).exists()
 
+    (folder / "im2.png").rename(tmp_path / "im2.png")  # an image leaves the folder: its work is kept
     again = _session(folder, out, model=model, classes="blob,person")
     try:
-        assert again.current == 3 and again.summary()["progress"] == "1 of 3 done (1 skipped)"
+        assert again.current == 1 and again.summary()["progress"] == "1 of 2 done (1 skipped)"
+        assert any("1 annotated images are no longer in" in m for m in again.messages)
         calls = model.calls
-        v2, v3 = again.open(2), again.open(3)
+        v2 = again.open(2)
         assert model.calls == calls  # already pre-labelled: the model is not run again
         assert [o["id"] for o in v2["objects"]] == [o["id"] for o in before["images"]["im1.png"]["objects"]]
-        assert v2["done"] and len(v3["objects"]) == 3 and not v3["done"]
-        assert [c["name"] for c in again.categories] == ["blob", "other", "person"]  # a class added
-        new = again.click(3, 140.0, 20.0)["selected"]
-        assert new > max(o["id"] for o in v3["objects"])  # object ids never repeat across restarts
+        assert v2["done"] and [c["name"] for c in again.categories] == ["blob", "other", "person"]
+        new = again.click(2, 80.0, 95.0)["selected"]
+        assert new > max(o["id"] for o in before["images"]["im2.png"]["objects"])  # ids never repeat
+        assert _state(out)["images"]["im2.png"] == before["images"]["im2.png"]  # lost image kept
     finally:
         again.close()
+    (tmp_path / "im2.png").rename(folder / "im2.png")
+    back = _session(folder, out, model=model)
+    try:
+        assert back.current == 2  # resumes on the image the user was on last (im1.png)
+        assert all("broken.jpg" in m for m in back.messages)
+        v3 = back.open(3)
+        assert len(v3["objects"]) == 3 and not v3["done"] and model.calls == calls
+    finally:
+        back.close()
     # without the state file, the COCO file is read back: its images count as done
     state_path(out).unlink()
     third = _session(folder, out, model=model)
     try:
         assert third.summary()["progress"] == "1 of 3 done (1 skipped)"
-        assert len(third.open(2)["objects"]) == 1
+        assert len(third.open(2)["objects"]) == 2  # the pre-label kept and the object added after restart
     finally:
         third.close()
 
@@ -405,8 +416,16 @@ def test_browser_click_fix_done_reload_on_pennfudan(shared_data: Path, tmp_path:
             n, comp, stats, _ = cv2.connectedComponentsWithStats(wrong.astype(np.uint8))
             nx, ny, _ = first_click(comp == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA])))
             click(nx, ny, button="right")
-            page.click("#done")  # done: on to the next image; the truncated one is skipped with a message
-            page.wait_for_function("document.body.dataset.busy === '0'")
+            fixed = _mask(_state(out)["images"]["FudanPed00001.png"]["objects"][0])
+            assert fixed[py, px] and not fixed[ny, nx]
+            for key, want in (("Control+z", first), ("Control+y", fixed)):  # undo, redo by keyboard
+                with page.expect_response(lambda r: r.url.endswith(("/undo", "/redo"))):
+                    page.keyboard.press(key)
+                page.wait_for_function("document.body.dataset.busy === '0'")
+                assert (_mask(_state(out)["images"]["FudanPed00001.png"]["objects"][0]) == want).all()
+            page.keyboard.press("Enter")  # done: on to the next image; the truncated one is skipped
+            page.wait_for_function("document.body.dataset.busy === '0' && "
+                                   "document.getElementById('image-name').textContent.includes('00002')")
             assert "skipped FudanPed00001b.png: corrupt or truncated image" in page.text_content("#message")
             assert "FudanPed00002.png" in page.text_content("#image-name")
             page.reload()

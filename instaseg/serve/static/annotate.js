@@ -195,7 +195,8 @@ function showObjects() {
   $("undo").disabled = !view.can_undo;
   $("redo").disabled = !view.can_redo;
   $("delete").disabled = !sel;
-  $("done").textContent = view.done ? "Done ✓ (marked)" : "Done ✓";
+  $("reopen").disabled = !view.done;
+  $("image-name").classList.toggle("done", view.done);
   $("image-name").textContent = `${view.file_name} · ${state.index + 1} of ${state.summary.images.length}`;
 }
 
@@ -305,10 +306,10 @@ function nextTodo() {
 
 async function markDone() {
   await busy(async () => {
-    await applyView(await api("POST", `/api/images/${state.index}/done`, { done: !state.view.done }));
-    const todo = state.view.done ? nextTodo() : null;
+    await applyView(await api("POST", `/api/images/${state.index}/done`, { done: true }));
+    const todo = nextTodo();
     if (todo !== null) await openImage(todo);
-    else if (state.view.done) say(`all done: ${state.summary.progress} — saved to ${state.summary.output}`);
+    else say(`all done: ${state.summary.progress}, saved to ${state.summary.output}`);
   });
 }
 
@@ -323,6 +324,7 @@ canvas.addEventListener("contextmenu", (e) => onCanvasClick(e, false));
 $("prev").addEventListener("click", () => go(-1));
 $("next").addEventListener("click", () => go(1));
 $("done").addEventListener("click", markDone);
+$("reopen").addEventListener("click", () => edit("done", { done: false }));
 $("undo").addEventListener("click", () => edit("undo"));
 $("redo").addEventListener("click", () => edit("redo"));
 $("delete").addEventListener("click", () => state.selected !== null && edit("delete", { object_id: state.selected }));
@@ -339,6 +341,7 @@ document.addEventListener("keydown", (e) => {
   else if (key === "arrowright" || key === "d") go(1);
   else if (key === "arrowleft" || key === "a") go(-1);
   else if (key === "enter") markDone();
+  else if (key === "u") edit("done", { done: false });
   else if (key === "delete" || key === "backspace") {
     if (state.selected !== null) edit("delete", { object_id: state.selected });
   } else if (key === "escape" || key === "n") select(null);
