@@ -30,6 +30,7 @@ from instaseg.serve.annotate_store import (
     MASK_FORMATS,
     ImageState,
     OutputLock,
+    Saver,
     counts_text,
     empty_mask_message,
     import_coco,
@@ -38,7 +39,6 @@ from instaseg.serve.annotate_store import (
     mask_of,
     parse_classes,
     state_path,
-    write_files,
 )
 from instaseg.structures.masks import rle_areas, rle_encode
 
@@ -92,6 +92,7 @@ class AnnotationSession:
             raise ConfigError(f"--output must be a .json file, got {self.output}")
         if not self.output.parent.is_dir():
             raise DataError(self.output.parent, "folder of --output does not exist")
+        self._saver = Saver(self.output, self.images_dir, mask_format)
         self._file_lock = OutputLock(self.output)
         took_over = self._file_lock.acquire()
         try:
@@ -182,10 +183,11 @@ class AnnotationSession:
         self._file_lock.release()
 
     # ---------------------------------------------------------------- saving
-    def _save(self) -> None:
+    def _save(self, coco: bool = True) -> None:
+        """Save the state file, and the COCO file when ``coco`` (an edit of a done image, a done flag)."""
         current = self.states[self.current].file_name if self.states else None
-        write_files(self.output, self.states, self.categories, self.mask_format, current, self.next_object_id,
-                    self.images_dir, lost=list(self.lost.values()))
+        self._saver.save(self.states, self.categories, current, self.next_object_id,
+                         lost=list(self.lost.values()), coco=coco)
 
     def _state(self, index: int) -> ImageState:
         if not isinstance(index, int) or not 0 <= index < len(self.states):
@@ -217,7 +219,7 @@ class AnnotationSession:
         del history[:-MAX_HISTORY]
         self._redo[st.file_name] = []
         st.objects = objects
-        self._save()
+        self._save(coco=st.done)
 
     # ---------------------------------------------------------------- reading
     def summary(self) -> dict[str, Any]:
@@ -265,7 +267,7 @@ class AnnotationSession:
             if not st.prelabeled:
                 st.objects = st.objects + self._prelabels(image)
                 st.prelabeled = True
-            self._save()
+            self._save(coco=st.done)
             return self.view(index)
 
     def image_jpeg(self, index: int) -> bytes:
@@ -378,7 +380,7 @@ class AnnotationSession:
                 return self.view(index, message=f"nothing to {what}")
             target.setdefault(st.file_name, []).append(st.objects)
             st.objects = stack.pop()
-            self._save()
+            self._save(coco=st.done)
             return self.view(index)
 
     def set_done(self, index: int, done: bool = True) -> dict[str, Any]:

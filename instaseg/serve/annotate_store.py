@@ -223,46 +223,72 @@ def _segmentation(rle: dict[str, Any], fmt: str) -> Any:
     return rle  # RLE format, or a mask too thin for a polygon
 
 
-def coco_dict(images: list[ImageState], categories: list[dict[str, Any]], fmt: str,
-              info: dict[str, Any]) -> dict[str, Any]:
-    """The COCO instances dict of the done ``images`` (``segmentation`` RLE with str counts, or
-    polygons when ``fmt == "polygon"``; ``bbox`` XYWH; ``area`` in pixels)."""
-    out_images, anns = [], []
-    for st in images:
-        if not st.done:
-            continue
-        out_images.append({"id": st.image_id, "file_name": st.file_name, "height": st.height,
-                           "width": st.width})
-        if not st.objects:
-            continue
-        rles = [o["rle"] for o in st.objects]
-        areas, boxes = rle_areas(rles), rle_boxes(rles)
-        for obj, area, box in zip(st.objects, areas, boxes, strict=True):
-            anns.append({"id": int(obj["id"]), "image_id": st.image_id,
-                         "category_id": int(obj["category_id"]),
-                         "segmentation": _segmentation(obj["rle"], fmt), "area": float(area),
-                         "bbox": [float(v) for v in box], "iscrowd": 0})
-    cats = [{"id": int(c["id"]), "name": c["name"], "supercategory": ""} for c in categories]
-    return {"info": info, "licenses": [], "images": out_images, "annotations": anns, "categories": cats}
+def _annotations(st: ImageState, fmt: str) -> list[dict[str, Any]]:
+    """COCO annotations of one image (``bbox`` XYWH, ``area`` in pixels)."""
+    if not st.objects:
+        return []
+    rles = [o["rle"] for o in st.objects]
+    return [{"id": int(obj["id"]), "image_id": st.image_id, "category_id": int(obj["category_id"]),
+             "segmentation": _segmentation(obj["rle"], fmt), "area": float(area),
+             "bbox": [float(v) for v in box], "iscrowd": 0}
+            for obj, area, box in zip(st.objects, rle_areas(rles), rle_boxes(rles), strict=True)]
 
 
-def write_files(output: Path, images: list[ImageState], categories: list[dict[str, Any]], fmt: str,
-                current: str | None, next_object_id: int, images_dir: Path,
-                lost: Sequence[ImageState] = ()) -> None:
-    """Write the state file, then the COCO file, each atomically. ``lost``: images of the state file
-    that are no longer in the folder; kept in the state file, left out of the COCO file."""
-    ok = [st for st in images if st.error is None]
-    done = sum(st.done for st in ok)
-    state = {"version": STATE_VERSION, "tool": "instaseg annotate", "images_dir": str(images_dir),
-             "categories": categories, "current": current, "next_object_id": next_object_id,
-             "images": {st.file_name: st.to_json() for st in [*images, *lost]
-                        if st.prelabeled or st.done or st.objects}}
-    with atomic_open(state_path(output), "w") as fh:
-        json.dump(state, fh)
-    info = {"description": f"instaseg annotate: {done} of {len(ok)} images of {images_dir.name} done",
-            "images_done": done, "images_total": len(ok), "state_file": state_path(output).name}
-    with atomic_open(output, "w") as fh:
-        json.dump(coco_dict(images, categories, fmt, info), fh)
+class Saver:
+    """Writes the state file, then the COCO file, each atomically.
+
+    Every edit saves everything, so each image's JSON is kept serialized and redone only when that
+    image changes (its ``objects`` list is replaced on every edit, never mutated, so the list's
+    identity and the flags tell): a save costs joining strings plus the disk write."""
+
+    def __init__(self, output: Path, images_dir: Path, fmt: str) -> None:
+        self.output = output
+        self.images_dir = images_dir
+        self.fmt = fmt
+        self._cache: dict[str, tuple[tuple[Any, ...], tuple[str, str, str]]] = {}
+
+    def _fragments(self, st: ImageState) -> tuple[str, str, str]:
+        """``(state entry, COCO image entry, COCO annotations joined by commas)`` of one image."""
+        key = (st.objects, st.done, st.prelabeled, st.height, st.width, st.image_id)
+        hit = self._cache.get(st.file_name)
+        if hit is not None and hit[0][0] is st.objects and hit[0][1:] == key[1:]:
+            return hit[1]
+        image = {"id": st.image_id, "file_name": st.file_name, "height": st.height, "width": st.width}
+        frags = (json.dumps(st.to_json()), json.dumps(image) if st.done else "",
+                 ",".join(json.dumps(a) for a in _annotations(st, self.fmt)) if st.done else "")
+        self._cache[st.file_name] = (key, frags)
+        return frags
+
+    def save(self, images: list[ImageState], categories: list[dict[str, Any]], current: str | None,
+             next_object_id: int, *, lost: Sequence[ImageState] = (), coco: bool = True) -> None:
+        """Write the state of ``images`` and ``lost`` (images gone from the folder: kept in the state
+        file only); then, when ``coco``, the COCO file of the done images. DataError when the disk
+        refuses (the files on disk stay as they were)."""
+        kept = [st for st in [*images, *lost] if st.prelabeled or st.done or st.objects]
+        head = {"version": STATE_VERSION, "tool": "instaseg annotate", "images_dir": str(self.images_dir),
+                "categories": categories, "current": current, "next_object_id": next_object_id}
+        entries = ", ".join(f"{json.dumps(st.file_name)}: {self._fragments(st)[0]}" for st in kept)
+        self._write(state_path(self.output), json.dumps(head)[:-1] + f', "images": {{{entries}}}}}')
+        if not coco:
+            return
+        ok = [st for st in images if st.error is None]
+        done = [self._fragments(st) for st in ok if st.done]
+        info = {"description": f"instaseg annotate: {len(done)} of {len(ok)} images of "
+                f"{self.images_dir.name} done", "images_done": len(done), "images_total": len(ok),
+                "state_file": state_path(self.output).name}
+        cats = [{"id": int(c["id"]), "name": c["name"], "supercategory": ""} for c in categories]
+        anns = ", ".join(f[2] for f in done if f[2])
+        self._write(self.output, f'{{"info": {json.dumps(info)}, "licenses": [], '
+                    f'"images": [{", ".join(f[1] for f in done)}], "annotations": [{anns}], '
+                    f'"categories": {json.dumps(cats)}}}')
+
+    def _write(self, path: Path, text: str) -> None:
+        try:
+            with atomic_open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise DataError(path, f"cannot save ({exc.strerror or exc}); the last saved version is "
+                            "intact and this change is saved with the next one that succeeds") from None
 
 
 def empty_mask_message(what: str) -> str:
