@@ -175,9 +175,16 @@ def load_state(path: Path) -> dict[str, Any]:
            f"expected version {STATE_VERSION}")
     _check(isinstance(data.get("categories"), list) and isinstance(data.get("images"), dict), path,
            "no 'categories' list or 'images' object")
+    cats = {c.get("id") for c in data["categories"] if isinstance(c, dict)}
     for name, img in data["images"].items():
         _check(isinstance(img, dict) and isinstance(img.get("id"), int)
                and isinstance(img.get("objects", []), list), path, f"bad entry for image {name!r}")
+        for obj in img.get("objects", []):
+            rle = obj.get("rle") if isinstance(obj, dict) else None
+            size = [img.get("height"), img.get("width")]
+            _check(isinstance(rle, dict) and isinstance(rle.get("counts"), str) and rle.get("size") == size
+                   and isinstance(obj.get("id"), int) and obj.get("category_id") in cats,
+                   path, f"bad object in image {name!r}")
     return data
 
 

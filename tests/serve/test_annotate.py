@@ -170,6 +170,15 @@ def test_restart_resumes_where_the_user_stopped(folder: Path, tmp_path: Path) ->
         assert len(v3["objects"]) == 3 and not v3["done"] and model.calls == calls
     finally:
         back.close()
+    # a state file edited into nonsense is refused with one line, not half-loaded
+    good = state_path(out).read_text()
+    broken = json.loads(good)
+    broken["images"]["im1.png"]["objects"][0]["category_id"] = 99
+    state_path(out).write_text(json.dumps(broken))
+    bad = "ann.annotate.json: not an instaseg annotate state file: bad object in image 'im1.png'"
+    with pytest.raises(DataError, match=bad):
+        _session(folder, out, model=model)
+    state_path(out).write_text(good)
     # without the state file, the COCO file is read back: its images count as done
     state_path(out).unlink()
     third = _session(folder, out, model=model)
