@@ -110,6 +110,45 @@ def test_prelabels_clicks_class_delete_undo_redo_each_saved(folder: Path, tmp_pa
         s.close()
 
 
+class _Recorder:
+    """A click backend that answers a disk around the last positive click and records its inputs."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+
+    def segment(self, image, points, point_labels, box=None, multimask=False, prev_mask=None):
+        self.calls.append((np.asarray(points), np.asarray(point_labels), prev_mask))
+        x, y = np.asarray(points)[np.asarray(point_labels) == 1][-1]
+        mask = np.zeros(image.shape[:2], np.uint8)
+        cv2.circle(mask, (int(x), int(y)), 6, 1, -1)
+        return [(mask.astype(bool), 1.0)]
+
+
+def test_the_backend_gets_every_click_and_the_previous_mask(folder: Path, tmp_path: Path) -> None:
+    """What a click model (--click-checkpoint) needs to refine: all the object's clicks and its mask."""
+    backend = _Recorder()
+    s = AnnotationSession(folder, tmp_path / "a.json", predictor=Predictor(BlobModel(), CLASS_NAMES),
+                          interactive=backend)
+    try:
+        view = s.open(1)
+        blob = next(o for o in view["objects"] if o["category_id"] == 1)  # the big disk at (40, 50)
+        view = s.click(1, 30.0, 50.0, positive=False, object_id=blob["id"])
+        points, labels, prev = backend.calls[-1]
+        assert (prev == _mask(blob)).all()
+        assert labels.tolist() == [1, 0] and points[1].tolist() == [30.0, 50.0]
+        assert np.hypot(*(points[0] - (40, 50))) <= 2  # the pre-label's middle as its positive click
+        edited = next(o for o in view["objects"] if o["id"] == blob["id"])
+        view = s.click(1, 100.0, 100.0, object_id=blob["id"])
+        points, labels, prev = backend.calls[-1]
+        assert labels.tolist() == [1, 0, 1] and (prev == _mask(edited)).all()
+        assert s.click(1, 150.0, 10.0)["selected"] not in (blob["id"], None)  # nothing selected: new
+        assert backend.calls[-1][2] is None and backend.calls[-1][1].tolist() == [1]
+    finally:
+        s.close()
+
+
 def test_done_images_form_a_coco_file_the_dataset_code_reads(folder: Path, tmp_path: Path) -> None:
     for fmt in ("rle", "polygon"):
         out = tmp_path / f"ann_{fmt}.json"
@@ -252,6 +291,12 @@ def test_bad_input_is_one_line(folder: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"none of its 1 images can be read \(a.png: cannot read image"):
         _session(bad, tmp_path / "b.json")
     assert not lock_path(tmp_path / "b.json").exists()  # a refused start leaves no lock behind
+    with pytest.raises(ConfigError, match="--format must be rle or polygon, got 'svg'"):
+        _session(folder, tmp_path / "d.json", mask_format="svg")
+    with pytest.raises(ConfigError, match="--output must be a .json file"):
+        _session(folder, tmp_path / "d.txt")
+    with pytest.raises(ConfigError, match="a class is named twice"):
+        _session(folder, tmp_path / "d.json", classes="cat,dog,cat")
     s = _session(folder, tmp_path / "c.json")
     try:
         with pytest.raises(ConfigError, match=r"point \(160, 10\) is outside the 160x120 image"):
