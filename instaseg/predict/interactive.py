@@ -422,7 +422,10 @@ class ModelSegmenter:
             if prev is None:
                 crop = (square_around(*np.asarray(box, dtype=np.float64), expand=1.2) if box is not None
                         else whole_image_box(h, w))
-                first = self._prob(image, crop, points, labels, None) > 0.5
+                # Only the clicked component sets the zoom: a coarse pass may also light up other
+                # objects (e.g. every nucleus), which would zoom back out to the whole image.
+                first = _keep_clicked_components(self._prob(image, crop, points, labels, None) > 0.5,
+                                                 points, labels)
                 prob = self._prob(image, self._box(first, points, labels), points, labels, None)
             else:
                 prob = self._prob(image, self._box(prev, points, labels), points, labels, prev)
