@@ -48,7 +48,7 @@ def simulate_session(gt: np.ndarray, first: Click, num_clicks: int,
     """Clicks ``[first, c2, ...]`` (at most ``1 + num_clicks``) and the previous mask ``(H, W)`` bool
     they would be answered with: ``c_k`` lies on the largest error of the mask that answered clicks
     ``< k``; every error but the last clicked one is fixed (70% fully, else within a disk around its
-    click). Stops early when the mask is exact."""
+    click). Stops early when fixing the clicked error would leave the mask exact."""
     rng = rng or random.Random()
     gt = np.asarray(gt, dtype=bool)
     prev = perturb_mask(gt, rng)
@@ -68,8 +68,11 @@ def simulate_session(gt: np.ndarray, first: Click, num_clicks: int,
             near = np.zeros_like(region)
             near[ys, xs] = (ys - y) ** 2 + (xs - x) ** 2 <= reach * reach
             region = near
-        prev = prev.copy()
-        prev[region] = positive
+        fixed = prev.copy()
+        fixed[region] = positive
+        if np.array_equal(fixed, gt):  # nothing left to click: this click's error stays the model's
+            break
+        prev = fixed
     return clicks, prev
 
 
