@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 import torch
@@ -63,6 +65,7 @@ def test_click_disks_positive_and_negative_channels():
 
 def test_training_step_simulates_clicks_and_backpropagates():
     torch.manual_seed(0)
+    random.seed(0)
     model = get_model("click_lite0", crop_size=64, max_train_clicks=2, objects_per_image=3, sim_p=1.0).train()
     image = torch.rand(3, 80, 100)
     masks = torch.zeros(2, 80, 100, dtype=torch.bool)
@@ -76,9 +79,11 @@ def test_training_step_simulates_clicks_and_backpropagates():
     assert torch.isfinite(total) and total > 0
     total.backward()
     # 3 crops per image (the one usable instance drawn again), each with a simulated session
-    samples = model._sample(image, target)
-    assert len(samples) == 3 and all(s.refine and s.crop.shape == (3, 64, 64) for s in samples)
-    assert any(len(s.clicks) > 1 and s.prev.any() for s in samples)
+    samples = [s for _ in range(4) for s in model._sample(image, target)]
+    assert len(samples) == 12 and all(s.crop.shape == (3, 64, 64) for s in samples)
+    assert any(s.refine and len(s.clicks) > 1 and s.prev.any() for s in samples)
+    # whole-image crops (a session's first click) get one click and no previous mask
+    assert all(len(s.clicks) == 1 and not s.prev.any() for s in samples if not s.refine)
     assert model.maps_in[2].weight.grad is not None and model.maps_in[2].weight.grad.abs().sum() > 0
     # a batch without any usable instance still gives a (zero) loss connected to the parameters
     empty = {**target, "masks": torch.zeros(0, 80, 100, dtype=torch.bool), "iscrowd": torch.zeros(0)}
