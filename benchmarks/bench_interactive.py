@@ -100,6 +100,8 @@ def main() -> None:
     parser.add_argument("--stop-iou", type=float, default=0.90,
                         help="stop clicking an object once IoU >= this (NoC@85/90 unchanged; later mIoU@k "
                         "keep the last IoU); 0 runs all clicks")
+    parser.add_argument("--expand", type=float, default=None,
+                        help="ModelSegmenter's crop expansion (default: its own)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/interactive.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -121,11 +123,18 @@ def main() -> None:
             dataset = build_dataset(spec, split="val")
             results = out["evaluation"].get(name, {})
             for backend in args.backends.split(","):
-                seg = ModelSegmenter(args.runs / name) if backend == "click_lite0" else ClickSegmenter()
+                if backend == "click_lite0":
+                    kw = {} if args.expand is None else {"expand": args.expand}
+                    seg = ModelSegmenter(args.runs / name, **kw)
+                else:
+                    seg = ClickSegmenter()
                 results[backend], _ = evaluate_backend(
                     seg, dataset, max_clicks=args.max_clicks, max_per_image=args.max_per_image,
                     max_objects=args.max_objects, stop_iou=args.stop_iou or None, log=print)
-                print(name, backend, {k: v for k, v in results[backend].items() if k != "mIoU@k"}, flush=True)
+                # whole evaluation's CPU (protocol, image loading included) over the answers: an upper bound
+                r = results[backend]
+                r["cpu_seconds_per_click"] = round(r["cpu_seconds"] / r["clicks_made"], 4)
+                print(name, backend, {k: v for k, v in r.items() if k != "mIoU@k"}, flush=True)
             if "grabcut" in results and "click_lite0" in results:
                 g85, m85 = results["grabcut"]["NoC@85"], results["click_lite0"]["NoC@85"]
                 results["fewer_clicks_than_grabcut@85"] = round(1 - m85 / g85, 4)
