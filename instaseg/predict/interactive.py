@@ -352,8 +352,8 @@ class ModelSegmenter:
 
     name = "model"
 
-    def __init__(self, checkpoint: str | Path, *, device: str = "cpu", expand: float = 1.4,
-                 min_crop: float = 0.05, grow: int = 2) -> None:
+    def __init__(self, checkpoint: str | Path, *, device: str = "cpu", expand: float = 1.5,
+                 min_crop: float = 0.1, grow: int = 2) -> None:
         from instaseg.models.checkpoint import load_checkpoint, load_model
         from instaseg.models.registry import model_task
 
