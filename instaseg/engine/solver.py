@@ -14,17 +14,20 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     """SGD (momentum, optional Nesterov) or AdamW over the trainable parameters.
 
     Norm-layer weights and biases get no weight decay (standard practice; decaying them only hurts).
+    A model may set ``lr_scales`` (``{parameter-name prefix: factor}``): those parameters learn at
+    ``cfg.lr * factor`` (e.g. new layers on a pretrained trunk); the schedule scales every group alike.
     """
-    decay, no_decay = [], []
+    scales: dict[str, float] = dict(getattr(model, "lr_scales", None) or {})
+    groups_by_key: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    groups = [g for g in groups if g["params"]]
+        scale = next((float(f) for prefix, f in scales.items() if name.startswith(prefix)), 1.0)
+        decays = not (param.ndim <= 1 or name.endswith(".bias"))
+        groups_by_key.setdefault((scale, decays), []).append(param)
+    groups = [{"params": params, "weight_decay": cfg.weight_decay if decays else 0.0, "lr": cfg.lr * scale}
+              for (scale, decays), params in sorted(groups_by_key.items(),
+                                                    key=lambda kv: (kv[0][0], not kv[0][1]))]
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)

@@ -16,7 +16,7 @@ def mask_iou(gt: np.ndarray, pred: np.ndarray) -> float:
     return float(np.logical_and(gt, pred).sum() / union) if union else 1.0
 
 
-def _interior_point(region: np.ndarray) -> tuple[int, int]:
+def interior_point(region: np.ndarray) -> tuple[int, int]:
     """``(x, y)`` of the pixel of ``region`` (non-empty ``(H, W)`` bool) farthest from its boundary;
     pixels outside the image count as outside the region. Ties: the tied pixel nearest their mean."""
     import cv2
@@ -35,17 +35,14 @@ def first_click(gt: np.ndarray) -> Click:
     gt = np.asarray(gt, dtype=bool)
     if not gt.any():
         raise ValueError("cannot click on an empty ground-truth mask")
-    x, y = _interior_point(gt)
+    x, y = interior_point(gt)
     return x, y, True
 
 
-def next_click(gt: np.ndarray, pred: np.ndarray) -> Click | None:
-    """The protocol's next click given ground truth and the current prediction (``(H, W)`` bool).
-
-    The largest 8-connected error region (false negatives and false positives are separate regions)
-    gets the click, at its interior point farthest from its boundary; positive when the region is a
-    miss. None when the prediction is exact.
-    """
+def largest_error_region(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, bool] | None:
+    """The protocol's error region: the largest 8-connected component of the misses (``gt & ~pred``)
+    or of the false positives (``pred & ~gt``), as ``(region (H, W) bool, is_miss)``; None when
+    ``pred`` equals ``gt``. Misses win ties."""
     import cv2
 
     gt = np.asarray(gt, dtype=bool)
@@ -59,7 +56,18 @@ def next_click(gt: np.ndarray, pred: np.ndarray) -> Click | None:
         area = int(stats[k, cv2.CC_STAT_AREA])
         if best is None or area > best[0]:
             best = (area, comp == k, positive)
-    if best is None:
+    return None if best is None else (best[1], best[2])
+
+
+def next_click(gt: np.ndarray, pred: np.ndarray) -> Click | None:
+    """The protocol's next click given ground truth and the current prediction (``(H, W)`` bool).
+
+    The largest 8-connected error region (false negatives and false positives are separate regions,
+    :func:`largest_error_region`) gets the click, at its interior point farthest from its boundary;
+    positive when the region is a miss. None when the prediction is exact.
+    """
+    found = largest_error_region(gt, pred)
+    if found is None:
         return None
-    x, y = _interior_point(best[1])
-    return x, y, best[2]
+    x, y = interior_point(found[0])
+    return x, y, found[1]

@@ -325,6 +325,19 @@ def check_points(points: np.ndarray, labels: np.ndarray, height: int, width: int
             raise ConfigError(f"clicks: point ({x:g}, {y:g}) is outside the {width}x{height} image")
 
 
+def _touches_crop_edge(mask: np.ndarray, box: tuple[float, float, float], height: int, width: int) -> bool:
+    """Whether ``mask`` ``(H, W)`` bool reaches (within 2% of its side) an edge of the square crop
+    ``box`` ``(x0, y0, side)`` that lies inside the image."""
+    if not mask.any():
+        return False
+    x0, y0, side = box
+    band = max(1.0, 0.02 * side)
+    ys, xs = np.nonzero(mask)
+    return bool((x0 > 0 and xs.min() <= x0 + band) or (y0 > 0 and ys.min() <= y0 + band)
+                or (x0 + side < width and xs.max() + 1 >= x0 + side - band)
+                or (y0 + side < height and ys.max() + 1 >= y0 + side - band))
+
+
 class ModelSegmenter:
     """A trained click model (``task="interactive"``) behind :class:`InteractiveSegmenter`.
 
@@ -333,11 +346,14 @@ class ModelSegmenter:
             line) for anything else, e.g. an instance-segmentation run.
         device: torch device.
         expand: crop side as a multiple of the longer side of the previous mask's box.
+        min_crop: smallest crop side, as a fraction of the image's longer side.
+        grow: most extra runs on a larger crop when the answer runs into the crop's edge.
     """
 
     name = "model"
 
-    def __init__(self, checkpoint: str | Path, *, device: str = "cpu", expand: float = 1.4) -> None:
+    def __init__(self, checkpoint: str | Path, *, device: str = "cpu", expand: float = 1.5,
+                 min_crop: float = 0.1, grow: int = 2) -> None:
         from instaseg.models.checkpoint import load_checkpoint, load_model
         from instaseg.models.registry import model_task
 
@@ -356,7 +372,7 @@ class ModelSegmenter:
         del state
         self.model, self.meta = load_model(checkpoint, device=device)
         self.device = device
-        self.expand = float(expand)
+        self.expand, self.min_crop, self.grow = float(expand), float(min_crop), int(grow)
         self._image_key: str | None = None
         self._image: Any = None
         self._lock = threading.Lock()
@@ -394,7 +410,26 @@ class ModelSegmenter:
 
             return whole_image_box(*mask.shape)
         return square_around(allx.min(), ally.min(), allx.max() + 1, ally.max() + 1, expand=self.expand,
-                             min_side=max(24.0, 0.05 * max(mask.shape)))
+                             min_side=max(24.0, self.min_crop * max(mask.shape)))
+
+    def _zoomed(self, image: np.ndarray, box: Any, points: np.ndarray, labels: np.ndarray,
+                prev: np.ndarray | None) -> np.ndarray:
+        """Probability ``(H, W)`` on crop ``box``; while the clicked answer runs into an edge of the
+        crop that lies inside the image (the object goes on beyond it: the previous mask, which set
+        the crop, was too small), once more on the larger crop around that answer (at most
+        ``self.grow`` times)."""
+        h, w = image.shape[:2]
+        prob = self._prob(image, box, points, labels, prev)
+        for _ in range(self.grow):
+            mask = _keep_clicked_components(prob > 0.5, points, labels)
+            if not _touches_crop_edge(mask, box, h, w):
+                break
+            bigger = self._box(mask, points, labels)
+            if bigger[2] <= 1.1 * box[2]:
+                break
+            box = bigger
+            prob = self._prob(image, box, points, labels, prev)
+        return prob
 
     def segment(
         self,
@@ -422,10 +457,13 @@ class ModelSegmenter:
             if prev is None:
                 crop = (square_around(*np.asarray(box, dtype=np.float64), expand=1.2) if box is not None
                         else whole_image_box(h, w))
-                first = self._prob(image, crop, points, labels, None) > 0.5
-                prob = self._prob(image, self._box(first, points, labels), points, labels, None)
+                # Only the clicked component sets the zoom: a coarse pass may also light up other
+                # objects (e.g. every nucleus), which would zoom back out to the whole image.
+                first = _keep_clicked_components(self._prob(image, crop, points, labels, None) > 0.5,
+                                                 points, labels)
+                prob = self._zoomed(image, self._box(first, points, labels), points, labels, None)
             else:
-                prob = self._prob(image, self._box(prev, points, labels), points, labels, prev)
+                prob = self._zoomed(image, self._box(prev, points, labels), points, labels, prev)
         mask = prob > 0.5
         mask = _keep_clicked_components(mask, points, labels)
         score = _honoured(mask, points, labels)

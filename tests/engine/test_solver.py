@@ -63,6 +63,24 @@ def test_adamw_option() -> None:
     assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["betas"] == (0.8, 0.9)
 
 
+def test_model_lr_scales_give_new_layers_a_larger_learning_rate() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    model.lr_scales = {"1.": 5.0}  # the second layer is "new"
+    cfg = TrainConfig(optimizer="adamw", lr=0.01, warmup_iters=0, schedule="cosine")
+    opt = build_optimizer(model, cfg)
+    by_param = {id(p): g for g in opt.param_groups for p in g["params"]}
+    assert by_param[id(model[0].weight)]["lr"] == pytest.approx(0.01)
+    assert by_param[id(model[1].weight)]["lr"] == pytest.approx(0.05)
+    assert by_param[id(model[1].bias)]["weight_decay"] == 0.0
+    sched = WarmupScheduler(opt, total=10, cfg=cfg)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    half = 0.5 * (1 + math.cos(math.pi * 5 / 10))
+    assert by_param[id(model[1].weight)]["lr"] == pytest.approx(0.05 * half)
+    assert by_param[id(model[0].weight)]["lr"] == pytest.approx(0.01 * half)
+
+
 def test_resumed_scheduler_follows_the_new_total() -> None:
     cfg = TrainConfig(lr=0.1, schedule="cosine", warmup_iters=0)
     opt = build_optimizer(torch.nn.Linear(2, 2), cfg)

@@ -13,7 +13,7 @@ from instaseg.evaluation.clicks import (
     run_protocol,
     summarize,
 )
-from instaseg.ops.clicks import first_click, mask_iou, next_click
+from instaseg.ops.clicks import first_click, largest_error_region, mask_iou, next_click
 
 
 def _rect(h: int, w: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -54,6 +54,18 @@ def test_next_click_goes_to_the_largest_error_region():
     x, y, positive = next_click(gt, pred)
     assert not positive and pred[y, x] and not gt[y, x] and y < 8
     assert next_click(gt, gt) is None
+
+
+def test_largest_error_region_is_the_component_next_click_lands_in():
+    gt = _rect(60, 60, 10, 50, 10, 50)
+    pred = _rect(60, 60, 10, 50, 10, 37) | _rect(60, 60, 52, 56, 52, 56)
+    region, miss = largest_error_region(gt, pred)
+    assert miss and region.sum() == 40 * 13 and not (region & pred).any()
+    x, y, _ = next_click(gt, pred)
+    assert region[y, x]
+    region, miss = largest_error_region(gt, gt & ~_rect(60, 60, 0, 60, 0, 15) | _rect(60, 60, 0, 5, 0, 60))
+    assert not miss and region.sum() == 5 * 60
+    assert largest_error_region(gt, gt) is None
 
 
 def test_number_of_clicks_and_failures():

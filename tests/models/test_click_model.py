@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 import torch
@@ -63,7 +65,8 @@ def test_click_disks_positive_and_negative_channels():
 
 def test_training_step_simulates_clicks_and_backpropagates():
     torch.manual_seed(0)
-    model = get_model("click_lite0", crop_size=64, max_train_clicks=2).train()
+    random.seed(0)
+    model = get_model("click_lite0", crop_size=64, max_train_clicks=2, objects_per_image=3, sim_p=1.0).train()
     image = torch.rand(3, 80, 100)
     masks = torch.zeros(2, 80, 100, dtype=torch.bool)
     masks[0, 10:40, 20:60] = True
@@ -75,6 +78,12 @@ def test_training_step_simulates_clicks_and_backpropagates():
     total = sum(losses.values())
     assert torch.isfinite(total) and total > 0
     total.backward()
+    # 3 crops per image (the one usable instance drawn again), each with a simulated session
+    samples = [s for _ in range(4) for s in model._sample(image, target)]
+    assert len(samples) == 12 and all(s.crop.shape == (3, 64, 64) for s in samples)
+    assert any(s.refine and len(s.clicks) > 1 and s.prev.any() for s in samples)
+    # whole-image crops (a session's first click) get one click and no previous mask
+    assert all(len(s.clicks) == 1 and not s.prev.any() for s in samples if not s.refine)
     assert model.maps_in[2].weight.grad is not None and model.maps_in[2].weight.grad.abs().sum() > 0
     # a batch without any usable instance still gives a (zero) loss connected to the parameters
     empty = {**target, "masks": torch.zeros(0, 80, 100, dtype=torch.bool), "iscrowd": torch.zeros(0)}
@@ -82,6 +91,25 @@ def test_training_step_simulates_clicks_and_backpropagates():
     assert float(sum(zero.values()).detach()) == 0.0
     with pytest.raises(ValueError, match="training path"):
         model([image])
+
+
+def test_frozen_batchnorm_is_fused_without_changing_its_output():
+    from torchvision.ops import FrozenBatchNorm2d
+
+    from instaseg.models.click import _FusedFrozenBN
+
+    model = get_model("click_lite0", crop_size=64, backbone_weights="imagenet")  # pretrained: frozen BN
+    kinds = [type(m) for m in model.modules()]
+    assert FrozenBatchNorm2d not in kinds and kinds.count(_FusedFrozenBN) > 10
+    bn = FrozenBatchNorm2d(8)
+    for name in ("weight", "bias", "running_mean"):
+        getattr(bn, name).uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    fused = FrozenBatchNorm2d(8)
+    fused.load_state_dict(bn.state_dict())
+    fused.__class__ = _FusedFrozenBN
+    x = torch.randn(2, 8, 5, 5)
+    assert torch.allclose(fused(x), bn(x), atol=1e-5)
 
 
 def test_onnx_export_matches_pytorch(tmp_path):

@@ -146,3 +146,17 @@ def test_trained_click_model_through_the_cli(tmp_path, capsys):
     code = main(["export", "--checkpoint", str(tmp_path / "run"), "--output", str(tmp_path / "click.onnx")])
     out = capsys.readouterr().out
     assert code == 0 and "click model" in out and out.count(": ok: max abs diff") == 2
+
+
+def test_an_answer_touching_the_crop_edge_inside_the_image_asks_for_a_larger_crop():
+    from instaseg.predict.interactive import _touches_crop_edge
+
+    mask = np.zeros((100, 100), bool)
+    mask[40:60, 40:60] = True
+    assert not _touches_crop_edge(mask, (30.0, 30.0, 40.0), 100, 100)  # margin all round
+    assert _touches_crop_edge(mask, (40.0, 30.0, 40.0), 100, 100)  # cut at the crop's left edge
+    # an edge outside the image cuts nothing: the object ends with the image
+    edge = np.zeros((100, 100), bool)
+    edge[40:60, 0:20] = True
+    assert not _touches_crop_edge(edge, (-10.0, 30.0, 40.0), 100, 100)
+    assert not _touches_crop_edge(np.zeros((100, 100), bool), (40.0, 30.0, 40.0), 100, 100)
