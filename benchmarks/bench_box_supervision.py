@@ -8,7 +8,10 @@ split and is scored (mask AP) on its val split:
 - ``box_fill``: masks discarded, each mask the filled box (reference);
 - ``box_loss``: masks discarded (the filled-box file: boxes only), ``train.supervision=boxes``.
 
-Usage: python benchmarks/bench_box_supervision.py [--iters 600] [--size 256] [--out NAME]
+The four arms at 500 iterations take about 25 CPU-minutes (plus ~2 for GrabCut). ``--arms`` runs a
+subset (the JSON then holds only those).
+
+Usage: python benchmarks/bench_box_supervision.py [--iters 500] [--size 256] [--arms a,b] [--out NAME]
 Needs INSTASEG_DATA (../shared/data). Single-threaded torch; reports CPU seconds besides wall time.
 """
 
@@ -66,7 +69,7 @@ def _run(train_spec: str, train_split: str | None, val: str, extra: list[str], a
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--iters", type=int, default=600)
+    parser.add_argument("--iters", type=int, default=500)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arms", default="full_masks,grabcut,box_fill,box_loss")

@@ -108,7 +108,7 @@ def grabcut_mask(
     box grown by ``margin`` of its size on each side (the border outside the box seeds the background
     model). The mask keeps the largest connected component inside the box. ``collapsed`` is True (and
     the mask is the filled box) when the result covers less than ``min_fill`` or more than ``max_fill``
-    of the box.
+    of the box. A kept mask is made to reach all four sides of the box (:func:`touch_box_sides`).
     """
     import cv2
 
@@ -135,7 +135,27 @@ def grabcut_mask(
     ratio = mask.sum() / max(fill.sum(), 1)
     if ratio < min_fill or ratio > max_fill:
         return fill, True
-    return mask, False
+    return touch_box_sides(mask, fill), False
+
+
+def touch_box_sides(mask: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """``mask`` bool (H, W), non-empty, inside the filled box ``fill`` (H, W), extended by 1-px lines
+    from its outermost pixels to every side of the box it does not reach.
+
+    A box is tight: the object touches all four of its sides. Training derives each instance's box
+    from its mask, so a GrabCut mask that misses the feet or a hand would otherwise shrink the box the
+    detector learns (box AP 0.27 vs 0.40 with true masks on Penn-Fudan, BENCHMARKS.md). The lines
+    change the mask's IoU by a few pixels."""
+    rows, cols = np.nonzero(fill.any(1))[0], np.nonzero(fill.any(0))[0]
+    r1, r2, c1, c2 = rows[0], rows[-1], cols[0], cols[-1]
+    out = mask.copy()
+    ys, xs = np.nonzero(mask)
+    top, bottom, left, right = ys.argmin(), ys.argmax(), xs.argmin(), xs.argmax()
+    out[r1:ys[top], xs[top]] = True
+    out[ys[bottom] + 1:r2 + 1, xs[bottom]] = True
+    out[ys[left], c1:xs[left]] = True
+    out[ys[right], xs[right] + 1:c2 + 1] = True
+    return out
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:

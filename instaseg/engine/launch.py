@@ -297,7 +297,8 @@ def _build_model(
     if cfg.train.supervision != "masks":
         if not hasattr(model, "supervision"):
             raise ConfigError(f"model {cfg.model.name!r} cannot train with "
-                              f"train.supervision={cfg.train.supervision!r} (Mask R-CNN models can)")
+                              f"train.supervision={cfg.train.supervision!r} "
+                              "(the Mask R-CNN, YOLACT and SOLOv2 models can)")
         model.supervision = cfg.train.supervision
     return model, spec
 

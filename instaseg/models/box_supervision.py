@@ -1,15 +1,17 @@
-"""Box supervision for the Mask R-CNN family: the mask branch's losses computed from boxes alone
-(the terms are in :mod:`instaseg.ops.box_losses`)."""
+"""Box supervision: the mask branch's losses computed from boxes alone, for the Mask R-CNN family
+(:func:`rcnn_box_mask_losses`) and the one-stage models (:func:`image_box_mask_losses`); the terms
+are in :mod:`instaseg.ops.box_losses`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import clip_boxes_to_image, roi_align
 
-from instaseg.ops.box_losses import box_supervised_losses, boxes_to_masks
+from instaseg.ops.box_losses import box_supervised_losses, boxes_to_masks, color_similarity
 
 
 def rcnn_box_mask_losses(self: Any, features: Any, image_shapes: Any, targets: Any) -> dict[str, Tensor]:
@@ -48,3 +50,32 @@ def rcnn_box_mask_losses(self: Any, features: Any, image_shapes: Any, targets: A
     ramp = min(1.0, self._box_steps / max(self.box_pairwise_warmup, 1))
     return box_supervised_losses(logits, box_masks, colours.clamp(0, 1), pairwise_weight=ramp, dilation=1,
                                  outside_weight=self.box_outside_weight)
+
+
+def image_box_mask_losses(
+    logits: list[Tensor], boxes: list[Tensor], canvases: Tensor, *, step: int, warmup: int,
+) -> dict[str, Tensor]:
+    """Box-supervised mask losses for models whose masks cover the whole image (the one-stage ones),
+    as BoxInst computes them: projections over the whole mask map, pairwise affinity at distance 2.
+
+    Per image ``i``: ``logits[i]`` [N_i, h, w] mask logits over the canvas of its positives, ``boxes[i]``
+    [N_i, 4] their ground-truth boxes XYXY in canvas pixels; ``canvases`` [B, 3, S, S] RGB in [0, 1].
+    The colour similarity is computed once per image on the canvas area-averaged to ``h x w``. The
+    pairwise term is ramped in linearly over ``warmup`` steps (``step`` counts from 1). Returns
+    ``{"loss_mask_proj", "loss_mask_outside" (0), "loss_mask_pairwise"}`` scalars."""
+    h, w = logits[0].shape[-2:] if logits else canvases.shape[-2:]
+    stride_x, stride_y = canvases.shape[-1] / w, canvases.shape[-2] / h
+    sims, box_masks = [], []
+    for i, (lg, bx) in enumerate(zip(logits, boxes, strict=True)):
+        if lg.shape[0] == 0:
+            continue
+        colours = F.interpolate(canvases[i : i + 1], size=(h, w), mode="area")
+        sims.append(color_similarity(colours, dilation=2).expand(lg.shape[0], -1, -1, -1))
+        scale = bx.new_tensor([1 / stride_x, 1 / stride_y, 1 / stride_x, 1 / stride_y])
+        box_masks.append(boxes_to_masks(bx * scale, h, w))
+    flat = torch.cat(logits) if logits else canvases.new_zeros(0, h, w)
+    if not sims:
+        return box_supervised_losses(flat, flat, None, similarity=flat)
+    ramp = min(1.0, step / max(warmup, 1))
+    return box_supervised_losses(flat, torch.cat(box_masks), None, similarity=torch.cat(sims),
+                                 pairwise_weight=ramp, dilation=2, outside_weight=0.0)

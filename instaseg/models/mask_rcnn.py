@@ -73,12 +73,15 @@ class ScoreAtLeastRoIHeads(RoIHeads):
     losses: a RoI equal to its box makes "everything is object" a zero-loss answer (BoxInst predicts
     masks over the whole image, where the box is always smaller than the frame), while always growing
     them would teach the head that objects never touch the RoI's border, as they do at inference.
+    ``box_outside_weight`` weighs a dense cross-entropy towards background on every pixel outside the
+    box; it is off (0) because on Penn-Fudan even 0.1 made the head collapse to thin masks (the dense
+    push-down beats the projection term's one pixel per row and column; BENCHMARKS.md).
     """
 
     box_supervision = False
     box_pairwise_warmup = 100
-    box_roi_expand = 1.6
-    box_outside_weight = 1.0
+    box_roi_expand = 2.0
+    box_outside_weight = 0.0
     box_images: Tensor | None = None
     _box_steps = 0
     _sampled: Any = None

@@ -23,6 +23,7 @@ from instaseg.models.backbones import IMAGENET_MEAN, IMAGENET_STD, PyramidP3P7, 
 from instaseg.models.common import validate_images, validate_targets
 from instaseg.models.protocol import Detections, ExportGraph, InputSpec, InstanceSegmentationModel
 from instaseg.models.weights import load_full_weights
+from instaseg.ops.box_losses import boxes_to_masks
 from instaseg.ops.masks import masks_in_boxes
 from instaseg.ops.resize import letterbox_image, letterbox_size
 
@@ -53,7 +54,16 @@ class LetterboxModel(InstanceSegmentationModel):
     Subclasses implement :meth:`detect_canvas` (inference) and :meth:`compute_losses` (training).
     ``mask_size``: side ``M`` of the box-relative output masks (default: the mask map's side, so no
     detail is lost).
+
+    ``supervision = "boxes"`` trains from boxes alone: the targets' masks are replaced by their filled
+    boxes before anything reads them (so assignments that use a mask's centre use the box's), and
+    subclasses swap their mask loss for BoxInst's (:func:`~instaseg.models.box_supervision.
+    image_box_mask_losses`), its pairwise term ramped in over ``box_pairwise_warmup`` steps.
     """
+
+    box_supervision = False
+    box_pairwise_warmup = 100
+    _box_steps = 0
 
     def __init__(self, backbone: nn.Module, fpn: nn.Module, *, num_classes: int, input_size: int,
                  score_thresh: float, max_detections: int, mask_size: int | None) -> None:
@@ -73,6 +83,22 @@ class LetterboxModel(InstanceSegmentationModel):
     @property
     def input_spec(self) -> InputSpec:
         return InputSpec(self.pixel_mean, self.pixel_std, fixed_size=self.input_size)
+
+    @property
+    def supervision(self) -> str:
+        """``"masks"`` (the default) or ``"boxes"``: learn the masks from the boxes alone."""
+        return "boxes" if self.box_supervision else "masks"
+
+    @supervision.setter
+    def supervision(self, value: str) -> None:
+        if value not in ("masks", "boxes"):
+            raise ConfigError(f"supervision must be 'masks' or 'boxes', got {value!r}")
+        self.box_supervision = value == "boxes"
+
+    def box_step(self) -> int:
+        """Count a box-supervised training step; the count (from 1) ramps the pairwise term."""
+        self._box_steps += 1
+        return self._box_steps
 
     def features(self, batch: Tensor) -> list[Tensor]:
         """[B, 3, S, S] canvas RGB in [0, 1] -> [P3..P7]."""
@@ -126,7 +152,10 @@ class LetterboxModel(InstanceSegmentationModel):
         validate_images(images)
         if not self.training:
             return self.paste_full_size(images)
-        validate_targets(images, targets, self.num_classes)
+        validate_targets(images, targets, self.num_classes, need_masks=not self.box_supervision)
+        if self.box_supervision:  # the masks are never read: filled boxes stand in for them
+            targets = [{**t, "masks": boxes_to_masks(t["boxes"].float(), *img.shape[-2:])}
+                       for t, img in zip(targets, images, strict=True)]
         canvases = [letterbox_image(img, self.input_size)[0] for img in images]
         return self.compute_losses(torch.stack(canvases), letterbox_targets(targets, images, self.input_size))
 

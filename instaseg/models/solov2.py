@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
 from instaseg.errors import ConfigError
+from instaseg.models.box_supervision import image_box_mask_losses
 from instaseg.models.onestage import LetterboxModel, Raw, build_letterbox_model, check_mask_stride
 from instaseg.models.registry import register_model
 from instaseg.ops.boxes import boxes_of_masks
@@ -237,22 +238,30 @@ class SOLOv2(LetterboxModel):
         kern = torch.cat(kernels, 1)
         cate_t = torch.zeros_like(cate)
         dice, n_pos = cate.sum() * 0.0, 0
+        box_logits: list[Tensor] = []
+        box_targets: list[Tensor] = []
         for i, t in enumerate(targets):
             cls_t, gt_t = self._assign(t)
             pos = (cls_t > 0).nonzero()[:, 0]
+            box_logits.append(mask_feat.new_zeros(0, *mask_feat.shape[-2:]))
+            box_targets.append(t["boxes"][:0])
             if pos.numel() == 0:
                 continue
             cate_t[i, pos, cls_t[pos] - 1] = 1.0
-            small = downsample_masks(t["masks"], tuple(mask_feat.shape[-2:]))[gt_t[pos]]
             logits = torch.einsum("ne,ehw->nhw", kern[i, pos], mask_feat[i])
-            dice = dice + dice_loss(torch.sigmoid(logits), small).sum()
             n_pos += pos.numel()
+            if self.box_supervision:
+                box_logits[-1], box_targets[-1] = logits, t["boxes"][gt_t[pos]]
+                continue
+            small = downsample_masks(t["masks"], tuple(mask_feat.shape[-2:]))[gt_t[pos]]
+            dice = dice + dice_loss(torch.sigmoid(logits), small).sum()
         w = self.loss_weights
         focal = sigmoid_focal_loss(cate, cate_t, alpha=0.25, gamma=2.0, reduction="sum")
-        return {
-            "loss_cate": w["cate"] * focal / (n_pos + 1),
-            "loss_mask": w["mask"] * dice / max(n_pos, 1),
-        }
+        losses = {"loss_cate": w["cate"] * focal / (n_pos + 1)}
+        if self.box_supervision:
+            return {**losses, **image_box_mask_losses(box_logits, box_targets, batch, step=self.box_step(),
+                                                      warmup=self.box_pairwise_warmup)}
+        return {**losses, "loss_mask": w["mask"] * dice / max(n_pos, 1)}
 
 
 def _take(x: Tensor, idx: Tensor) -> Tensor:

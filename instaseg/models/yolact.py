@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
+from instaseg.errors import ConfigError
+from instaseg.models.box_supervision import image_box_mask_losses
 from instaseg.models.onestage import LetterboxModel, Raw, build_letterbox_model, check_mask_stride
 from instaseg.models.registry import register_model
 from instaseg.ops.boxes import cxcywh_to_xyxy, decode_boxes, encode_boxes
@@ -173,6 +175,13 @@ class YOLACT(LetterboxModel):
             "anchors", make_anchors(input_size, anchor_scale, tuple(aspect_ratios)), persistent=False
         )
 
+    @LetterboxModel.supervision.setter  # type: ignore[attr-defined]
+    def supervision(self, value: str) -> None:
+        if value == "boxes" and self.maskiou is not None:
+            raise ConfigError("yolact: train.supervision=boxes needs model.kwargs use_maskiou: false "
+                              "(the mask re-scoring head learns from true masks)")
+        LetterboxModel.supervision.fset(self, value)  # type: ignore[attr-defined]
+
     # ---- shared trunk -------------------------------------------------------------------------
     def _features(self, batch: Tensor) -> tuple[list[Tensor], Tensor, Tensor, Tensor, Tensor]:
         feats = self.features(batch)
@@ -226,6 +235,9 @@ class YOLACT(LetterboxModel):
         num_pos = 0
         sem_logits = self.semantic(feats[0])
         sem_loss = zero
+        boxes_only = self.box_supervision
+        box_logits: list[Tensor] = []
+        box_targets: list[Tensor] = []
         for i, t in enumerate(targets):
             gt_boxes, gt_labels, gt_masks = t["boxes"], t["labels"], t["masks"]
             cls_t, matched = _match(anchors_xyxy, gt_boxes, gt_labels)
@@ -233,7 +245,8 @@ class YOLACT(LetterboxModel):
             n_pos = int(pos.sum())
             num_pos += n_pos
             cls_loss = cls_loss + _ohem_ce(cls[i], cls_t, pos)
-            sem_loss = sem_loss + _semantic_loss(sem_logits[i], gt_masks, gt_labels)
+            if not boxes_only:  # the semantic target is the masks' union: no box-only stand-in
+                sem_loss = sem_loss + _semantic_loss(sem_logits[i], gt_masks, gt_labels)
             if n_pos == 0:
                 continue
             pos_idx = pos.nonzero()[:, 0]
@@ -244,8 +257,12 @@ class YOLACT(LetterboxModel):
             if pos_idx.numel() > 100:  # bound memory: masks for at most 100 positives per image
                 sel = torch.randperm(pos_idx.numel(), device=pos_idx.device)[:100]
                 pos_idx, gt_idx = pos_idx[sel], gt_idx[sel]
-            small = downsample_masks(gt_masks, tuple(protos.shape[-2:]))[gt_idx]
             logits = torch.einsum("nc,chw->nhw", coef[i, pos_idx], protos[i])
+            if boxes_only:
+                box_logits.append(logits)
+                box_targets.append(gt_boxes[gt_idx])
+                continue
+            small = downsample_masks(gt_masks, tuple(protos.shape[-2:]))[gt_idx]
             crop = crop_masks(torch.ones_like(logits), gt_boxes[gt_idx], stride)
             bce = F.binary_cross_entropy_with_logits(logits, small, reduction="none")
             per_inst = (bce * crop).sum((1, 2)) / crop.sum((1, 2)).clamp(min=1.0)
@@ -269,6 +286,10 @@ class YOLACT(LetterboxModel):
         }
         if self.maskiou is not None:
             losses["loss_maskiou"] = w["maskiou"] * miou_loss / denom
+        if boxes_only:
+            del losses["loss_mask"], losses["loss_semantic"]
+            losses.update(image_box_mask_losses(box_logits, box_targets, batch, step=self.box_step(),
+                                                warmup=self.box_pairwise_warmup))
         return losses
 
 

@@ -27,16 +27,25 @@ def dice_loss(pred: Tensor, target: Tensor, eps: float = 1e-5) -> Tensor:
     return 1.0 - 2.0 * inter / union.clamp(min=eps)
 
 
-def projection_loss(mask_logits: Tensor, box_masks: Tensor) -> Tensor:
-    """Dice between the mask's and the box's projections onto the x and y axes.
+def projection_loss(mask_logits: Tensor, box_masks: Tensor, *, bce_weight: float = 1.0) -> Tensor:
+    """Dice between the mask's and the box's projections onto the x and y axes, plus
+    ``bce_weight`` x their binary cross-entropy (mean per axis).
 
     ``mask_logits`` [N, H, W]; ``box_masks`` [N, H, W] float {0, 1}. Returns [N] (per instance, the
-    sum of the x-axis and y-axis dice losses; 0 when the mask's extent equals the box).
+    sum over both axes; ~0 when the mask's extent equals the box). The max is taken over logits (the
+    same pixel as over probabilities). BoxInst uses the dice term alone; its gradient goes through the
+    sigmoid and vanishes once a mask saturates (all ones: the dice loss is stuck at 1 - 2b / (1 + b)
+    for a box covering b of the frame), which short, high-rate CPU schedules reach; the cross-entropy
+    on the logits keeps a gradient of sigmoid(max) - target.
     """
-    probs = mask_logits.sigmoid()
-    px, bx = probs.amax(dim=1), box_masks.amax(dim=1)  # [N, W]: max over rows
-    py, by = probs.amax(dim=2), box_masks.amax(dim=2)  # [N, H]
-    return dice_loss(px, bx) + dice_loss(py, by)
+    lx, bx = mask_logits.amax(dim=1), box_masks.amax(dim=1)  # [N, W]: max over rows
+    ly, by = mask_logits.amax(dim=2), box_masks.amax(dim=2)  # [N, H]
+    loss = dice_loss(lx.sigmoid(), bx) + dice_loss(ly.sigmoid(), by)
+    if bce_weight:
+        bce = F.binary_cross_entropy_with_logits
+        per_axis = bce(lx, bx, reduction="none").mean(1) + bce(ly, by, reduction="none").mean(1)
+        loss = loss + bce_weight * per_axis
+    return loss
 
 
 def outside_loss(mask_logits: Tensor, box_masks: Tensor) -> Tensor:
@@ -129,8 +138,9 @@ def boxes_to_masks(boxes: Tensor, height: int, width: int) -> Tensor:
 def box_supervised_losses(
     mask_logits: Tensor,
     box_masks: Tensor,
-    images: Tensor,
+    images: Tensor | None,
     *,
+    similarity: Tensor | None = None,
     pairwise_weight: float = 1.0,
     threshold: float = 0.3,
     dilation: int = 2,
@@ -144,11 +154,17 @@ def box_supervised_losses(
     (then both terms are 0 and still connected to ``mask_logits`` for autograd). ``dilation``: the
     pairwise neighbours' distance (BoxInst's 2 on stride-4 image masks; 1 on a RoI grid made by a
     stride-2 transposed conv, where distance-2 pairs would leave the 4 sub-grids unlinked).
+    ``similarity`` [N, 8, H, W]: :func:`color_similarity` computed by the caller (e.g. once per image
+    for all its instances); ``images`` is then not read.
     """
     if mask_logits.shape[0] == 0:
         zero = mask_logits.sum() * 0.0
         return {"loss_mask_proj": zero, "loss_mask_outside": zero, "loss_mask_pairwise": zero}
-    sim = color_similarity(images, dilation=dilation)
+    if similarity is None:
+        if images is None:
+            raise ValueError("box_supervised_losses needs images or similarity")
+        similarity = color_similarity(images, dilation=dilation)
+    sim = similarity
     pairwise = pairwise_loss(mask_logits, sim, box_masks, threshold=threshold, dilation=dilation)
     return {"loss_mask_proj": projection_loss(mask_logits, box_masks).mean(),
             "loss_mask_outside": outside_weight * outside_loss(mask_logits, box_masks).mean(),

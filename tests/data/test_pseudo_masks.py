@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from instaseg.cli import main
@@ -18,7 +19,9 @@ from instaseg.data.pseudo_masks import (
     load_box_source,
     pseudo_mask_dataset,
     pseudo_mask_image,
+    touch_box_sides,
 )
+from instaseg.structures import masks_to_boxes
 
 
 def _disc_image(seed: int = 0) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float, float]]:
@@ -44,6 +47,27 @@ def test_grabcut_finds_the_object_the_box_fill_does_not() -> None:
     assert _iou(mask, disc) > 0.9  # measured 1.0
     assert _iou(fill, disc) < 0.8  # a disc fills pi/4 of its box
     assert not (mask & ~fill).any()  # never outside the box
+
+
+def test_grabcut_mask_reaches_every_side_of_its_box() -> None:
+    # the disc's box is 4 px larger than the disc on the right and bottom: the mask must still give
+    # back the box (training derives the box from the mask)
+    image, disc, _ = _disc_image()
+    box = (22.0, 26.0, 71.0, 75.0)
+    mask, collapsed = grabcut_mask(image, box)
+    assert not collapsed
+    assert masks_to_boxes(torch.from_numpy(mask)[None]).tolist() == [list(box)]
+    assert _iou(mask, disc) > 0.95  # two 4-px lines added to the disc
+
+
+def test_touch_box_sides_extends_by_lines() -> None:
+    fill = box_fill_mask((2, 2, 10, 10), 12, 12)
+    mask = np.zeros((12, 12), bool)
+    mask[4:6, 5:7] = True
+    out = touch_box_sides(mask, fill)
+    assert masks_to_boxes(torch.from_numpy(out)[None]).tolist() == [[2.0, 2.0, 10.0, 10.0]]
+    assert out.sum() == 4 + 2 + 4 + 3 + 3  # the block, then lines up, down, left, right
+    assert not (out & ~fill).any() and (out & mask).sum() == mask.sum()
 
 
 def test_grabcut_collapse_falls_back_to_the_box() -> None:

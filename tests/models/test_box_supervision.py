@@ -50,7 +50,7 @@ def test_box_supervised_training_reduces_the_mask_loss_with_zeroed_masks() -> No
     torch.manual_seed(0)
     model = get_model("maskrcnn_r18_slim", num_classes=3, min_size=96, max_size=96)
     model.supervision = "boxes"
-    model.roi_heads.box_pairwise_warmup = 20
+    model.roi_heads.box_pairwise_warmup = 1  # a constant objective, so first and last steps compare
     samples = [_grey_sample(s) for s in range(8)]
     images, targets = [s[0] for s in samples], [s[1] for s in samples]
     zeroed = [{**t, "masks": torch.zeros_like(t["masks"])} for t in targets]
@@ -65,7 +65,7 @@ def test_box_supervised_training_reduces_the_mask_loss_with_zeroed_masks() -> No
         opt.zero_grad()
         sum(losses.values()).backward()
         opt.step()
-    # measured: the mask terms fall from ~4.8 (first 10 steps) to ~0.1 (last 10)
+    # measured: the mask terms fall from ~3.1 (mean of the first 10 steps) to ~0.7 (last 10)
     assert sum(last) < 0.5 * sum(first)
     assert all(float(t["masks"].sum()) == 0 for t in zeroed)
 

@@ -46,6 +46,27 @@ def test_projection_loss_zero_for_the_object_high_for_empty() -> None:
     assert projection_loss(_logits(half), box).item() > 0.1
 
 
+def test_projection_loss_still_pulls_a_saturated_all_ones_mask() -> None:
+    # a mask head driven to "everything is object" (logits +12) must still be pushed back outside the
+    # box; BoxInst's dice alone has no gradient left there (it goes through a saturated sigmoid)
+    _, _, box = _scene()
+    grads = {}
+    for weight in (0.0, 1.0):
+        logits = (12.0 + 0.01 * torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(0)))
+        logits.requires_grad_(True)
+        projection_loss(logits, box, bce_weight=weight).sum().backward()
+        grads[weight] = logits.grad.abs().max().item()
+    assert grads[0.0] < 1e-4 < 0.01 < grads[1.0]
+
+
+def test_similarity_given_once_equals_images() -> None:
+    image, disc, box = _scene()
+    logits = _logits(disc)
+    a = box_supervised_losses(logits, box, image)
+    b = box_supervised_losses(logits, box, None, similarity=color_similarity(image))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_pairwise_loss_prefers_the_object_over_the_box() -> None:
     image, disc, box = _scene()
     sim = color_similarity(image)
