@@ -3,8 +3,9 @@ import torch
 
 from instaseg.data.points.synthetic import generate_scene
 from instaseg.models import get_model, list_models, model_task
-from instaseg.models.pointgroup import cluster_instances, voxelize
-from instaseg.ops.points import radius_components, voxel_downsample
+from instaseg.models.pointgroup import cluster_instances
+from instaseg.models.sparse_unet import SparseConv, sparse_inputs
+from instaseg.ops.points import radius_components, radius_graph_components, voxel_downsample
 
 
 def _points(scene):
@@ -20,6 +21,9 @@ def test_radius_components_and_downsample():
     a = np.array([[0, 0, 0], [0.03, 0, 0], [0.06, 0, 0], [1, 1, 1], [1.02, 1, 1]], np.float64)
     comp = radius_components(a, 0.04)
     assert comp[0] == comp[1] == comp[2] and comp[3] == comp[4] and comp[0] != comp[3]
+    comp = radius_graph_components(a, 0.035)  # exact radius: 0.03 apart joins, 0.06 does not chain
+    assert comp[0] == comp[1] == comp[2] and comp[3] == comp[4] and comp[0] != comp[3]
+    assert len(np.unique(radius_graph_components(a, 0.025))) == 4
     keep, inv = voxel_downsample(a, 0.5)
     assert len(keep) == 2 and (a[keep][inv] // 0.5 == a // 0.5).all()
 
@@ -28,10 +32,54 @@ def test_cluster_instances_groups_shifted_points():
     xyz = np.array([[0, 0, 0], [0.4, 0, 0], [2, 0, 0], [2.4, 0, 0], [5, 5, 0]], np.float64)
     offsets = np.array([[0.2, 0, 0], [-0.2, 0, 0], [0.2, 0, 0], [-0.2, 0, 0], [0, 0, 0]])
     probs = np.array([[0.1, 0.9, 0], [0.2, 0.8, 0], [0, 0.3, 0.7], [0, 0.1, 0.9], [0.9, 0.1, 0]])
-    pred = cluster_instances(xyz, probs, offsets, stuff=(0,), cell=0.05, min_points=2)
+    pred = cluster_instances(xyz, probs, offsets, stuff=(0,), radius=0.05, min_points=2)
     assert len(pred) == 2 and pred.instance_ids.tolist() == [0, 0, 1, 1, -1]
     assert pred.labels.tolist() == [1, 2]
     np.testing.assert_allclose(pred.scores, [0.85, 0.8], atol=1e-6)
+
+
+def test_cluster_instances_per_class_splits_touching_objects():
+    # two objects whose points shift onto the same centre, of different predicted classes
+    xyz = np.array([[0, 0, 0], [0.1, 0, 0], [0.2, 0, 0], [0.3, 0, 0]], np.float64)
+    offsets = np.array([[0.15, 0, 0], [0.05, 0, 0], [-0.05, 0, 0], [-0.15, 0, 0]])
+    probs = np.array([[0, 0.9, 0.1], [0, 0.8, 0.2], [0, 0.1, 0.9], [0, 0.3, 0.7]])
+    kw = {"stuff": (0,), "radius": 0.05, "min_points": 2}
+    assert len(cluster_instances(xyz, probs, offsets, per_class=False, **kw)) == 1
+    pred = cluster_instances(xyz, probs, offsets, **kw)
+    assert pred.instance_ids.tolist() == [0, 0, 1, 1] and pred.labels.tolist() == [1, 2]
+
+
+def test_sparse_conv_equals_dense_conv_on_occupied_voxels():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    ijk = np.unique(rng.integers(0, 6, (80, 3)), axis=0)
+    points = torch.from_numpy(np.c_[ijk + 0.5, np.full((len(ijk), 3), 0.5)].astype(np.float32))  # exact in float
+    features, cell, _, nbr = sparse_inputs(points, 1.0, 1)
+    assert len(features) == len(ijk) and nbr.shape == (len(ijk), 27)
+    conv = SparseConv(features.shape[1], 4, 27).eval()
+    dense = torch.nn.Conv3d(features.shape[1], 4, 3, padding=1, bias=False)
+    # the sparse weight is laid out [cout, offset (i, j, k in -1..1), cin]
+    w = conv.linear.weight.detach().reshape(4, 3, 3, 3, -1).permute(0, 4, 1, 2, 3)
+    dense.weight.data.copy_(w)
+    grid = torch.zeros(1, features.shape[1], 6, 6, 6)
+    vox = torch.from_numpy(ijk - ijk.min(0))
+    grid[0, :, vox[:, 0], vox[:, 1], vox[:, 2]] = features[cell].T
+    want = dense(grid)[0, :, vox[:, 0], vox[:, 1], vox[:, 2]].T
+    got = conv.linear(torch.cat([features, torch.zeros(1, features.shape[1])])[nbr.reshape(-1)].reshape(len(nbr), -1))
+    torch.testing.assert_close(got[cell], want, atol=1e-5, rtol=1e-4)
+
+
+def test_sparse_tables_link_children_and_parents():
+    scene = generate_scene(1, 2000)
+    inputs = sparse_inputs(_points(scene), 0.05, 3)
+    sizes = [len(inputs[3])] + [len(inputs[4 + 3 * (i - 1)]) for i in range(1, 3)]
+    assert sizes[0] > sizes[1] > sizes[2] > 0
+    for level in (1, 2):
+        down, up = inputs[3 * level + 2], inputs[3 * level + 3]
+        assert down.shape == (sizes[level], 8) and up.shape == (sizes[level - 1],)
+        # every child sits in its parent's down row at the position its up index names
+        assert torch.equal(down.reshape(-1)[up], torch.arange(sizes[level - 1]))
+        assert int((down < sizes[level - 1]).sum()) == sizes[level - 1]
 
 
 def test_pointgroup_losses_backprop_and_predict():
@@ -47,8 +95,8 @@ def test_pointgroup_losses_backprop_and_predict():
     model.eval()
     pred = model.predict(_points(scene))
     assert pred.num_points == len(scene)
-    grid, cell, pf = voxelize(_points(scene), 0.1)
-    assert grid.shape[2] % 4 == 0 and cell.max() < grid[0, 0].numel() and pf.shape == (1500, 7)
+    features, cell, pf, *_ = model.inputs(_points(scene))
+    assert cell.max() < len(features) and pf.shape == (1500, 7)
 
 
 def test_pointgroup_learns_one_scene():
