@@ -31,7 +31,7 @@ class PointNetwork(nn.Module):
     offsets [N, 3])`` on the inputs of :func:`sparse_inputs` (what ONNX exports; building the voxel
     tables and clustering stay outside)."""
 
-    def __init__(self, num_classes: int, width: int = 16, levels: int = 5, shape: bool = True) -> None:
+    def __init__(self, num_classes: int, width: int = 16, levels: int = 5, shape: int = 2) -> None:
         super().__init__()
         self.unet = SparseUNet(VOXEL_FEATURES + SHAPE_FEATURES * shape, width, levels)
         self.head = nn.Sequential(
@@ -42,7 +42,7 @@ class PointNetwork(nn.Module):
 
     def forward(self, features: Tensor, cell: Tensor, point_features: Tensor, *tables: Tensor) -> tuple[Tensor, Tensor]:
         voxels = self.unet(features, tables)
-        h = self.head(torch.cat([voxels[cell], point_features], 1))
+        h = self.head(torch.cat([voxels.index_select(0, cell), point_features], 1))
         return self.semantic(h), self.offset(h)
 
 
@@ -58,7 +58,7 @@ class PointGroupLite(nn.Module):
         voxel: float = 0.05,
         width: int = 16,
         levels: int = 5,
-        shape_features: bool = True,
+        shape_features: int = 2,
         stuff_classes: tuple[int, ...] = (0, 1),
         cluster_radius: float = 0.08,
         per_class: bool = True,
@@ -70,8 +70,8 @@ class PointGroupLite(nn.Module):
         self.stuff_classes = tuple(int(c) for c in stuff_classes)
         self.cluster_radius, self.per_class = cluster_radius, per_class
         self.min_points, self.score_thresh = min_points, score_thresh
-        self.shape_features = shape_features
-        self.net = PointNetwork(num_classes, width, levels, shape_features)
+        self.shape_features = int(shape_features)
+        self.net = PointNetwork(num_classes, width, levels, self.shape_features)
 
     def _run(self, points: Tensor) -> tuple[Tensor, Tensor]:
         device = next(self.parameters()).device
@@ -182,7 +182,7 @@ def pointgroup_lite(
     voxel: float = 0.05,
     width: int = 16,
     levels: int = 5,
-    shape_features: bool = True,
+    shape_features: int = 2,
     stuff_classes: list[int] | tuple[int, ...] = (0, 1),
     cluster_radius: float = 0.08,
     per_class: bool = True,

@@ -42,12 +42,13 @@ def _lookup(keys: Tensor, query: Tensor, missing: int) -> Tensor:
 
 
 def sparse_inputs(
-    points: Tensor, voxel: float, levels: int, *, shape: bool = True, max_cells: int = 2**20
+    points: Tensor, voxel: float, levels: int, *, shape: int = 2, max_cells: int = 2**20
 ) -> tuple[Tensor, ...]:
     """The network's inputs for one scene ``points`` [N, 6] (x, y, z, r, g, b): ``(features, cell,
     point_features, nbr_0, nbr_1, down_1, up_1, ..., nbr_{L-1}, down_{L-1}, up_{L-1})`` (see the module
-    docstring); ``features`` has ``VOXEL_FEATURES (+ SHAPE_FEATURES if shape)`` columns. A scene wider than
-    ``max_cells`` voxels along an axis uses coarser voxels."""
+    docstring); ``features`` has ``VOXEL_FEATURES + shape * SHAPE_FEATURES`` columns: the local shape in
+    windows of 3, 6... voxels (``shape`` scales, at most ``levels``). A scene wider than ``max_cells``
+    voxels along an axis uses coarser voxels."""
     xyz, rgb = points[:, :3].float(), points[:, 3:6].float()
     lo = xyz.min(0).values if len(xyz) else torch.zeros(3)
     extent = float((xyz.max(0).values - lo).max()) if len(xyz) else 0.0
@@ -66,11 +67,8 @@ def sparse_inputs(
     cov = (mean[:, 7:] - mean[:, 3:6][:, ii] * mean[:, 3:6][:, jj]) * 12.0  # ~unit scale in a filled voxel
     coords = ijk.new_zeros(0, 3) if m == 0 else _decode(keys)
     tables: list[Tensor] = [_neighbours(coords, keys)]
-    features = torch.cat([mean[:, :7], cov, count.log1p() - 1.0], 1)
-    if shape:
-        features = torch.cat([features, window_shape((xyz - lo) / voxel, cell, count, tables[0])], 1)
     point_features = torch.cat([inside, rgb - 0.5, height], 1)
-    for _ in range(1, levels):
+    for _ in range(1, max(levels, shape)):
         parent_keys, up = torch.unique(_encode(coords // 2), return_inverse=True)
         parent = _decode(parent_keys)
         child = (parent[:, None, :] * 2 + _OFF8[None]).reshape(-1, 3)
@@ -78,7 +76,17 @@ def sparse_inputs(
         pos = ((coords % 2) * torch.tensor([4, 2, 1])).sum(1)
         coords, keys = parent, parent_keys
         tables += [_neighbours(coords, keys), down, up * 8 + pos]
-    return (features, cell, point_features, *tables)
+    features = [mean[:, :7], cov, count.log1p() - 1.0]
+    point_voxel, level0_voxel = cell, torch.arange(m)  # voxels at the current scale
+    for scale in range(shape):
+        if scale:
+            parent = tables[3 * scale] // 8  # up_scale: level scale-1 voxel -> its parent
+            point_voxel, level0_voxel = parent[point_voxel], parent[level0_voxel]
+        nbr = tables[0] if scale == 0 else tables[3 * scale - 2]
+        counts = torch.bincount(point_voxel, minlength=len(nbr)).float()[:, None]
+        pos = (xyz - lo) / (voxel * 2**scale)
+        features.append(window_shape(pos, point_voxel, counts, nbr)[level0_voxel])
+    return (torch.cat(features, 1), cell, point_features, *tables[: 1 + 3 * (levels - 1)])
 
 
 def window_shape(pos: Tensor, cell: Tensor, count: Tensor, nbr: Tensor) -> Tensor:
@@ -130,7 +138,7 @@ def _neighbours(coords: Tensor, keys: Tensor) -> Tensor:
 def _gather(x: Tensor, index: Tensor) -> Tensor:
     """Rows ``index`` [M, K] of ``x`` [M', C] padded with a zero row at ``M'``, as [M, K * C]."""
     padded = torch.cat([x, x.new_zeros(1, x.shape[1])], 0)
-    return padded[index.reshape(-1)].reshape(index.shape[0], -1)
+    return padded.index_select(0, index.reshape(-1)).reshape(index.shape[0], -1)  # backward: index_add_
 
 
 class SparseConv(nn.Module):

@@ -137,3 +137,20 @@ def test_dbscan_baseline_separates_blobs():
     assert ia >= 0 and ib >= 0 and ia != ib
     assert (ids[3000:3300] == ia).mean() > 0.9 and (ids[3300:] == ib).mean() > 0.9
     assert (ids[:3000] == -1).mean() > 0.95
+
+
+def test_window_shape_tells_planes_from_spheres():
+    rng = np.random.default_rng(0)
+    plane = np.c_[rng.uniform(0, 1, (3000, 2)), rng.normal(0, 0.002, 3000)]
+    d = rng.normal(size=(3000, 3))
+    sphere = 0.25 * d / np.linalg.norm(d, axis=1, keepdims=True)
+    out = []
+    for xyz in (plane, sphere):
+        pts = torch.from_numpy(np.c_[xyz, np.full((len(xyz), 3), 0.5)].astype(np.float32))
+        out.append(sparse_inputs(pts, 0.05, 2, shape=2)[0][:, 14:])
+    flat, round_ = out
+    assert flat.shape[1] == round_.shape[1] == 18
+    # plane: normal along z (n_z^2 = 1) and no curvature, at both window sizes
+    assert flat[:, 2].mean() > 0.95 and flat[:, 11].mean() > 0.95
+    assert flat[:, 6].mean() < 0.05 and flat[:, 15].mean() < 0.05
+    assert round_[:, 6].mean() > 4 * flat[:, 6].mean() and round_[:, 15].mean() > 4 * flat[:, 15].mean()
