@@ -82,6 +82,8 @@ def export_points_onnx(
                 "levels": model.levels,
                 "cluster_radius": model.cluster_radius,
                 "per_class": model.per_class,
+                "smooth_iters": model.smooth_iters,
+                "shape_features": model.shape_features,
                 "min_points": model.min_points,
                 "stuff_classes": list(model.stuff_classes),
             }
@@ -113,6 +115,7 @@ def verify_points_onnx(model: nn.Module, path: str | Path, num_points: int, seed
         "radius": model.cluster_radius,
         "min_points": model.min_points,
         "per_class": model.per_class,
+        "smooth_iters": model.smooth_iters,
     }
 
     def softmax(x: np.ndarray) -> np.ndarray:

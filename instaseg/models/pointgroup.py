@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from instaseg.errors import ConfigError
 from instaseg.models.registry import register_model
 from instaseg.models.sparse_unet import POINT_FEATURES, SHAPE_FEATURES, VOXEL_FEATURES, SparseUNet, sparse_inputs
 from instaseg.ops.points import radius_graph_components
@@ -59,18 +60,24 @@ class PointGroupLite(nn.Module):
         width: int = 16,
         levels: int = 5,
         shape_features: int = 2,
+        class_weights: tuple[float, ...] | None = None,
         stuff_classes: tuple[int, ...] = (0, 1),
         cluster_radius: float = 0.08,
         per_class: bool = True,
+        smooth_iters: int = 2,
         min_points: int = 20,
         score_thresh: float = 0.05,
     ) -> None:
         super().__init__()
         self.num_classes, self.voxel, self.levels = num_classes, voxel, levels
         self.stuff_classes = tuple(int(c) for c in stuff_classes)
-        self.cluster_radius, self.per_class = cluster_radius, per_class
+        self.cluster_radius, self.per_class, self.smooth_iters = cluster_radius, per_class, smooth_iters
         self.min_points, self.score_thresh = min_points, score_thresh
         self.shape_features = int(shape_features)
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise ConfigError(f"class_weights has {len(class_weights)} entries, the model {num_classes} classes")
+        weights = torch.ones(num_classes) if class_weights is None else torch.tensor(class_weights).float()
+        self.register_buffer("class_weights", weights, persistent=False)
         self.net = PointNetwork(num_classes, width, levels, self.shape_features)
 
     def _run(self, points: Tensor) -> tuple[Tensor, Tensor]:
@@ -88,7 +95,9 @@ class PointGroupLite(nn.Module):
         for p, t in zip(points, targets, strict=True):
             logits, offsets = self._run(p)
             sem, inst = t["semantic"].to(logits.device), t["instance"].to(logits.device)
-            losses["loss_sem"] = losses["loss_sem"] + F.cross_entropy(logits, sem, ignore_index=-1)
+            losses["loss_sem"] = losses["loss_sem"] + F.cross_entropy(
+                logits, sem, weight=self.class_weights.to(logits.device), ignore_index=-1
+            )
             fg = inst >= 0
             if fg.any():
                 xyz = p[:, :3].to(logits.device)
@@ -122,6 +131,7 @@ class PointGroupLite(nn.Module):
             stuff=self.stuff_classes,
             radius=self.cluster_radius,
             per_class=self.per_class,
+            smooth_iters=self.smooth_iters,
             min_points=self.min_points,
             score_thresh=self.score_thresh,
         )
@@ -140,11 +150,14 @@ def cluster_instances(
     min_points: int,
     score_thresh: float = 0.0,
     per_class: bool = True,
+    smooth_iters: int = 0,
 ) -> PointInstances:
     """Group points into instances from per-point ``probs`` (N, C) and ``offsets`` (N, 3) (NumPy).
 
-    Thing points (argmax class not in ``stuff``) are moved by their offsets and linked when closer than
-    ``radius`` (:func:`radius_graph_components`), separately for each predicted class when
+    Thing points (argmax class not in ``stuff``) are moved by their offsets; with ``smooth_iters``, each
+    one's class probabilities are averaged ``smooth_iters`` times with those of the shifted points within
+    ``radius`` (points voting for the same centre agree on a class). Shifted points are linked when
+    closer than ``radius`` (:func:`radius_graph_components`), separately for each predicted class when
     ``per_class`` (as PointGroup: touching objects of different classes stay apart); a component of
     ``>= min_points`` points becomes an instance with its majority class and the mean probability of
     that class as score (kept if ``>= score_thresh``). Returns :class:`PointInstances` over all N points.
@@ -152,6 +165,11 @@ def cluster_instances(
     sem = probs.argmax(1)
     thing = ~np.isin(sem, np.asarray(stuff, np.int64))
     idx = np.flatnonzero(thing)
+    if smooth_iters > 0 and len(idx):
+        probs = probs.copy()
+        probs[idx] = vote_smooth(xyz[idx] + offsets[idx], probs[idx], radius, smooth_iters)
+        sem[idx] = probs[idx].argmax(1)  # may turn a thing point into stuff: it is left out below
+        idx = idx[~np.isin(sem[idx], np.asarray(stuff, np.int64))]
     ids = np.full(len(xyz), -1, np.int64)
     labels: list[int] = []
     scores: list[float] = []
@@ -175,6 +193,23 @@ def cluster_instances(
     return PointInstances(ids, np.asarray(labels, np.int64), np.asarray(scores, np.float32))
 
 
+def vote_smooth(shifted: np.ndarray, probs: np.ndarray, radius: float, iters: int) -> np.ndarray:
+    """``probs`` (M, C) averaged ``iters`` times over each point and its neighbours closer than ``radius``
+    in ``shifted`` (M, 3)."""
+    from scipy.sparse import coo_matrix, identity
+    from scipy.spatial import cKDTree
+
+    pairs = cKDTree(shifted).query_pairs(radius, output_type="ndarray")
+    rows, cols = np.r_[pairs[:, 0], pairs[:, 1]], np.r_[pairs[:, 1], pairs[:, 0]]
+    n = len(shifted)
+    graph = coo_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, n)).tocsr()
+    graph = graph + identity(n, np.float32, format="csr")
+    degree = np.asarray(graph.sum(1), np.float32)
+    for _ in range(iters):
+        probs = np.asarray(graph @ probs) / degree
+    return probs.astype(np.float32)
+
+
 @register_model(task="points")
 def pointgroup_lite(
     *,
@@ -183,9 +218,11 @@ def pointgroup_lite(
     width: int = 16,
     levels: int = 5,
     shape_features: int = 2,
+    class_weights: list[float] | tuple[float, ...] | None = None,
     stuff_classes: list[int] | tuple[int, ...] = (0, 1),
     cluster_radius: float = 0.08,
     per_class: bool = True,
+    smooth_iters: int = 2,
     min_points: int = 20,
     score_thresh: float = 0.05,
 ) -> nn.Module:
@@ -196,9 +233,11 @@ def pointgroup_lite(
         width=width,
         levels=levels,
         shape_features=shape_features,
+        class_weights=None if class_weights is None else tuple(class_weights),
         stuff_classes=tuple(stuff_classes),
         cluster_radius=cluster_radius,
         per_class=per_class,
+        smooth_iters=smooth_iters,
         min_points=min_points,
         score_thresh=score_thresh,
     )

@@ -100,13 +100,13 @@ def test_pointgroup_losses_backprop_and_predict():
 
 
 def test_pointgroup_learns_one_scene():
-    """Overfitting one scene for 20 steps (measured: loss_sem 1.99 -> 0.72, loss_offset 0.49 -> 0.23)."""
+    """Overfitting one scene for 20 steps (measured: loss_sem 1.95 -> 0.77, loss_offset 0.43 -> 0.22)."""
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    model = get_model("pointgroup_lite", num_classes=7, width=8)
+    model = get_model("pointgroup_lite", num_classes=7, width=8, levels=3)
     scene = generate_scene(3, 800)
     target = {"semantic": torch.from_numpy(scene.semantic), "instance": torch.from_numpy(scene.instance)}
-    opt = torch.optim.AdamW(model.parameters(), 5e-3)
+    opt = torch.optim.AdamW(model.parameters(), 1e-2)
     model.train()
     first = None
     for _ in range(20):
@@ -117,7 +117,7 @@ def test_pointgroup_learns_one_scene():
         sum(losses.values()).backward()
         opt.step()
     last = {k: float(v.detach()) for k, v in losses.items()}
-    assert last["loss_sem"] < 0.5 * first["loss_sem"]
+    assert last["loss_sem"] < 0.55 * first["loss_sem"]
     assert last["loss_offset"] < 0.7 * first["loss_offset"]
 
 
@@ -154,3 +154,25 @@ def test_window_shape_tells_planes_from_spheres():
     assert flat[:, 2].mean() > 0.95 and flat[:, 11].mean() > 0.95
     assert flat[:, 6].mean() < 0.05 and flat[:, 15].mean() < 0.05
     assert round_[:, 6].mean() > 4 * flat[:, 6].mean() and round_[:, 15].mean() > 4 * flat[:, 15].mean()
+
+
+def test_vote_smoothing_relabels_a_minority_inside_one_object():
+    # ten points voting for one centre: 7 say class 1, 3 say class 2 -> one instance of class 1
+    rng = np.random.default_rng(0)
+    xyz = rng.normal(0, 0.2, (10, 3))
+    offsets = -xyz + rng.normal(0, 0.005, (10, 3))
+    probs = np.tile([0.0, 0.6, 0.4], (10, 1))
+    probs[7:] = [0.0, 0.35, 0.65]
+    kw = {"stuff": (0,), "radius": 0.05, "min_points": 2}
+    assert len(cluster_instances(xyz, probs, offsets, **kw)) == 2
+    pred = cluster_instances(xyz, probs, offsets, smooth_iters=1, **kw)
+    assert len(pred) == 1 and pred.labels.tolist() == [1] and (pred.instance_ids == 0).all()
+
+
+def test_class_weights_must_match_classes():
+    import pytest
+
+    from instaseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="class_weights"):
+        get_model("pointgroup_lite", num_classes=7, class_weights=[1.0, 2.0])
