@@ -5,8 +5,9 @@ point_features [N, 7], nbr_0, nbr_1, down_1, up_1, ...) -> (semantic_logits [N, 
 with every size dynamic (the voxel tables of :func:`~instaseg.models.sparse_unet.sparse_inputs`).
 Building the voxel tables and clustering
 (:func:`~instaseg.models.pointgroup.cluster_instances`) stay outside, in Python/NumPy; the ONNX file's
-metadata holds what they need (``voxel``, ``cluster_radius``, ``per_class``, ``min_points``, ``stuff_classes``,
-``levels``, ``class_names``). :func:`export_points_onnx` verifies the export with ONNX Runtime on a synthetic scene:
+metadata holds what they need (``voxel``, ``levels``, ``shape_features``, ``cluster_radius``, ``per_class``,
+``smooth_iters``, ``min_points``, ``stuff_classes``, ``class_names``). :func:`export_points_onnx` verifies
+the export with ONNX Runtime on a synthetic scene:
 the raw outputs and the final instances must agree with PyTorch.
 """
 

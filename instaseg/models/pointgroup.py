@@ -23,9 +23,16 @@ from torch import Tensor, nn
 
 from instaseg.errors import ConfigError
 from instaseg.models.registry import register_model
-from instaseg.models.sparse_unet import POINT_FEATURES, SHAPE_FEATURES, VOXEL_FEATURES, SparseUNet, sparse_inputs
+from instaseg.models.sparse_unet import (
+    POINT_FEATURES,
+    SHAPE_FEATURES,
+    VOXEL_FEATURES,
+    SparseUNet,
+    sparse_inputs,
+)
 from instaseg.ops.points import radius_graph_components
 from instaseg.structures.points import PointInstances
+
 
 class PointNetwork(nn.Module):
     """The tensor-only part: ``(features, cell, point_features, *tables) -> (semantic logits [N, C],
@@ -36,12 +43,17 @@ class PointNetwork(nn.Module):
         super().__init__()
         self.unet = SparseUNet(VOXEL_FEATURES + SHAPE_FEATURES * shape, width, levels)
         self.head = nn.Sequential(
-            nn.Linear(width + POINT_FEATURES, 64), nn.ReLU(inplace=True), nn.Linear(64, 64), nn.ReLU(inplace=True)
+            nn.Linear(width + POINT_FEATURES, 64),
+            nn.ReLU(inplace=True),
+            nn.Linear(64, 64),
+            nn.ReLU(inplace=True),
         )
         self.semantic = nn.Linear(64, num_classes)
         self.offset = nn.Linear(64, 3)
 
-    def forward(self, features: Tensor, cell: Tensor, point_features: Tensor, *tables: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, features: Tensor, cell: Tensor, point_features: Tensor, *tables: Tensor
+    ) -> tuple[Tensor, Tensor]:
         voxels = self.unet(features, tables)
         h = self.head(torch.cat([voxels.index_select(0, cell), point_features], 1))
         return self.semantic(h), self.offset(h)
@@ -75,7 +87,9 @@ class PointGroupLite(nn.Module):
         self.min_points, self.score_thresh = min_points, score_thresh
         self.shape_features = int(shape_features)
         if class_weights is not None and len(class_weights) != num_classes:
-            raise ConfigError(f"class_weights has {len(class_weights)} entries, the model {num_classes} classes")
+            raise ConfigError(
+                f"class_weights has {len(class_weights)} entries, the model {num_classes} classes"
+            )
         weights = torch.ones(num_classes) if class_weights is None else torch.tensor(class_weights).float()
         self.register_buffer("class_weights", weights, persistent=False)
         self.net = PointNetwork(num_classes, width, levels, self.shape_features)

@@ -53,7 +53,8 @@ def test_sparse_conv_equals_dense_conv_on_occupied_voxels():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     ijk = np.unique(rng.integers(0, 6, (80, 3)), axis=0)
-    points = torch.from_numpy(np.c_[ijk + 0.5, np.full((len(ijk), 3), 0.5)].astype(np.float32))  # exact in float
+    # voxel 1 and half-integer points: exact in float, every point in the voxel it names
+    points = torch.from_numpy(np.c_[ijk + 0.5, np.full((len(ijk), 3), 0.5)].astype(np.float32))
     features, cell, _, nbr = sparse_inputs(points, 1.0, 1)
     assert len(features) == len(ijk) and nbr.shape == (len(ijk), 27)
     conv = SparseConv(features.shape[1], 4, 27).eval()
@@ -65,7 +66,8 @@ def test_sparse_conv_equals_dense_conv_on_occupied_voxels():
     vox = torch.from_numpy(ijk - ijk.min(0))
     grid[0, :, vox[:, 0], vox[:, 1], vox[:, 2]] = features[cell].T
     want = dense(grid)[0, :, vox[:, 0], vox[:, 1], vox[:, 2]].T
-    got = conv.linear(torch.cat([features, torch.zeros(1, features.shape[1])])[nbr.reshape(-1)].reshape(len(nbr), -1))
+    padded = torch.cat([features, torch.zeros(1, features.shape[1])])
+    got = conv.linear(padded[nbr.reshape(-1)].reshape(len(nbr), -1))
     torch.testing.assert_close(got[cell], want, atol=1e-5, rtol=1e-4)
 
 
