@@ -30,7 +30,7 @@ from instaseg.models.sparse_unet import (
     SparseUNet,
     sparse_inputs,
 )
-from instaseg.ops.points import radius_graph_components
+from instaseg.ops.points import radius_graph_components, voxel_downsample
 from instaseg.structures.points import PointInstances
 
 
@@ -165,6 +165,7 @@ def cluster_instances(
     score_thresh: float = 0.0,
     per_class: bool = True,
     smooth_iters: int = 0,
+    max_points: int = 6000,
 ) -> PointInstances:
     """Group points into instances from per-point ``probs`` (N, C) and ``offsets`` (N, 3) (NumPy).
 
@@ -175,35 +176,52 @@ def cluster_instances(
     ``per_class`` (as PointGroup: touching objects of different classes stay apart); a component of
     ``>= min_points`` points becomes an instance with its majority class and the mean probability of
     that class as score (kept if ``>= score_thresh``). Returns :class:`PointInstances` over all N points.
+
+    Shifted points crowd together, so the neighbour graphs grow with the square of the density: with
+    more than ``max_points`` thing points, one point per voxel (sized to keep at most ``max_points``)
+    stands for its voxel and the other points follow it (counts stay those of all points).
     """
-    sem = probs.argmax(1)
-    thing = ~np.isin(sem, np.asarray(stuff, np.int64))
-    idx = np.flatnonzero(thing)
-    if smooth_iters > 0 and len(idx):
-        probs = probs.copy()
-        probs[idx] = vote_smooth(xyz[idx] + offsets[idx], probs[idx], radius, smooth_iters)
-        sem[idx] = probs[idx].argmax(1)  # may turn a thing point into stuff: it is left out below
-        idx = idx[~np.isin(sem[idx], np.asarray(stuff, np.int64))]
+    stuff_ids = np.asarray(stuff, np.int64)
+    idx = np.flatnonzero(~np.isin(probs.argmax(1), stuff_ids))
     ids = np.full(len(xyz), -1, np.int64)
     labels: list[int] = []
     scores: list[float] = []
-    groups = [idx[sem[idx] == c] for c in np.unique(sem[idx])] if per_class else [idx]
+    if len(idx) == 0:
+        return PointInstances(ids, np.zeros(0, np.int64), np.zeros(0, np.float32))
+    follow, weight = np.arange(len(idx)), np.ones(len(idx), np.int64)
+    size = radius / 4
+    while len(follow) > max_points:  # dense scene: representatives
+        keep, inverse = voxel_downsample(xyz[idx], size)
+        if len(keep) <= max_points:
+            idx, follow, weight = idx[keep], inverse, np.bincount(inverse, minlength=len(keep))
+            break
+        size *= 1.5
+    shifted = xyz[idx] + offsets[idx]
+    p = probs[idx]
+    if smooth_iters > 0:
+        p = vote_smooth(shifted, p, radius, smooth_iters)
+    sem = p.argmax(1)
+    thing = np.flatnonzero(~np.isin(sem, stuff_ids))  # smoothing may turn a thing point into stuff
+    rep_ids = np.full(len(idx), -1, np.int64)
+    groups = [thing[sem[thing] == c] for c in np.unique(sem[thing])] if per_class else [thing]
     for group in groups:
-        if len(group) < min_points:
+        if weight[group].sum() < min_points:
             continue
-        comp = radius_graph_components(xyz[group] + offsets[group], radius)
+        comp = radius_graph_components(shifted[group], radius)
         order = np.argsort(comp, kind="stable")
         bounds = np.flatnonzero(np.diff(comp[order])) + 1
         for members in np.split(group[order], bounds):
-            if len(members) < min_points:
+            if weight[members].sum() < min_points:
                 continue
-            label = int(np.bincount(sem[members]).argmax())
-            score = float(probs[members, label].mean())
+            label = int(np.bincount(sem[members], weights=weight[members]).argmax())
+            score = float(np.average(p[members, label], weights=weight[members]))
             if score < score_thresh:
                 continue
-            ids[members] = len(labels)
+            rep_ids[members] = len(labels)
             labels.append(label)
             scores.append(score)
+    all_idx = np.flatnonzero(~np.isin(probs.argmax(1), stuff_ids))
+    ids[all_idx] = rep_ids[follow]
     return PointInstances(ids, np.asarray(labels, np.int64), np.asarray(scores, np.float32))
 
 
