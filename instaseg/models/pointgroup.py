@@ -1,15 +1,17 @@
 """A small PointGroup-style point-cloud instance model in pure PyTorch, and its export graph.
 
 Input: one scene as float Tensor[N, 6] (x, y, z metres, z up; r, g, b in [0, 1]). The points are
-averaged into a dense voxel grid (``voxel`` metres, no sparse library), a 3-level 3D-conv U-Net reads
-the grid, and a point head (the point's voxel feature + its position inside the voxel, colour and
-height) predicts per-point semantic logits [N, C] and an offset [N, 3] to its instance centre.
-Inference shifts the thing points by their offsets, links shifted points closer than about
-``cluster_cell`` (:func:`instaseg.ops.points.radius_components`), keeps clusters of at least
-``min_points`` and scores each by its mean class probability (:class:`PointInstances`).
+averaged into occupied voxels of ``voxel`` metres, a sparse voxel U-Net
+(:mod:`instaseg.models.sparse_unet`: convolutions on occupied voxels only, no sparse library) reads them,
+and a point head (the point's voxel feature + its position inside the voxel, colour and height)
+predicts per-point semantic logits [N, C] and an offset [N, 3] to its instance centre. Inference
+shifts the thing points by their offsets, smooths their class probabilities over points voting for
+the same centre, links shifted points closer than ``cluster_radius`` per predicted class, keeps
+clusters of at least ``min_points`` and scores each by its mean class probability
+(:func:`cluster_instances`, :class:`PointInstances`).
 
-Training loss (PointGroup): cross-entropy on classes, L1 on offsets and a direction term
-(1 - cosine between predicted and true offsets) on instance points.
+Training loss (PointGroup): cross-entropy on classes (``class_weights``), L1 on offsets and a direction
+term (1 - cosine between predicted and true offsets) on instance points.
 """
 
 from __future__ import annotations
