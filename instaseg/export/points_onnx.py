@@ -1,11 +1,13 @@
 """ONNX export of a point-cloud model's network (task ``points``).
 
-The graph is :class:`~instaseg.models.pointgroup.PointNetwork`: ``(grid [1, F, X, Y, Z], cell [N] int64,
-point_features [N, 7]) -> (semantic_logits [N, C], offsets [N, 3])`` with dynamic X, Y, Z, N.
-Voxelisation (:func:`~instaseg.models.pointgroup.voxelize`) and clustering
+The graph is :class:`~instaseg.models.pointgroup.PointNetwork`: ``(features [M0, F], cell [N] int64,
+point_features [N, 7], nbr_0, nbr_1, down_1, up_1, ...) -> (semantic_logits [N, C], offsets [N, 3])``
+with every size dynamic (the voxel tables of :func:`~instaseg.models.sparse_unet.sparse_inputs`).
+Building the voxel tables and clustering
 (:func:`~instaseg.models.pointgroup.cluster_instances`) stay outside, in Python/NumPy; the ONNX file's
-metadata holds what they need (``voxel``, ``cluster_cell``, ``min_points``, ``stuff_classes``,
-``class_names``). :func:`export_points_onnx` verifies the export with ONNX Runtime on a synthetic scene:
+metadata holds what they need (``voxel``, ``levels``, ``shape_features``, ``cluster_radius``, ``per_class``,
+``smooth_iters``, ``min_points``, ``stuff_classes``, ``class_names``). :func:`export_points_onnx` verifies
+the export with ONNX Runtime on a synthetic scene:
 the raw outputs and the final instances must agree with PyTorch.
 """
 
@@ -21,13 +23,21 @@ from torch import nn
 
 from instaseg.data.points.synthetic import generate_scene
 from instaseg.export.onnx_export import ExportResult, check_output_path
-from instaseg.models.pointgroup import cluster_instances, voxelize
+from instaseg.models.pointgroup import cluster_instances
 
 
 def _inputs(model: nn.Module, num_points: int, seed: int) -> tuple[Any, np.ndarray]:
     scene = generate_scene(seed, num_points)
     points = torch.from_numpy(np.concatenate([scene.xyz, scene.rgb], 1))
-    return voxelize(points, model.voxel), scene.xyz
+    return model.inputs(points), scene.xyz
+
+
+def input_names(levels: int) -> list[str]:
+    """Names of the graph's inputs, in order, for a network of ``levels`` levels."""
+    names = ["features", "cell", "point_features", "nbr_0"]
+    for i in range(1, levels):
+        names += [f"nbr_{i}", f"down_{i}", f"up_{i}"]
+    return names
 
 
 def export_points_onnx(
@@ -48,22 +58,20 @@ def export_points_onnx(
         raise ConfigError(f"model {type(model).__name__} has no point network to export (e.g. dbscan_points)")
     output = check_output_path(output, overwrite)
     model = model.eval()
-    (grid, cell, pf), _ = _inputs(model, 3000, 11)
+    inputs, _ = _inputs(model, 3000, 11)
+    names = input_names(model.levels)
+    dynamic = {name: {0: f"{name}_rows"} for name in names}
+    for name in ("cell", "point_features"):
+        dynamic[name] = {0: "N"}
     torch.onnx.export(
         model.net,
-        (grid, cell, pf),
+        inputs,
         str(output),
         opset_version=opset,
         dynamo=False,
-        input_names=["grid", "cell", "point_features"],
+        input_names=names,
         output_names=["semantic_logits", "offsets"],
-        dynamic_axes={
-            "grid": {2: "X", 3: "Y", 4: "Z"},
-            "cell": {0: "N"},
-            "point_features": {0: "N"},
-            "semantic_logits": {0: "N"},
-            "offsets": {0: "N"},
-        },
+        dynamic_axes={**dynamic, "semantic_logits": {0: "N"}, "offsets": {0: "N"}},
     )
     props = {
         "instaseg.task": "points",
@@ -72,7 +80,11 @@ def export_points_onnx(
         "instaseg.points": json.dumps(
             {
                 "voxel": model.voxel,
-                "cluster_cell": model.cluster_cell,
+                "levels": model.levels,
+                "cluster_radius": model.cluster_radius,
+                "per_class": model.per_class,
+                "smooth_iters": model.smooth_iters,
+                "shape_features": model.shape_features,
                 "min_points": model.min_points,
                 "stuff_classes": list(model.stuff_classes),
             }
@@ -93,14 +105,19 @@ def verify_points_onnx(model: nn.Module, path: str | Path, num_points: int, seed
     """ONNX Runtime vs PyTorch on one synthetic scene of another size than the traced one."""
     import onnxruntime as ort
 
-    (grid, cell, pf), xyz = _inputs(model, num_points, seed)
+    inputs, xyz = _inputs(model, num_points, seed)
     with torch.no_grad():
-        t_logits, t_off = model.net(grid, cell, pf)
+        t_logits, t_off = model.net(*inputs)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    o_logits, o_off = sess.run(
-        None, {"grid": grid.numpy(), "cell": cell.numpy(), "point_features": pf.numpy()}
-    )
-    kw = {"stuff": model.stuff_classes, "cell": model.cluster_cell, "min_points": model.min_points}
+    feed = {n: t.numpy() for n, t in zip(input_names(model.levels), inputs, strict=True)}
+    o_logits, o_off = sess.run(None, feed)
+    kw = {
+        "stuff": model.stuff_classes,
+        "radius": model.cluster_radius,
+        "min_points": model.min_points,
+        "per_class": model.per_class,
+        "smooth_iters": model.smooth_iters,
+    }
 
     def softmax(x: np.ndarray) -> np.ndarray:
         e = np.exp(x - x.max(1, keepdims=True))
@@ -113,7 +130,7 @@ def verify_points_onnx(model: nn.Module, path: str | Path, num_points: int, seed
     offset_diff = float(np.abs(t_off.numpy() - o_off).max())
     ok = logit_diff < 1e-3 and offset_diff < 1e-3 and same > 0.999
     return {
-        "size": [num_points, int(grid.shape[2] * grid.shape[3] * grid.shape[4])],
+        "size": [num_points, int(inputs[0].shape[0])],
         "torch": len(a),
         "onnx": len(b),
         "max_logit_diff": logit_diff,

@@ -1,15 +1,17 @@
 """A small PointGroup-style point-cloud instance model in pure PyTorch, and its export graph.
 
 Input: one scene as float Tensor[N, 6] (x, y, z metres, z up; r, g, b in [0, 1]). The points are
-averaged into a dense voxel grid (``voxel`` metres, no sparse library), a 3-level 3D-conv U-Net reads
-the grid, and a point head (the point's voxel feature + its position inside the voxel, colour and
-height) predicts per-point semantic logits [N, C] and an offset [N, 3] to its instance centre.
-Inference shifts the thing points by their offsets, links shifted points closer than about
-``cluster_cell`` (:func:`instaseg.ops.points.radius_components`), keeps clusters of at least
-``min_points`` and scores each by its mean class probability (:class:`PointInstances`).
+averaged into occupied voxels of ``voxel`` metres, a sparse voxel U-Net
+(:mod:`instaseg.models.sparse_unet`: convolutions on occupied voxels only, no sparse library) reads them,
+and a point head (the point's voxel feature + its position inside the voxel, colour and height)
+predicts per-point semantic logits [N, C] and an offset [N, 3] to its instance centre. Inference
+shifts the thing points by their offsets, smooths their class probabilities over points voting for
+the same centre, links shifted points closer than ``cluster_radius`` per predicted class, keeps
+clusters of at least ``min_points`` and scores each by its mean class probability
+(:func:`cluster_instances`, :class:`PointInstances`).
 
-Training loss (PointGroup): cross-entropy on classes, L1 on offsets and a direction term
-(1 - cosine between predicted and true offsets) on instance points.
+Training loss (PointGroup): cross-entropy on classes (``class_weights``), L1 on offsets and a direction
+term (1 - cosine between predicted and true offsets) on instance points.
 """
 
 from __future__ import annotations
@@ -21,81 +23,41 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from instaseg.errors import ConfigError
 from instaseg.models.registry import register_model
-from instaseg.ops.points import radius_components
+from instaseg.models.sparse_unet import (
+    POINT_FEATURES,
+    SHAPE_FEATURES,
+    VOXEL_FEATURES,
+    SparseUNet,
+    sparse_inputs,
+)
+from instaseg.ops.points import radius_graph_components, voxel_downsample
 from instaseg.structures.points import PointInstances
-
-POINT_FEATURES = 7  # position inside the voxel (3), rgb - 0.5 (3), height / 2 (1)
-# occupancy (1), mean rgb - 0.5 (3), mean position inside the voxel (3), height / 2 (1), and the
-# covariance of the positions inside the voxel (6: local surface shape, flat vs curved)
-GRID_FEATURES = 14
-
-
-def voxelize(points: Tensor, voxel: float, max_cells: int = 160) -> tuple[Tensor, Tensor, Tensor]:
-    """Dense grid input for one scene ``points`` [N, 6].
-
-    Returns ``(grid [1, GRID_FEATURES, X, Y, Z], cell [N] int64 flat index into X*Y*Z,
-    point_features [N, POINT_FEATURES])``; X, Y, Z are multiples of 4. A scene wider than
-    ``max_cells`` voxels along an axis uses coarser voxels (memory stays bounded).
-    """
-    xyz, rgb = points[:, :3].float(), points[:, 3:6].float()
-    lo = xyz.min(0).values
-    extent = float((xyz.max(0).values - lo).max()) if len(xyz) else 0.0
-    voxel = max(voxel, extent / (max_cells - 4))
-    rel = (xyz - lo) / voxel
-    ijk = rel.floor().long()
-    dims = [int(((int(ijk[:, d].max()) + 1 + 3) // 4) * 4) if len(xyz) else 4 for d in range(3)]
-    flat = (ijk[:, 0] * dims[1] + ijk[:, 1]) * dims[2] + ijk[:, 2]
-    inside = rel - ijk.float() - 0.5
-    height = xyz[:, 2:3] / 2.0 - lo[2] / 2.0
-    pf = torch.cat([inside, rgb - 0.5, height], 1)
-    total = dims[0] * dims[1] * dims[2]
-    ii, jj = (0, 1, 2, 0, 0, 1), (0, 1, 2, 1, 2, 2)
-    second = inside[:, ii] * inside[:, jj]
-    acc = torch.zeros(total, GRID_FEATURES)
-    acc.index_add_(0, flat, torch.cat([torch.ones(len(xyz), 1), rgb - 0.5, inside, height, second], 1))
-    count = acc[:, :1].clamp(min=1)
-    mean = acc[:, 1:] / count
-    cov = (mean[:, 7:] - mean[:, 3:6][:, ii] * mean[:, 3:6][:, jj]) * 12.0  # ~unit scale for a filled voxel
-    grid = torch.cat([(acc[:, :1] > 0).float(), mean[:, :7], cov], 1)
-    grid = grid.T.reshape(1, GRID_FEATURES, *dims)
-    return grid, flat, pf
-
-
-def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv3d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm3d(cout), nn.ReLU(inplace=True)
-    )
 
 
 class PointNetwork(nn.Module):
-    """The tensor-only part: ``(grid, cell, point_features) -> (semantic logits [N, C], offsets [N, 3])``
-    (what ONNX exports; voxelisation and clustering stay outside)."""
+    """The tensor-only part: ``(features, cell, point_features, *tables) -> (semantic logits [N, C],
+    offsets [N, 3])`` on the inputs of :func:`sparse_inputs` (what ONNX exports; building the voxel
+    tables and clustering stay outside)."""
 
-    def __init__(self, num_classes: int, width: int = 16) -> None:
+    def __init__(self, num_classes: int, width: int = 16, levels: int = 5, shape: int = 2) -> None:
         super().__init__()
-        w = width
-        self.enc0 = nn.Sequential(_block(GRID_FEATURES, w), _block(w, w))
-        self.enc1 = nn.Sequential(_block(w, 2 * w, 2), _block(2 * w, 2 * w))
-        self.enc2 = nn.Sequential(_block(2 * w, 4 * w, 2), _block(4 * w, 4 * w), _block(4 * w, 4 * w))
-        self.up2 = nn.ConvTranspose3d(4 * w, 2 * w, 2, 2)
-        self.dec1 = _block(2 * w, 2 * w)
-        self.up1 = nn.ConvTranspose3d(2 * w, w, 2, 2)
-        self.dec0 = _block(w, w)
+        self.unet = SparseUNet(VOXEL_FEATURES + SHAPE_FEATURES * shape, width, levels)
         self.head = nn.Sequential(
-            nn.Linear(w + POINT_FEATURES, 64), nn.ReLU(inplace=True), nn.Linear(64, 64), nn.ReLU(inplace=True)
+            nn.Linear(width + POINT_FEATURES, 64),
+            nn.ReLU(inplace=True),
+            nn.Linear(64, 64),
+            nn.ReLU(inplace=True),
         )
         self.semantic = nn.Linear(64, num_classes)
         self.offset = nn.Linear(64, 3)
 
-    def forward(self, grid: Tensor, cell: Tensor, point_features: Tensor) -> tuple[Tensor, Tensor]:
-        x0 = self.enc0(grid)
-        x1 = self.enc1(x0)
-        x2 = self.enc2(x1)
-        y1 = self.dec1(self.up2(x2) + x1)
-        y0 = self.dec0(self.up1(y1) + x0)
-        feats = y0.flatten(2)[0].T[cell]  # [N, w]
-        h = self.head(torch.cat([feats, point_features], 1))
+    def forward(
+        self, features: Tensor, cell: Tensor, point_features: Tensor, *tables: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        voxels = self.unet(features, tables)
+        h = self.head(torch.cat([voxels.index_select(0, cell), point_features], 1))
         return self.semantic(h), self.offset(h)
 
 
@@ -108,23 +70,39 @@ class PointGroupLite(nn.Module):
         self,
         num_classes: int,
         *,
-        voxel: float = 0.1,
+        voxel: float = 0.05,
         width: int = 16,
+        levels: int = 5,
+        shape_features: int = 2,
+        class_weights: tuple[float, ...] | None = None,
         stuff_classes: tuple[int, ...] = (0, 1),
-        cluster_cell: float = 0.04,
+        cluster_radius: float = 0.08,
+        per_class: bool = True,
+        smooth_iters: int = 2,
         min_points: int = 20,
         score_thresh: float = 0.05,
     ) -> None:
         super().__init__()
-        self.num_classes, self.voxel = num_classes, voxel
+        self.num_classes, self.voxel, self.levels = num_classes, voxel, levels
         self.stuff_classes = tuple(int(c) for c in stuff_classes)
-        self.cluster_cell, self.min_points, self.score_thresh = cluster_cell, min_points, score_thresh
-        self.net = PointNetwork(num_classes, width)
+        self.cluster_radius, self.per_class, self.smooth_iters = cluster_radius, per_class, smooth_iters
+        self.min_points, self.score_thresh = min_points, score_thresh
+        self.shape_features = int(shape_features)
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise ConfigError(
+                f"class_weights has {len(class_weights)} entries, the model {num_classes} classes"
+            )
+        weights = torch.ones(num_classes) if class_weights is None else torch.tensor(class_weights).float()
+        self.register_buffer("class_weights", weights, persistent=False)
+        self.net = PointNetwork(num_classes, width, levels, self.shape_features)
 
     def _run(self, points: Tensor) -> tuple[Tensor, Tensor]:
         device = next(self.parameters()).device
-        grid, cell, pf = voxelize(points.detach().cpu(), self.voxel)
-        return self.net(grid.to(device), cell.to(device), pf.to(device))
+        return self.net(*(t.to(device) for t in self.inputs(points)))
+
+    def inputs(self, points: Tensor) -> tuple[Tensor, ...]:
+        """The network's inputs for ``points`` [N, 6] (:func:`sparse_inputs`)."""
+        return sparse_inputs(points.detach().cpu(), self.voxel, self.levels, shape=self.shape_features)
 
     def forward(self, points: list[Tensor], targets: list[dict[str, Any]] | None = None) -> Any:
         if not self.training or targets is None:
@@ -133,7 +111,9 @@ class PointGroupLite(nn.Module):
         for p, t in zip(points, targets, strict=True):
             logits, offsets = self._run(p)
             sem, inst = t["semantic"].to(logits.device), t["instance"].to(logits.device)
-            losses["loss_sem"] = losses["loss_sem"] + F.cross_entropy(logits, sem, ignore_index=-1)
+            losses["loss_sem"] = losses["loss_sem"] + F.cross_entropy(
+                logits, sem, weight=self.class_weights.to(logits.device), ignore_index=-1
+            )
             fg = inst >= 0
             if fg.any():
                 xyz = p[:, :3].to(logits.device)
@@ -165,7 +145,9 @@ class PointGroupLite(nn.Module):
             probs,
             offsets,
             stuff=self.stuff_classes,
-            cell=self.cluster_cell,
+            radius=self.cluster_radius,
+            per_class=self.per_class,
+            smooth_iters=self.smooth_iters,
             min_points=self.min_points,
             score_thresh=self.score_thresh,
         )
@@ -180,48 +162,101 @@ def cluster_instances(
     offsets: np.ndarray,
     *,
     stuff: tuple[int, ...],
-    cell: float,
+    radius: float,
     min_points: int,
     score_thresh: float = 0.0,
+    per_class: bool = True,
+    smooth_iters: int = 0,
+    max_points: int = 6000,
 ) -> PointInstances:
     """Group points into instances from per-point ``probs`` (N, C) and ``offsets`` (N, 3) (NumPy).
 
-    Thing points (argmax class not in ``stuff``) are moved by their offsets and linked by
-    :func:`radius_components` with ``cell``; a cluster of ``>= min_points`` points becomes an instance
-    with its majority class and the mean probability of that class as score (kept if ``>=
-    score_thresh``). Returns :class:`PointInstances` over all N points.
+    Thing points (argmax class not in ``stuff``) are moved by their offsets; with ``smooth_iters``, each
+    one's class probabilities are averaged ``smooth_iters`` times with those of the shifted points within
+    ``radius`` (points voting for the same centre agree on a class). Shifted points are linked when
+    closer than ``radius`` (:func:`radius_graph_components`), separately for each predicted class when
+    ``per_class`` (as PointGroup: touching objects of different classes stay apart); a component of
+    ``>= min_points`` points becomes an instance with its majority class and the mean probability of
+    that class as score (kept if ``>= score_thresh``). Returns :class:`PointInstances` over all N points.
+
+    Shifted points crowd together, so the neighbour graphs grow with the square of the density: with
+    more than ``max_points`` thing points, one point per voxel (sized to keep at most ``max_points``)
+    stands for its voxel and the other points follow it (counts stay those of all points).
     """
-    sem = probs.argmax(1)
-    thing = ~np.isin(sem, np.asarray(stuff, np.int64))
-    idx = np.flatnonzero(thing)
+    stuff_ids = np.asarray(stuff, np.int64)
+    idx = np.flatnonzero(~np.isin(probs.argmax(1), stuff_ids))
     ids = np.full(len(xyz), -1, np.int64)
     labels: list[int] = []
     scores: list[float] = []
-    if len(idx):
-        comp = radius_components(xyz[idx] + offsets[idx], cell)
+    if len(idx) == 0:
+        return PointInstances(ids, np.zeros(0, np.int64), np.zeros(0, np.float32))
+    follow, weight = np.arange(len(idx)), np.ones(len(idx), np.int64)
+    size = radius / 4
+    while len(follow) > max_points:  # dense scene: representatives
+        keep, inverse = voxel_downsample(xyz[idx], size)
+        if len(keep) <= max_points:
+            idx, follow, weight = idx[keep], inverse, np.bincount(inverse, minlength=len(keep))
+            break
+        size *= 1.5
+    shifted = xyz[idx] + offsets[idx]
+    p = probs[idx]
+    if smooth_iters > 0:
+        p = vote_smooth(shifted, p, radius, smooth_iters)
+    sem = p.argmax(1)
+    thing = np.flatnonzero(~np.isin(sem, stuff_ids))  # smoothing may turn a thing point into stuff
+    rep_ids = np.full(len(idx), -1, np.int64)
+    groups = [thing[sem[thing] == c] for c in np.unique(sem[thing])] if per_class else [thing]
+    for group in groups:
+        if weight[group].sum() < min_points:
+            continue
+        comp = radius_graph_components(shifted[group], radius)
         order = np.argsort(comp, kind="stable")
         bounds = np.flatnonzero(np.diff(comp[order])) + 1
-        for members in np.split(idx[order], bounds):
-            if len(members) < min_points:
+        for members in np.split(group[order], bounds):
+            if weight[members].sum() < min_points:
                 continue
-            label = int(np.bincount(sem[members]).argmax())
-            score = float(probs[members, label].mean())
+            label = int(np.bincount(sem[members], weights=weight[members]).argmax())
+            score = float(np.average(p[members, label], weights=weight[members]))
             if score < score_thresh:
                 continue
-            ids[members] = len(labels)
+            rep_ids[members] = len(labels)
             labels.append(label)
             scores.append(score)
+    all_idx = np.flatnonzero(~np.isin(probs.argmax(1), stuff_ids))
+    ids[all_idx] = rep_ids[follow]
     return PointInstances(ids, np.asarray(labels, np.int64), np.asarray(scores, np.float32))
+
+
+def vote_smooth(shifted: np.ndarray, probs: np.ndarray, radius: float, iters: int) -> np.ndarray:
+    """``probs`` (M, C) averaged ``iters`` times over each point and its neighbours closer than ``radius``
+    in ``shifted`` (M, 3)."""
+    from scipy.sparse import coo_matrix, identity
+    from scipy.spatial import cKDTree
+
+    pairs = cKDTree(shifted).query_pairs(radius, output_type="ndarray")
+    rows, cols = np.r_[pairs[:, 0], pairs[:, 1]], np.r_[pairs[:, 1], pairs[:, 0]]
+    n = len(shifted)
+    graph = coo_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, n)).tocsr()
+    graph = graph + identity(n, np.float32, format="csr")
+    degree = np.asarray(graph.sum(1), np.float32)
+    for _ in range(iters):
+        probs = np.asarray(graph @ probs) / degree
+    return probs.astype(np.float32)
 
 
 @register_model(task="points")
 def pointgroup_lite(
     *,
     num_classes: int = 7,
-    voxel: float = 0.1,
+    voxel: float = 0.05,
     width: int = 16,
+    levels: int = 5,
+    shape_features: int = 2,
+    class_weights: list[float] | tuple[float, ...] | None = None,
     stuff_classes: list[int] | tuple[int, ...] = (0, 1),
-    cluster_cell: float = 0.04,
+    cluster_radius: float = 0.08,
+    per_class: bool = True,
+    smooth_iters: int = 2,
     min_points: int = 20,
     score_thresh: float = 0.05,
 ) -> nn.Module:
@@ -230,8 +265,13 @@ def pointgroup_lite(
         num_classes,
         voxel=voxel,
         width=width,
+        levels=levels,
+        shape_features=shape_features,
+        class_weights=None if class_weights is None else tuple(class_weights),
         stuff_classes=tuple(stuff_classes),
-        cluster_cell=cluster_cell,
+        cluster_radius=cluster_radius,
+        per_class=per_class,
+        smooth_iters=smooth_iters,
         min_points=min_points,
         score_thresh=score_thresh,
     )

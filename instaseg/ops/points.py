@@ -59,3 +59,18 @@ def radius_components(xyz: np.ndarray, cell: float) -> np.ndarray:
     graph = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(len(keys), len(keys)))
     _, comp = connected_components(graph, directed=False)
     return comp[inverse.reshape(-1)].astype(np.int64)
+
+
+def radius_graph_components(xyz: np.ndarray, radius: float) -> np.ndarray:
+    """Connected components of the graph linking points closer than ``radius`` (exact, k-d tree).
+    Returns int64 (N,) component ids 0..K-1."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    if len(xyz) == 0:
+        return np.zeros(0, np.int64)
+    pairs = cKDTree(xyz).query_pairs(radius, output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(len(xyz), len(xyz)))
+    _, comp = connected_components(graph, directed=False)
+    return comp.astype(np.int64)

@@ -95,7 +95,8 @@ def test_export_onnx_verified(run_dir, tmp_path):
     import onnx
 
     props = {p.key: p.value for p in onnx.load(str(tmp_path / "p.onnx")).metadata_props}
-    assert props["instaseg.task"] == "points" and json.loads(props["instaseg.points"])["voxel"] == 0.1
+    meta = json.loads(props["instaseg.points"])
+    assert props["instaseg.task"] == "points" and meta["voxel"] == 0.05 and meta["levels"] == 5
 
 
 def test_large_scene_labels_reach_every_point(run_dir):
