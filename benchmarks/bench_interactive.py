@@ -78,11 +78,11 @@ class CpuBudgetHook(HookBase):
             self.trainer.request_stop(f"CPU budget of {self.limit / 60:.1f} min used")
 
 
-def train_one(name: str, runs: Path, seed: int | None = None) -> dict:
+def train_one(name: str, runs: Path, seed: int | None = None, extra: list[str] | None = None) -> dict:
     spec, minutes, overrides = DATASETS[name]
     keys = [f"data.train={spec}", f"data.val={spec}", "output.progress=false", "train.log_period=20"]
     seed_key = [] if seed is None else [f"train.seed={seed}"]
-    cfg = load_config("configs/interactive.yaml", [*keys, *overrides, *seed_key])
+    cfg = load_config("configs/interactive.yaml", [*keys, *overrides, *seed_key, *(extra or [])])
     cpu0, wall0 = time.process_time(), time.perf_counter()
     result = train(cfg, output=runs / name, hooks=[CpuBudgetHook(minutes)])  # budget counts set-up too
     cpu, wall = (time.process_time() - cpu0) / 60, (time.perf_counter() - wall0) / 60
@@ -105,6 +105,8 @@ def main() -> None:
     parser.add_argument("--expand", type=float, default=None,
                         help="ModelSegmenter's crop expansion (default: its own)")
     parser.add_argument("--seed", type=int, default=None, help="train.seed (default: the config's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="extra dotted config override for training (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/interactive.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -116,7 +118,7 @@ def main() -> None:
     out.setdefault("evaluation", {})
     if args.stage in ("train", "all"):
         for name in names:
-            out["training"][name] = train_one(name, args.runs, args.seed)
+            out["training"][name] = train_one(name, args.runs, args.seed, args.overrides)
             print(name, out["training"][name], flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(out, indent=1))
