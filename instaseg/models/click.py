@@ -150,7 +150,7 @@ class ClickSegModel(nn.Module):
 
     def __init__(self, *, crop_size: int = 160, max_size: int = 512, backbone_weights: Any = None,
                  max_train_clicks: int = 3, whole_image_p: float = 0.25, objects_per_image: int = 1,
-                 sim_p: float = 0.5, sim_clicks: int = 10, zoom_expand: tuple[float, float] = (1.3, 2.0),
+                 sim_p: float = 0.5, sim_clicks: int = 10, zoom_expand: tuple[float, float] = (1.1, 1.6),
                  head_lr_scale: float = 6.0, num_classes: int = 2) -> None:
         super().__init__()
         self.zoom_expand = (float(zoom_expand[0]), float(zoom_expand[1]))
@@ -346,7 +346,7 @@ class ClickCropGraph(nn.Module):
 @register_model("click_lite0", task="interactive")
 def click_lite0(*, crop_size: int = 160, max_size: int = 512, backbone_weights: Any = None,
                 max_train_clicks: int = 3, whole_image_p: float = 0.25, objects_per_image: int = 1,
-                sim_p: float = 0.5, sim_clicks: int = 10, zoom_expand: tuple[float, float] = (1.3, 2.0),
+                sim_p: float = 0.5, sim_clicks: int = 10, zoom_expand: tuple[float, float] = (1.1, 1.6),
                 head_lr_scale: float = 6.0, num_classes: int = 2) -> ClickSegModel:
     """Click model (RITM-style) on an EfficientNet-Lite0 trunk: crop + clicks + previous mask -> mask."""
     if crop_size < 32 or crop_size % 32:

@@ -345,15 +345,21 @@ class ModelSegmenter:
         checkpoint: a run directory or checkpoint file of an interactive model; CheckpointError (one
             line) for anything else, e.g. an instance-segmentation run.
         device: torch device.
-        expand: crop side as a multiple of the longer side of the previous mask's box.
+        expand: crop side as a multiple of the longer side of the previous mask's box, for objects
+            no larger than the network's crop (they are magnified: context is cheap).
+        expand_large: the multiple for objects of at least twice the crop's side (they are shrunk
+            into the crop: a tighter crop keeps more of their detail); linear in between. Measured
+            on Penn-Fudan (objects of 150-400 px, crop 160): NoC@85 5.59 at 1.5 -> 4.70 at 1.2.
         min_crop: smallest crop side, as a fraction of the image's longer side.
         grow: most extra runs on a larger crop when the answer runs into the crop's edge.
+        flip: average the probabilities of the crop and of its mirror image (two network runs per
+            answer; NoC@90 fell 1-1.5 clicks on Penn-Fudan and nuclei).
     """
 
     name = "model"
 
     def __init__(self, checkpoint: str | Path, *, device: str = "cpu", expand: float = 1.5,
-                 min_crop: float = 0.1, grow: int = 2) -> None:
+                 expand_large: float = 1.2, min_crop: float = 0.1, grow: int = 2, flip: bool = True) -> None:
         from instaseg.models.checkpoint import load_checkpoint, load_model
         from instaseg.models.registry import model_task
 
@@ -372,7 +378,8 @@ class ModelSegmenter:
         del state
         self.model, self.meta = load_model(checkpoint, device=device)
         self.device = device
-        self.expand, self.min_crop, self.grow = float(expand), float(min_crop), int(grow)
+        self.expand, self.expand_large = float(expand), float(expand_large)
+        self.min_crop, self.grow, self.flip = float(min_crop), int(grow), bool(flip)
         self._image_key: str | None = None
         self._image: Any = None
         self._lock = threading.Lock()
@@ -391,10 +398,15 @@ class ModelSegmenter:
         prev_crop = (np.zeros((1, size, size), np.float32) if prev is None
                      else crop_image(prev.astype(np.float32), box, size)[None])
         maps = np.concatenate([disks, prev_crop], axis=0)
+        crops = torch.from_numpy(np.ascontiguousarray(crop))[None].to(self.device)
+        maps_t = torch.from_numpy(maps)[None].to(self.device)
+        if self.flip:  # one batch of the crop and its mirror
+            crops, maps_t = torch.cat([crops, crops.flip(-1)]), torch.cat([maps_t, maps_t.flip(-1)])
         with torch.no_grad():
-            logits = m.forward_crops(torch.from_numpy(np.ascontiguousarray(crop))[None].to(self.device),
-                                     torch.from_numpy(maps)[None].to(self.device))
-        prob = torch.sigmoid(logits)[0, 0].cpu().numpy()
+            prob_t = torch.sigmoid(m.forward_crops(crops, maps_t))[:, 0]
+        if self.flip:
+            prob_t = (prob_t[0] + prob_t[1].flip(-1))[None] / 2
+        prob = prob_t[0].cpu().numpy()
         h, w = image.shape[:2]
         return paste_crop(prob, box, h, w)
 
@@ -409,8 +421,15 @@ class ModelSegmenter:
             from instaseg.models.click import whole_image_box
 
             return whole_image_box(*mask.shape)
-        return square_around(allx.min(), ally.min(), allx.max() + 1, ally.max() + 1, expand=self.expand,
+        x1, y1, x2, y2 = allx.min(), ally.min(), allx.max() + 1, ally.max() + 1
+        return square_around(x1, y1, x2, y2, expand=self.expand_for(max(x2 - x1, y2 - y1)),
                              min_side=max(24.0, self.min_crop * max(mask.shape)))
+
+    def expand_for(self, side: float) -> float:
+        """The crop expansion for an object whose box's longer side is ``side`` image pixels."""
+        size = self.model.crop_size
+        t = min(1.0, max(0.0, side / size - 1.0))  # 0 up to one crop side, 1 from two
+        return self.expand + t * (self.expand_large - self.expand)
 
     def _zoomed(self, image: np.ndarray, box: Any, points: np.ndarray, labels: np.ndarray,
                 prev: np.ndarray | None) -> np.ndarray:

@@ -127,6 +127,22 @@ def test_trained_click_model_through_the_cli(tmp_path, capsys):
     ((mask2, _),) = seg.segment(image, np.array([[40.0, 40.0], [5.0, 5.0]]), np.array([1, 0]),
                                 prev_mask=np.ones((96, 96), bool))
     assert mask2.shape == (96, 96)
+    # flip averaging makes the answer mirror-equivariant: the mirrored image and click give the
+    # mirrored mask (a single run of the barely trained network does not)
+    rng = np.random.default_rng(0)
+    noisy = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    prev = np.zeros((96, 96), bool)
+    prev[30:70, 20:50] = True
+    for seg_flip, want in ((seg, True), (ModelSegmenter(tmp_path / "run", flip=False), False)):
+        seg_flip._image = noisy.astype(np.float32) / 255.0
+        a = seg_flip._prob(noisy, (10.0, 5.0, 70.0), np.array([[30.0, 40.0]]), np.array([1]), prev)
+        seg_flip._image = np.ascontiguousarray(seg_flip._image[:, ::-1])
+        b = seg_flip._prob(noisy, (16.0, 5.0, 70.0), np.array([[65.0, 40.0]]), np.array([1]), prev[:, ::-1])
+        assert np.allclose(a, b[:, ::-1], atol=1e-5) == want
+    # small objects get a wide crop (context), those shrunk into the crop a tight one (detail)
+    size = seg.model.crop_size
+    assert [seg.expand_for(s) for s in (10, size, 1.5 * size, 2 * size, 9 * size)] == pytest.approx(
+        [1.5, 1.5, 1.35, 1.2, 1.2])
     with pytest.raises(ConfigError, match="outside"):
         seg.segment(image, np.array([[100.0, 40.0]]), np.array([1]))
     # the service's /segment_interactive answers with it, in SAM's points + labels convention
