@@ -140,8 +140,12 @@ class ClickSegModel(nn.Module):
             enough): fewer images to decode per step.
         sim_p: fraction of object crops that get a simulated correction session.
         sim_clicks: most correction clicks in a simulated session.
-        zoom_expand: range of the training crop's side over the simulated answer's box side (the
-            inference crop uses ``ModelSegmenter(expand=...)``, inside this range).
+        zoom_expand: range of the training crop's side over the simulated answer's box side, for
+            objects no larger than the crop (the inference crop uses ``ModelSegmenter(expand=...)``,
+            inside this range).
+        zoom_expand_large: the range for objects of at least twice the crop's side (linear in
+            between), as ``ModelSegmenter(expand_large=...)`` at inference: objects shrunk into the
+            crop get tighter crops, small ones more context.
         head_lr_scale: learning-rate factor of the new layers over the pretrained trunk's.
         num_classes: accepted for the engine's contract; the model is class-agnostic.
     """
@@ -150,10 +154,12 @@ class ClickSegModel(nn.Module):
 
     def __init__(self, *, crop_size: int = 160, max_size: int = 512, backbone_weights: Any = None,
                  max_train_clicks: int = 3, whole_image_p: float = 0.25, objects_per_image: int = 1,
-                 sim_p: float = 0.5, sim_clicks: int = 10, zoom_expand: tuple[float, float] = (1.1, 1.6),
+                 sim_p: float = 0.5, sim_clicks: int = 10, zoom_expand: tuple[float, float] = (1.3, 2.0),
+                 zoom_expand_large: tuple[float, float] = (1.1, 1.6),
                  head_lr_scale: float = 6.0, num_classes: int = 2) -> None:
         super().__init__()
         self.zoom_expand = (float(zoom_expand[0]), float(zoom_expand[1]))
+        self.zoom_expand_large = (float(zoom_expand_large[0]), float(zoom_expand_large[1]))
         # The engine's optimizer gives these (randomly initialised) layers a larger learning rate than
         # the pretrained trunk: at one rate they were the bottleneck (loss 1.01 vs 0.40 after 150 steps).
         self.lr_scales = {prefix: float(head_lr_scale) for prefix in ("maps_in.", "lat.", "head.")}
@@ -296,9 +302,12 @@ class ClickSegModel(nn.Module):
         pos = np.array([c[:2] for c in clicks if c[2]], dtype=np.float64).reshape(-1, 2)
         ay, ax = np.nonzero(answer)
         bx, by = np.concatenate([ax, pos[:, 0]]), np.concatenate([ay, pos[:, 1]])
-        zb = square_around(bx.min(), by.min(), bx.max() + 1, by.max() + 1,
-                           expand=random.uniform(*self.zoom_expand), min_side=wsize * 0.1)
         a = work[2] / wsize  # working-crop pixels -> image pixels (corner convention)
+        # the object's size in image pixels picks the zoom range, as ModelSegmenter.expand_for does
+        t = min(1.0, max(0.0, max(bx.max() - bx.min(), by.max() - by.min()) * a / size - 1.0))
+        lo, hi = (z + t * (zl - z) for z, zl in zip(self.zoom_expand, self.zoom_expand_large, strict=True))
+        zb = square_around(bx.min(), by.min(), bx.max() + 1, by.max() + 1, expand=random.uniform(lo, hi),
+                           min_side=wsize * 0.1)
         box = (work[0] + zb[0] * a, work[1] + zb[1] * a, zb[2] * a)
         gt = crop_image(mask, box, size, nearest=True).astype(bool)
         if not gt.any():
@@ -346,7 +355,8 @@ class ClickCropGraph(nn.Module):
 @register_model("click_lite0", task="interactive")
 def click_lite0(*, crop_size: int = 160, max_size: int = 512, backbone_weights: Any = None,
                 max_train_clicks: int = 3, whole_image_p: float = 0.25, objects_per_image: int = 1,
-                sim_p: float = 0.5, sim_clicks: int = 10, zoom_expand: tuple[float, float] = (1.1, 1.6),
+                sim_p: float = 0.5, sim_clicks: int = 10, zoom_expand: tuple[float, float] = (1.3, 2.0),
+                zoom_expand_large: tuple[float, float] = (1.1, 1.6),
                 head_lr_scale: float = 6.0, num_classes: int = 2) -> ClickSegModel:
     """Click model (RITM-style) on an EfficientNet-Lite0 trunk: crop + clicks + previous mask -> mask."""
     if crop_size < 32 or crop_size % 32:
@@ -356,7 +366,8 @@ def click_lite0(*, crop_size: int = 160, max_size: int = 512, backbone_weights: 
     return ClickSegModel(crop_size=crop_size, max_size=max_size, backbone_weights=backbone_weights,
                          max_train_clicks=max_train_clicks, whole_image_p=whole_image_p,
                          objects_per_image=objects_per_image, sim_p=sim_p, sim_clicks=sim_clicks,
-                         zoom_expand=tuple(zoom_expand), head_lr_scale=head_lr_scale, num_classes=num_classes)
+                         zoom_expand=tuple(zoom_expand), zoom_expand_large=tuple(zoom_expand_large),
+                         head_lr_scale=head_lr_scale, num_classes=num_classes)
 
 
 __all__ = ["ClickCropGraph", "ClickSegModel", "click_lite0", "crop_image", "paste_crop", "square_around",
