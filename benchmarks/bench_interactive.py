@@ -104,6 +104,9 @@ def main() -> None:
                         "keep the last IoU); 0 runs all clicks")
     parser.add_argument("--expand", type=float, default=None,
                         help="ModelSegmenter's crop expansion (default: its own)")
+    parser.add_argument("--expand-large", type=float, default=None,
+                        help="ModelSegmenter's crop expansion for large objects (default: its own)")
+    parser.add_argument("--no-flip", action="store_true", help="ModelSegmenter without flip averaging")
     parser.add_argument("--seed", type=int, default=None, help="train.seed (default: the config's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra dotted config override for training (repeatable)")
@@ -129,7 +132,11 @@ def main() -> None:
             results = out["evaluation"].get(name, {})
             for backend in args.backends.split(","):
                 if backend == "click_lite0":
-                    kw = {} if args.expand is None else {"expand": args.expand}
+                    kw: dict = {"flip": not args.no_flip}
+                    if args.expand is not None:
+                        kw["expand"] = args.expand
+                    if args.expand_large is not None:
+                        kw["expand_large"] = args.expand_large
                     seg = ModelSegmenter(args.runs / name, **kw)
                 else:
                     seg = ClickSegmenter()
