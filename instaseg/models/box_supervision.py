@@ -49,7 +49,8 @@ def rcnn_box_mask_losses(self: Any, features: Any, image_shapes: Any, targets: A
     self._box_steps += 1
     ramp = min(1.0, self._box_steps / max(self.box_pairwise_warmup, 1))
     return box_supervised_losses(logits, box_masks, colours.clamp(0, 1), pairwise_weight=ramp, dilation=1,
-                                 outside_weight=self.box_outside_weight)
+                                 outside_weight=self.box_outside_weight,
+                                 inside_weight=self.box_inside_weight)
 
 
 def image_box_mask_losses(
