@@ -187,6 +187,20 @@ def test_cli_box_only_coco_and_no_overwrite(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "x.json").exists()
 
 
+def test_cli_core_options(tmp_path: Path, capsys) -> None:
+    src = _write_box_only_coco(tmp_path)
+    out = tmp_path / "cored.json"
+    assert main(["data", "pseudo-masks", str(src), str(out), "--core", "0.3,0.7", "--core-shape", "ellipse",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.split("\nwrote")[0])["grabcut"] == 1
+    for bad, message in ((["--core", "0.7,0.3"], "0 <= LO < HI <= 1"), (["--core", "half"], "LO,HI"),
+                         (["--core", "0.4,0.6", "--core-shape", "star"], "--core-shape")):
+        assert main(["data", "pseudo-masks", str(src), str(tmp_path / "bad.json"), *bad]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad.json").exists()
+
+
 def test_pennfudan_grabcut_beats_box_fill(shared_data: Path) -> None:
     spec = str(shared_data / "pennfudan")
     images, cats = load_box_source(spec)
