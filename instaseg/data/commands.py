@@ -248,6 +248,16 @@ def pseudo_masks_cmd(
         float, typer.Option(help="Boxes with a side below this (px) get the filled box.")
     ] = 8.0,
     iterations: Annotated[int, typer.Option(help="GrabCut iterations.")] = 5,
+    core: Annotated[
+        str | None,
+        typer.Option(help="GrabCut: a central core of each box is definite object, given as LO,HI "
+                          "fractions of the box (e.g. 0.4,0.6); its colours seed the object model and "
+                          "GrabCut cannot cut it away. Default: no core (OpenCV's rectangle mode)."),
+    ] = None,
+    core_shape: Annotated[
+        str, typer.Option(help="Shape of --core: band (vertical band LO..HI across, 0.1..0.9 down; "
+                               "upright objects such as people), ellipse (inscribed in LO..HI) or rect.")
+    ] = "band",
     force: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
@@ -257,11 +267,20 @@ def pseudo_masks_cmd(
     filled box; boxes outside the image are clipped, empty ones skipped (counted).
     """
     from instaseg.data.convert import Conversion, write_conversion
-    from instaseg.data.pseudo_masks import METHODS, compare_masks, load_box_source, pseudo_mask_dataset
+    from instaseg.data.pseudo_masks import (
+        CORE_SHAPES,
+        METHODS,
+        compare_masks,
+        load_box_source,
+        pseudo_mask_dataset,
+    )
     from instaseg.errors import ConfigError, DataError
 
     if method not in METHODS:
         raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if core_shape not in CORE_SHAPES:
+        raise ConfigError(f"--core-shape must be one of {', '.join(CORE_SHAPES)}, got {core_shape!r}")
+    core_range = _parse_core(core)
     if output.suffix.lower() != ".json":
         raise DataError(output, "output must be a .json file")
     if output.exists() and not force:
@@ -270,7 +289,7 @@ def pseudo_masks_cmd(
     images, categories = load_box_source(dataset, split=split)
     coco, masks, report = pseudo_mask_dataset(
         images, categories, method=method, output_dir=output.parent.resolve(), min_side=min_side,
-        iterations=iterations,
+        iterations=iterations, core=core_range, core_shape=core_shape,
     )
     if compare_to is not None:
         report.mean_iou, report.compared = compare_masks(masks, compare_to, split=split)
@@ -281,6 +300,21 @@ def pseudo_masks_cmd(
     write_conversion(conv, output, overwrite=force)
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
     typer.echo(f"wrote {output}; use it as: coco:{output}")
+
+
+def _parse_core(text: str | None) -> tuple[float, float] | None:
+    """``--core LO,HI`` as two box fractions with 0 <= LO < HI <= 1 (one-line error otherwise)."""
+    from instaseg.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--core must be LO,HI (two box fractions, e.g. 0.4,0.6), got {text!r}") from None
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ConfigError(f"--core needs 0 <= LO < HI <= 1, got {text!r}")
+    return lo, hi
 
 
 def _png_bytes(image: object, where: Path) -> bytes:

@@ -24,6 +24,7 @@ import numpy as np
 from instaseg.errors import DataError
 
 METHODS = ("grabcut", "box")
+CORE_SHAPES = ("ellipse", "rect", "band")
 
 
 @dataclass
@@ -92,6 +93,35 @@ def box_fill_mask(box: tuple[float, float, float, float] | np.ndarray, height: i
     return mask
 
 
+def core_seed(
+    height: int, width: int, core: tuple[float, float] | None, shape: str = "ellipse",
+) -> np.ndarray:
+    """The definite-object seed of a ``height x width`` box: bool (height, width).
+
+    ``core`` ``(lo, hi)``: fractions of the box's width and height bounding the seed (e.g.
+    ``(0.2, 0.8)``); ``None`` or an empty range gives no seed. ``shape`` ``"rect"`` fills that
+    rectangle, ``"ellipse"`` the ellipse inscribed in it (an object reaches its box's sides, but rarely
+    its corners), ``"band"`` a vertical band: the range across, the whole box's middle 0.1..0.9 down
+    (upright objects such as people fill their box's centre column from head to feet).
+    """
+    seed = np.zeros((height, width), dtype=bool)
+    if core is None or not core[0] < core[1]:
+        return seed
+    lo, hi = core
+    if shape not in CORE_SHAPES:
+        raise ValueError(f"unknown core shape {shape!r} (use one of {', '.join(CORE_SHAPES)})")
+    ys = (np.arange(height) + 0.5)[:, None] / height
+    xs = (np.arange(width) + 0.5)[None, :] / width
+    if shape == "ellipse":
+        c, r = (lo + hi) / 2, (hi - lo) / 2
+        seed = ((xs - c) / r) ** 2 + ((ys - c) / r) ** 2 <= 1.0
+    elif shape == "band":
+        seed = (xs >= lo) & (xs <= hi) & (ys >= 0.1) & (ys <= 0.9)
+    else:
+        seed = (xs >= lo) & (xs <= hi) & (ys >= lo) & (ys <= hi)
+    return np.broadcast_to(seed, (height, width)).copy()
+
+
 def grabcut_mask(
     image: np.ndarray,
     box: tuple[float, float, float, float] | np.ndarray,
@@ -100,15 +130,20 @@ def grabcut_mask(
     margin: float = 0.25,
     min_fill: float = 0.15,
     max_fill: float = 0.98,
+    core: tuple[float, float] | None = None,
+    core_shape: str = "ellipse",
     seed: int = 0,
 ) -> tuple[np.ndarray, bool]:
     """GrabCut inside ``box`` on ``image``: ``(mask bool (H, W), collapsed)``.
 
     ``image`` uint8 (H, W, 3) RGB; ``box`` XYXY pixels inside the image. GrabCut runs on a crop of the
     box grown by ``margin`` of its size on each side (the border outside the box seeds the background
-    model). The mask keeps the largest connected component inside the box. ``collapsed`` is True (and
-    the mask is the filled box) when the result covers less than ``min_fill`` or more than ``max_fill``
-    of the box. A kept mask is made to reach all four sides of the box (:func:`touch_box_sides`).
+    model). With ``core`` (see :func:`core_seed`) the central seed of the box is definite object:
+    GrabCut may not cut it away and its colours seed the object model; without it every pixel of
+    the box starts as "probably object" (OpenCV's rectangle mode). The mask keeps the largest
+    connected component inside the box. ``collapsed`` is True (and the mask is the filled box) when
+    the result covers less than ``min_fill`` or more than ``max_fill`` of the box. A kept mask is made
+    to reach all four sides of the box (:func:`touch_box_sides`).
     """
     import cv2
 
@@ -119,12 +154,17 @@ def grabcut_mask(
     cx1, cy1 = max(int(x1 - margin * bw), 0), max(int(y1 - margin * bh), 0)
     cx2, cy2 = min(int(np.ceil(x2 + margin * bw)), w), min(int(np.ceil(y2 + margin * bh)), h)
     crop = np.ascontiguousarray(image[cy1:cy2, cx1:cx2, ::-1])  # OpenCV wants BGR
-    rect = (int(x1) - cx1, int(y1) - cy1, max(int(round(bw)), 1), max(int(round(bh)), 1))
-    gc = np.zeros(crop.shape[:2], np.uint8)
+    inside = fill[cy1:cy2, cx1:cx2]
+    gc = np.where(inside, cv2.GC_PR_FGD, cv2.GC_BGD).astype(np.uint8)
+    rows, cols = np.nonzero(inside.any(1))[0], np.nonzero(inside.any(0))[0]
+    if len(rows) and len(cols):
+        r1, c1 = rows[0], cols[0]
+        sub = core_seed(rows[-1] + 1 - r1, cols[-1] + 1 - c1, core, core_shape)
+        gc[r1:r1 + sub.shape[0], c1:c1 + sub.shape[1]][sub] = cv2.GC_FGD
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(seed)  # GrabCut's GMM init uses k-means with OpenCV's global RNG
     try:
-        cv2.grabCut(crop, gc, rect, bgd, fgd, iterations, cv2.GC_INIT_WITH_RECT)
+        cv2.grabCut(crop, gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     except cv2.error:
         return fill, True  # e.g. no background pixels at all (box covers the whole crop)
     fg = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
@@ -158,6 +198,35 @@ def touch_box_sides(mask: np.ndarray, fill: np.ndarray) -> np.ndarray:
     return out
 
 
+def merge_model_mask(
+    pseudo: np.ndarray, probs: np.ndarray, box: tuple[float, float, float, float] | np.ndarray, *,
+    weight: float = 0.75,
+) -> np.ndarray:
+    """Self-training's relabel: a pseudo-mask revised by a model's mask for the same box.
+
+    ``pseudo`` bool (H, W); ``probs`` float (M, M), the model's probabilities over ``box`` (XYXY
+    pixels, e.g. a Mask R-CNN head's 28 x 28 grid). A pixel of the box is object when
+    ``weight * p + (1 - weight) * pseudo >= 0.5``: with ``weight`` above 0.5 the model overrides the
+    pseudo-mask only where it is confident (p >= 0.5 / weight to add a pixel, p < 1 - 0.5 / weight to
+    remove one), which keeps GrabCut's sharp edges where the still-training model is unsure. Keeps the
+    largest component and reaches the box's sides (:func:`touch_box_sides`); returns ``pseudo``
+    unchanged when the result would be empty.
+    """
+    from instaseg.ops.paste import paste_masks_dense
+
+    h, w = pseudo.shape
+    if not 0.5 < weight <= 1.0:
+        raise ValueError(f"weight must be in (0.5, 1], got {weight}")
+    box_arr = np.asarray(box, dtype=np.float32)[None]
+    add = paste_masks_dense(probs[None], box_arr, h, w, threshold=0.5 / weight)[0]
+    keep = paste_masks_dense(probs[None], box_arr, h, w, threshold=(weight - 0.5) / weight)[0]
+    fill = box_fill_mask(box, h, w)
+    mask = ((pseudo & keep) | add) & fill
+    if not mask.any():
+        return pseudo
+    return touch_box_sides(_largest_component(mask), fill)
+
+
 def _largest_component(mask: np.ndarray) -> np.ndarray:
     import cv2
 
@@ -176,10 +245,12 @@ def _clip_box(box: tuple[float, ...], height: int, width: int) -> tuple[float, f
 
 def pseudo_mask_image(
     image: np.ndarray, boxes: list[BoxAnnotation], *, method: str, report: PseudoMaskReport,
-    min_side: float = 8.0, iterations: int = 5,
+    min_side: float = 8.0, iterations: int = 5, core: tuple[float, float] | None = None,
+    core_shape: str = "ellipse",
 ) -> list[tuple[BoxAnnotation, np.ndarray]]:
     """Pseudo-masks for one image: ``[(clipped box annotation, mask bool (H, W))]``, boxes with no
-    area dropped; every case counted in ``report``."""
+    area dropped; every case counted in ``report``. ``iterations``, ``core`` and ``core_shape`` go
+    to :func:`grabcut_mask`."""
     h, w = image.shape[:2]
     out = []
     for ann in boxes:
@@ -200,7 +271,8 @@ def pseudo_mask_image(
             report.tiny += 1
             mask = box_fill_mask(box, h, w)
         else:
-            mask, collapsed = grabcut_mask(image, box, iterations=iterations)
+            mask, collapsed = grabcut_mask(image, box, iterations=iterations, core=core,
+                                            core_shape=core_shape)
             report.collapsed += int(collapsed)
             report.grabcut += int(not collapsed)
         out.append((ann, mask))
@@ -293,6 +365,7 @@ def _load_dataset_boxes(spec: str, split: str | None) -> tuple[list[BoxImage], l
 def pseudo_mask_dataset(
     images: list[BoxImage], categories: list[dict[str, Any]], *, method: str = "grabcut",
     output_dir: str | Path = ".", min_side: float = 8.0, iterations: int = 5,
+    core: tuple[float, float] | None = None, core_shape: str = "ellipse",
 ) -> tuple[dict[str, Any], dict[int, list[np.ndarray]], PseudoMaskReport]:
     """Pseudo-mask every box: ``(COCO dict, {image id: [mask (H, W)] in annotation order}, report)``.
 
@@ -324,7 +397,7 @@ def pseudo_mask_dataset(
             raise DataError(im.path, f"image is {image.shape[1]}x{image.shape[0]}, the annotations say "
                                      f"{im.width}x{im.height}")
         pairs = pseudo_mask_image(image, im.boxes, method=method, report=report, min_side=min_side,
-                                  iterations=iterations)
+                                  iterations=iterations, core=core, core_shape=core_shape)
         masks = [m for _, m in pairs]
         masks_by_image[im.id] = masks
         rles = encode_masks(np.stack(masks)) if masks else []

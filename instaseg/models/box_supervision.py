@@ -49,7 +49,8 @@ def rcnn_box_mask_losses(self: Any, features: Any, image_shapes: Any, targets: A
     self._box_steps += 1
     ramp = min(1.0, self._box_steps / max(self.box_pairwise_warmup, 1))
     return box_supervised_losses(logits, box_masks, colours.clamp(0, 1), pairwise_weight=ramp, dilation=1,
-                                 outside_weight=self.box_outside_weight)
+                                 outside_weight=self.box_outside_weight,
+                                 inside_weight=self.box_inside_weight)
 
 
 def image_box_mask_losses(
@@ -79,3 +80,31 @@ def image_box_mask_losses(
     ramp = min(1.0, step / max(warmup, 1))
     return box_supervised_losses(flat, torch.cat(box_masks), None, similarity=torch.cat(sims),
                                  pairwise_weight=ramp, dilation=2, outside_weight=0.0)
+
+
+@torch.no_grad()
+def rcnn_masks_at_boxes(model: Any, image: Tensor, boxes: Tensor, labels: Tensor) -> Tensor:
+    """The mask head's probabilities for given boxes: [N, M, M] (M the head's grid, 28).
+
+    ``model`` an :class:`~instaseg.models.mask_rcnn.InstanceMaskRCNN`; ``image`` float RGB in [0, 1]
+    [3, H, W]; ``boxes`` [N, 4] XYXY in its pixels; ``labels`` [N] contiguous class indices (1..C-1).
+    The model runs in eval mode (its mode is restored). For self-training: the head's masks for the
+    known boxes of a training image, which skips the detector's misses and false positives.
+    """
+    from torchvision.models.detection.transform import resize_boxes
+
+    was_training = model.training
+    model.eval()
+    try:
+        image_list, _ = model.transform([image])
+        features = model.backbone(image_list.tensors)
+        if isinstance(features, Tensor):
+            features = {"0": features}
+        resized = list(image_list.image_sizes[0])
+        rois = resize_boxes(boxes.to(image.dtype), list(image.shape[-2:]), resized)
+        heads = model.roi_heads
+        feats = heads.mask_roi_pool(features, [rois], image_list.image_sizes)
+        logits = heads.mask_predictor(heads.mask_head(feats))
+        return logits[torch.arange(len(labels)), labels].sigmoid()
+    finally:
+        model.train(was_training)

@@ -76,12 +76,14 @@ class ScoreAtLeastRoIHeads(RoIHeads):
     ``box_outside_weight`` weighs a dense cross-entropy towards background on every pixel outside the
     box; it is off (0) because on Penn-Fudan even 0.1 made the head collapse to thin masks (the dense
     push-down beats the projection term's one pixel per row and column; BENCHMARKS.md).
+    ``box_inside_weight`` weighs the opposite, weak prior (:func:`~instaseg.ops.box_losses.inside_loss`).
     """
 
     box_supervision = False
     box_pairwise_warmup = 100
     box_roi_expand = 2.0
     box_outside_weight = 0.0
+    box_inside_weight = 0.1
     box_images: Tensor | None = None
     _box_steps = 0
     _sampled: Any = None

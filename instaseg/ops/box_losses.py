@@ -60,6 +60,19 @@ def outside_loss(mask_logits: Tensor, box_masks: Tensor) -> Tensor:
     return (bce * outside).flatten(1).sum(1) / outside.flatten(1).sum(1).clamp(min=1.0)
 
 
+def inside_loss(mask_logits: Tensor, box_masks: Tensor) -> Tensor:
+    """A weak prior that pixels inside the box are object: mean binary cross-entropy towards 1 over
+    them. ``mask_logits`` [N, H, W]; ``box_masks`` [N, H, W] float {0, 1}. Returns [N].
+
+    Projection and pairwise terms rank object pixels above background but leave their level free;
+    on short schedules the head's logits for the object stay below 0 (mask AP 0 at the 0.5
+    threshold on Penn-Fudan, BENCHMARKS.md). A small weight of this term lifts the object's logits
+    over 0 while the pairwise term, weighing more, keeps the background inside the box down.
+    """
+    bce = F.binary_cross_entropy_with_logits(mask_logits, torch.ones_like(mask_logits), reduction="none")
+    return (bce * box_masks).flatten(1).sum(1) / box_masks.flatten(1).sum(1).clamp(min=1.0)
+
+
 def rgb_to_lab(rgb: Tensor) -> Tensor:
     """sRGB in [0, 1] [..., 3, H, W] -> CIE LAB (D65) [..., 3, H, W] (L in [0, 100])."""
     lin = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
@@ -145,9 +158,11 @@ def box_supervised_losses(
     threshold: float = 0.3,
     dilation: int = 2,
     outside_weight: float = 1.0,
+    inside_weight: float = 0.0,
 ) -> dict[str, Tensor]:
     """The terms for a batch of instances: ``{"loss_mask_proj", "loss_mask_outside",
-    "loss_mask_pairwise"}`` (scalars).
+    "loss_mask_pairwise", "loss_mask_inside"}`` (scalars; the last is ``inside_weight`` x
+    :func:`inside_loss`, 0 by default).
 
     ``mask_logits`` [N, H, W]; ``box_masks`` [N, H, W] float {0, 1}; ``images`` RGB in [0, 1]
     [N, 3, H, W], each instance's image in the logits' frame (e.g. RoIAlign of the image). N may be 0
@@ -159,7 +174,8 @@ def box_supervised_losses(
     """
     if mask_logits.shape[0] == 0:
         zero = mask_logits.sum() * 0.0
-        return {"loss_mask_proj": zero, "loss_mask_outside": zero, "loss_mask_pairwise": zero}
+        return {"loss_mask_proj": zero, "loss_mask_outside": zero, "loss_mask_pairwise": zero,
+                "loss_mask_inside": zero}
     if similarity is None:
         if images is None:
             raise ValueError("box_supervised_losses needs images or similarity")
@@ -168,4 +184,5 @@ def box_supervised_losses(
     pairwise = pairwise_loss(mask_logits, sim, box_masks, threshold=threshold, dilation=dilation)
     return {"loss_mask_proj": projection_loss(mask_logits, box_masks).mean(),
             "loss_mask_outside": outside_weight * outside_loss(mask_logits, box_masks).mean(),
-            "loss_mask_pairwise": pairwise_weight * pairwise}
+            "loss_mask_pairwise": pairwise_weight * pairwise,
+            "loss_mask_inside": inside_weight * inside_loss(mask_logits, box_masks).mean()}

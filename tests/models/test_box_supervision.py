@@ -38,7 +38,7 @@ def test_box_mode_losses_and_masks_never_read() -> None:
         model([image], [garbage])
     model.supervision = "boxes"
     losses = model([image], [garbage])  # wrong-shaped masks: never looked at
-    assert {"loss_mask_proj", "loss_mask_outside", "loss_mask_pairwise"} <= set(losses)
+    assert {"loss_mask_proj", "loss_mask_outside", "loss_mask_pairwise", "loss_mask_inside"} <= set(losses)
     assert "loss_mask" not in losses and all(math.isfinite(v.item()) for v in losses.values())
     no_masks = {k: v for k, v in target.items() if k != "masks"}
     assert set(model([image], [no_masks])) == set(losses)

@@ -8,6 +8,7 @@ from instaseg.ops.box_losses import (
     box_supervised_losses,
     boxes_to_masks,
     color_similarity,
+    inside_loss,
     pairwise_loss,
     projection_loss,
     rgb_to_lab,
@@ -88,6 +89,26 @@ def test_box_supervised_losses_rank_masks_and_handle_no_instances() -> None:
     losses = box_supervised_losses(empty, torch.zeros(0, 8, 8), torch.zeros(0, 3, 8, 8))
     sum(losses.values()).backward()
     assert empty.grad is not None and all(v.item() == 0 for v in losses.values())
+
+
+def test_inside_loss_is_a_weak_pull_towards_the_box() -> None:
+    image, disc, box = _scene()
+    assert inside_loss(_logits(box), box).item() < 0.01
+    # only pixels inside the box count: the disc leaves the box's corners as background at logit
+    # -8, each costing ~8
+    corners = 1 - disc.sum() / box.sum()
+    assert abs(inside_loss(_logits(disc), box).item() - 8 * corners.item()) < 0.01
+    outside = _logits(disc) + 20.0 * (1 - box)
+    assert torch.allclose(inside_loss(outside, box), inside_loss(_logits(disc), box))
+    # at the weight Mask R-CNN uses (0.1) the colour-aware terms still prefer the object to its box
+    def total(mask: torch.Tensor) -> float:
+        losses = box_supervised_losses(_logits(mask), box, image, inside_weight=0.1)
+        return sum(v.item() for v in losses.values())
+    assert total(disc) < total(box) < total(torch.zeros_like(disc))
+    # and an undecided head (all logits 0) is pulled up inside the box, not outside it
+    logits = torch.zeros(1, 32, 32, requires_grad=True)
+    box_supervised_losses(logits, box, image, inside_weight=0.1)["loss_mask_inside"].backward()
+    assert (logits.grad[box > 0] < 0).all() and (logits.grad[box == 0] == 0).all()
 
 
 def test_rgb_to_lab_reference_colours() -> None:
