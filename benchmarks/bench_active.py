@@ -5,7 +5,12 @@ chosen (a) at random or (b) by :mod:`instaseg.predict.active` (uncertainty + fli
 k-center diversity) with the model of the previous round. Each round trains from scratch with the same
 recipe and ``--iters`` budget and records the val split's mask AP. Several seeds.
 
-Usage: python benchmarks/bench_active.py [--seeds 0,1,2] [--rounds 7] [--iters 400] [--out NAME]
+Each round is written to ``benchmarks/results/NAME.json`` as it ends and a rerun with the same
+arguments resumes there (the runs are deterministic per seed), so the curves can be built over several
+sittings. Round 0 is the same labelled set for both strategies and is trained once.
+
+Usage: python benchmarks/bench_active.py [--dataset pennfudan|nuclei] [--seeds 0,1,2] [--rounds 7]
+       [--iters 400] [--out NAME]
 Needs INSTASEG_DATA. Single-threaded torch; CPU seconds reported besides wall time.
 """
 
@@ -56,47 +61,83 @@ def _train(train_json: Path, val_spec: str, args: Any, seed: int, out: Path) -> 
     return train(load_config(None, overrides), output=out)
 
 
-def run(args: Any) -> dict[str, Any]:
-    root = Path(os.environ["INSTASEG_DATA"]) / "pennfudan"
+def _resumable_curve(stored: list[dict[str, Any]], rnd: int) -> dict[str, Any] | None:
+    return stored[rnd] if rnd < len(stored) and stored[rnd].get("mask_AP") is not None else None
+
+
+def run(args: Any, out: Path) -> dict[str, Any]:
+    """Run every (seed, strategy) curve; each round is written to ``out`` as it ends, and a rerun
+    resumes: stored rounds are not trained again unless the next round's choice needs their model."""
+    root = Path(os.environ["INSTASEG_DATA"]) / args.dataset
     spec = f"folder:{root}"
-    results: dict[str, Any] = {"args": vars(args), "machine": "CPU-2c, loaded by parallel jobs", "curves": {}}
+    results: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
+    results.update({"args": vars(args), "machine": "CPU-2c, shared with other jobs", "dataset": args.dataset})
+    results.setdefault("curves", {})
+    shared: dict[tuple[int, ...], Any] = {}  # labelled ids -> trained result: round 0 of both strategies
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         coco = spec_to_coco(spec, output_dir=tmpdir, split="train").coco
+        meta = {"class_names": ["background", *[c["name"] for c in coco["categories"]]]}
         files = {im["id"]: (tmpdir / im["file_name"]).resolve() for im in coco["images"]}
         for seed in [int(s) for s in args.seeds.split(",")]:
             for strategy in ("random", "active"):
+                key = f"{strategy}_seed{seed}"
+                stored = results["curves"].get(key, [])
                 rng = random.Random(seed)
                 labelled = set(rng.sample(sorted(files), args.start))
-                curve = []
+                curve: list[dict[str, Any]] = []
                 for rnd in range(args.rounds + 1):
-                    wall, cpu = time.perf_counter(), _cpu()
-                    run_dir = tmpdir / f"s{seed}_{strategy}_{rnd}"
-                    train_json = _subset(coco, labelled, tmpdir / f"{run_dir.name}.json")
-                    result = _train(train_json, spec, args, seed, run_dir)
-                    ap = (result.metrics or {}).get("segm", {}).get("AP")
-                    curve.append({"labelled": len(labelled), "mask_AP": ap,
-                                  "wall_s": round(time.perf_counter() - wall, 1),
-                                  "cpu_s": round(_cpu() - cpu, 1)})
-                    print(seed, strategy, curve[-1], flush=True)
+                    ids = tuple(sorted(labelled))
+                    done = _resumable_curve(stored, rnd)
+                    if done is not None and done.get("labelled_ids") != list(ids):
+                        stored, done = [], None  # other arguments made that curve: start it again
+                    following = _resumable_curve(stored, rnd + 1)
                     pool = sorted(set(files) - labelled)
-                    if rnd == args.rounds or not pool:
+                    last = rnd == args.rounds or not pool
+                    needs_model = strategy == "active" and not last and following is None
+                    result = None
+                    if done is not None and not needs_model:
+                        curve.append(done)
+                    elif ids in shared:
+                        result, entry = shared[ids]
+                        curve.append(entry)
+                    else:
+                        wall, cpu = time.perf_counter(), _cpu()
+                        run_dir = tmpdir / f"s{seed}_{strategy}_{rnd}"
+                        train_json = _subset(coco, labelled, tmpdir / f"{run_dir.name}.json")
+                        result = _train(train_json, spec, args, seed, run_dir)
+                        ap = (result.metrics or {}).get("segm", {}).get("AP")
+                        curve.append({"labelled": len(labelled), "mask_AP": ap, "labelled_ids": list(ids),
+                                      "wall_s": round(time.perf_counter() - wall, 1),
+                                      "cpu_s": round(_cpu() - cpu, 1)})
+                        if rnd == 0:
+                            shared = {ids: (result, curve[-1])}
+                    shown = {k: v for k, v in curve[-1].items() if k != "labelled_ids"}
+                    print(seed, strategy, shown, flush=True)
+                    results["curves"][key] = curve + stored[len(curve):]
+                    out.write_text(json.dumps(results, indent=1))
+                    if last:
                         break
                     if strategy == "random":
                         labelled |= set(rng.sample(pool, min(args.step, len(pool))))
-                        continue
-                    meta = {"class_names": ["background", "person"]}
-                    predictor = Predictor.from_model(result.model.eval(), meta, score_thresh=0.05)
-                    scored = [active.score_image(predictor, files[i]) for i in pool]
-                    picks = active.select([s for s, _ in scored], np.stack([e for _, e in scored]), args.step)
-                    by_file = {str(files[i]): i for i in pool}
-                    labelled |= {by_file[p.file] for p in picks}
-                results["curves"][f"{strategy}_seed{seed}"] = curve
+                    elif following is not None and not needs_model:
+                        labelled = set(following["labelled_ids"])
+                    else:
+                        predictor = Predictor.from_model(result.model.eval(), meta, score_thresh=0.05)
+                        scored = [active.score_image(predictor, files[i]) for i in pool]
+                        picks = active.select([s for s, _ in scored], np.stack([e for _, e in scored]),
+                                              args.step)
+                        by_file = {str(files[i]): i for i in pool}
+                        labelled |= {by_file[p.file] for p in picks}
+                results["curves"][key] = curve
+                out.write_text(json.dumps(results, indent=1))
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--dataset", default="pennfudan",
+                        help="a folder under INSTASEG_DATA (pennfudan, nuclei)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--start", type=int, default=10)
     parser.add_argument("--step", type=int, default=10)
@@ -106,9 +147,8 @@ def main() -> None:
     parser.add_argument("--out", default="active")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    results = run(args)
     out = Path(__file__).parent / "results" / f"{args.out}.json"
-    out.write_text(json.dumps(results, indent=2))
+    results = run(args, out)
     print(json.dumps(results["curves"], indent=2))
     print(f"wrote {out}")
 
