@@ -152,8 +152,9 @@ def main() -> None:
                 results["fewer_clicks_than_grabcut@85"] = round(1 - m85 / g85, 4)
             out["evaluation"][name] = results
             print(format_table({k: v for k, v in results.items() if isinstance(v, dict)}))
+            stem = "" if args.out.stem == "interactive" else f"{args.out.stem}_"
             plot_curves({k: v for k, v in results.items() if isinstance(v, dict)},
-                        str(args.out.with_name(f"miou_vs_clicks_{name}.png")), title=f"{name} val")
+                        str(args.out.with_name(f"miou_vs_clicks_{stem}{name}.png")), title=f"{name} val")
             args.out.write_text(json.dumps(out, indent=1))
     print(f"wrote {args.out}")
 
