@@ -14,7 +14,9 @@ fifth image held out) it runs, each in a subprocess with the same budget:
   ``instaseg evaluate --predictions`` (exact COCO metrics, the same ground truth).
 
 Plus the embedded default, ``instaseg train`` with no arguments (target: mask AP >= 0.75 in <= 600 s).
-Records wall time, load average and held-out mask/box AP to benchmarks/results/autoconfig.json.
+Records wall time, load average and held-out mask/box AP to benchmarks/results/autoconfig.json, a row
+as each run ends; rerunning the same command keeps the rows already there (resume). ``--yolo`` runs
+only the YOLO rows and adds them to the same file.
 """
 
 from __future__ import annotations
@@ -157,6 +159,12 @@ def run_default(tmp: Path) -> dict[str, Any]:
     return _row("embedded default", "instaseg train", run, wall, load0)
 
 
+def _save(path: Path, out: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(out, indent=2) + "\n")
+    tmp.replace(path)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=15.0)
@@ -169,35 +177,44 @@ def main() -> None:
     data_root = os.environ.get("INSTASEG_DATA")
     if not data_root or not Path(data_root).is_dir():
         raise SystemExit("set INSTASEG_DATA to the shared data folder (../shared/data)")
-    rows: dict[str, list[dict[str, Any]]] = {}
+    # Rows already in --out for the same budget are kept and not rerun: an interrupted run resumes,
+    # and the instaseg and YOLO invocations (two Pythons) fill one file.
+    path = Path(args.out)
+    out: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    if out.get("minutes") != args.minutes:
+        out = {"minutes": args.minutes, "rows": {}}
+    out.update({
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"CPU, {os.cpu_count()} cores",
+        "targets": {"pennfudan_mask_AP": 0.55, "nuclei_mask_AP": 0.35, "default_mask_AP": 0.75,
+                    "default_wall_s": 600},
+    })
+    rows: dict[str, list[dict[str, Any]]] = out["rows"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def record(name: str, kind: str, job: Any) -> None:
+        if any(r["kind"].startswith(kind) for r in rows.get(name, [])):
+            print(f"{name} / {kind}: already in {path.name}, kept")
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            row = job(Path(tmp))
+        rows.setdefault(name, []).append(row)
+        print(json.dumps(row), flush=True)
+        _save(path, out)
+
     for name in args.datasets.split(","):
         spec_t, config = DATASETS[name]
         spec = spec_t.format(data=data_root)
-        rows[name] = []
-        with tempfile.TemporaryDirectory() as tmp:
-            rows[name].append(run_selfconfig(spec, args.minutes, Path(tmp)))
-            print(json.dumps(rows[name][-1]))
-            if config:
-                rows[name].append(run_config(config, args.minutes, Path(tmp)))
-                print(json.dumps(rows[name][-1]))
-            if args.yolo:
-                rows[name].append(run_yolo(spec, args.minutes, args.yolo_imgsz, Path(tmp)))
-                print(json.dumps(rows[name][-1]))
-    if not args.skip_default:
-        with tempfile.TemporaryDirectory() as tmp:
-            rows["shapes (embedded default)"] = [run_default(Path(tmp))]
-            print(json.dumps(rows["shapes (embedded default)"][-1]))
-    out = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{os.cpu_count()} CPUs",
-        "minutes": args.minutes,
-        "targets": {"pennfudan_mask_AP": 0.55, "nuclei_mask_AP": 0.35, "default_mask_AP": 0.75,
-                    "default_wall_s": 600},
-        "rows": rows,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+        if args.yolo:
+            record(name, "YOLO11n-seg", lambda t, s=spec: run_yolo(s, args.minutes, args.yolo_imgsz, t))
+            continue
+        record(name, "self-configured", lambda t, s=spec: run_selfconfig(s, args.minutes, t))
+        if config:
+            record(name, "hand-written", lambda t, c=config: run_config(c, args.minutes, t))
+    if not args.skip_default and not args.yolo:
+        record("shapes (embedded default)", "embedded default", run_default)
+    _save(path, out)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
