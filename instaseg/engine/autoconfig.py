@@ -35,7 +35,7 @@ PRETRAINED = "maskrcnn_effnet_lite0"
 MIN_SMALL_SIDE_PX = 12  # the 10th-percentile object should keep at least this many pixels a side
 MIN_MEDIAN_SIDE_PX = 64  # and the median object this many: the 28x28 mask head then sees real detail
 SLIM_MAX_SIZE = 256  # above this the ImageNet backbone's features pay for their cost
-MIN_EPOCHS_PRETRAINED = 6  # fewer passes than this over the data: the cheaper model learns more
+CPU_BOX_ROIS = 128  # sampled RoIs an image for the box head on a CPU (torchvision: 512)
 
 
 @dataclass
@@ -195,6 +195,11 @@ def rule_choices(fp: Fingerprint, *, cuda: bool) -> list[Choice]:
     out.append(Choice("model.name", model, mwhy))
     if model == PRETRAINED:
         out.append(Choice("model.backbone_weights", "imagenet", "offline ImageNet weights (a pip package)"))
+    if model == PRETRAINED and not cuda:
+        out.append(Choice("model.kwargs.box_batch_size_per_image", CPU_BOX_ROIS,
+                          f"{CPU_BOX_ROIS} sampled RoIs an image at 1 RoIAlign sample a bin: RoIAlign's "
+                          "CPU backward at torchvision's 512 x 2x2 was 38% of a step (BENCHMARKS.md)"))
+        out.append(Choice("model.kwargs.roi_sampling_ratio", 1, "see model.kwargs.box_batch_size_per_image"))
     if model == SLIM:
         sizes = anchor_sizes(fp, size)
         out.append(Choice("model.kwargs.anchor_sizes", list(sizes),
@@ -202,6 +207,7 @@ def rule_choices(fp: Fingerprint, *, cuda: bool) -> list[Choice]:
     dets = int(max(100, 2 * fp.objects_per_image_max))
     out.append(Choice("model.kwargs.box_detections_per_img", dets,
                       f"up to {fp.objects_per_image_max} objects in one image"))
+    out += _crowd_choices(fp, model)
     batch = 8 if cuda else (4 if size <= 384 else 2)
     out.append(Choice("train.batch_size", batch, f"{'GPU' if cuda else 'CPU'} at {size} px"))
     base_lr = 0.02 if model == SLIM else 0.01
@@ -214,6 +220,28 @@ def rule_choices(fp: Fingerprint, *, cuda: bool) -> list[Choice]:
         augment = {"crop_p": 0.0, "affine_p": 0.0, "noise_p": 0.0, "distortion_p": 0.0}
         awhy = f"{fp.images} images: flips only"
     out.append(Choice("data.augment", augment, awhy))
+    return out
+
+
+def _crowd_choices(fp: Fingerprint, model: str) -> list[Choice]:
+    """Proposal and RoI counts for crowded images: the model's own counts (the slim one keeps 100
+    proposals at test time, 64 RoIs an image in training) would cap recall and starve the mask head."""
+    out: list[Choice] = []
+    most = fp.objects_per_image_max
+    test_default = 100 if model == SLIM else 1000
+    want = int(min(1000, 3 * most))
+    if want > test_default:
+        why = f"up to {most} objects in one image: 3 proposals each"
+        out.append(Choice("model.kwargs.rpn_post_nms_top_n_test", want, why))
+        out.append(Choice("model.kwargs.rpn_pre_nms_top_n_test", 2 * want, why))
+        train = max(want, 300 if model == SLIM else 2000)
+        out.append(Choice("model.kwargs.rpn_post_nms_top_n_train", train, why))
+        out.append(Choice("model.kwargs.rpn_pre_nms_top_n_train", 2 * train, why))
+    if model == SLIM and fp.objects_per_image_median * 4 > 64:
+        rois = int(min(256, 32 * math.ceil(fp.objects_per_image_median * 4 / 32)))
+        out.append(Choice("model.kwargs.box_batch_size_per_image", rois,
+                          f"{fp.objects_per_image_median:g} objects in the median image: {rois} sampled "
+                          "RoIs an image (a quarter positive) so most objects train the mask head"))
     return out
 
 

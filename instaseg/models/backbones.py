@@ -209,12 +209,12 @@ class _MBConv(nn.Module):
 
 class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0 trunk (no classifier head). ``forward`` returns the stride 8, 16 and 32
-    feature maps (40, 112 and 320 channels) as an ordered dict "0", "1", "2"."""
+    feature maps (40, 112 and 320 channels) as an ordered dict "0", "1", "2"; with
+    ``stride4=True`` the stride 4 map (24 channels) comes first ("0".."3")."""
 
-    out_channels = (40, 112, 320)
-
-    def __init__(self, norm: Callable[..., nn.Module] = nn.BatchNorm2d) -> None:
+    def __init__(self, norm: Callable[..., nn.Module] = nn.BatchNorm2d, *, stride4: bool = False) -> None:
         super().__init__()
+        self.out_channels = (24, 40, 112, 320) if stride4 else (40, 112, 320)
         self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
         self._bn0 = norm(32, **_BN) if norm is nn.BatchNorm2d else norm(32, eps=_BN["eps"])
         blocks, cin, self.taps = [], 32, []
@@ -256,6 +256,7 @@ class _LiteWithFPN(nn.Module):
         self.body = body
         self.fpn = FeaturePyramidNetwork(list(body.out_channels), out_channels, LastLevelMaxPool())
         self.out_channels = out_channels
+        self.num_levels = len(body.out_channels) + 1  # + the max-pool level
 
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
         return self.fpn(self.body(x))
@@ -266,15 +267,17 @@ def efficientnet_lite0_fpn(
     out_channels: int = 128,
     backbone_weights: BackboneWeights = None,
     trainable_layers: int | None = None,
+    stride4: bool = False,
 ) -> nn.Module:
-    """EfficientNet-Lite0 + FPN (strides 8, 16, 32 plus a max-pool level).
+    """EfficientNet-Lite0 + FPN (strides 8, 16, 32 plus a max-pool level; ``stride4=True`` adds a
+    stride 4 level, finer features for small objects and mask detail at about 30% more compute).
 
     ``backbone_weights="imagenet"`` loads the packaged ImageNet checkpoint (offline). The trunk expects
     inputs normalised with mean 0.498 and std 0.502 (TensorFlow's 127/128 scaling).
     ``trainable_layers`` (0..8) counts the 7 block stages from the top, plus the stem.
     """
     pretrained = backbone_weights is not None
-    body = EfficientNetLite0(norm_for(pretrained))
+    body = EfficientNetLite0(norm_for(pretrained), stride4=stride4)
     if pretrained:
         state, source = _trunk_state(
             backbone_weights, lambda: load_state_dict_file(efficientnet_lite0_weights_file())

