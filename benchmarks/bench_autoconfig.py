@@ -15,8 +15,8 @@ fifth image held out) it runs, each in a subprocess with the same budget:
 
 Plus the embedded default, ``instaseg train`` with no arguments (target: mask AP >= 0.75 in <= 600 s).
 Records wall time, load average and held-out mask/box AP to benchmarks/results/autoconfig.json, a row
-as each run ends; rerunning the same command keeps the rows already there (resume). ``--yolo`` runs
-only the YOLO rows and adds them to the same file.
+as each run ends; rerunning the same command keeps the rows already there (resume); ``--rerun KIND``
+drops the rows of that kind first. ``--yolo`` runs only the YOLO rows and adds them to the same file.
 """
 
 from __future__ import annotations
@@ -172,6 +172,8 @@ def main() -> None:
     p.add_argument("--yolo", action="store_true", help="also YOLO11n-seg (needs ultralytics)")
     p.add_argument("--yolo-imgsz", type=int, default=320)
     p.add_argument("--skip-default", action="store_true")
+    p.add_argument("--rerun", default="", help="comma-separated row kinds to drop and run again "
+                   "(e.g. self-configured after a change to the rules)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "autoconfig.json"))
     args = p.parse_args()
     data_root = os.environ.get("INSTASEG_DATA")
@@ -190,6 +192,11 @@ def main() -> None:
                     "default_wall_s": 600},
     })
     rows: dict[str, list[dict[str, Any]]] = out["rows"]
+    again = tuple(k for k in args.rerun.split(",") if k)
+    for name in rows:
+        rows[name] = [r for r in rows[name] if not (again and r["kind"].startswith(again))]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                            capture_output=True).stdout.strip()
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def record(name: str, kind: str, job: Any) -> None:
@@ -198,6 +205,7 @@ def main() -> None:
             return
         with tempfile.TemporaryDirectory() as tmp:
             row = job(Path(tmp))
+        row["commit"] = commit
         rows.setdefault(name, []).append(row)
         print(json.dumps(row), flush=True)
         _save(path, out)
