@@ -71,7 +71,7 @@ class TrainConfig:
 
     seed: int = 0
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
-    epochs: int = 8
+    epochs: int = 16  # the embedded default: at most 16 passes, cut to fit its 9.5-minute budget
     max_iters: int | None = None  # if set, stop after this many optimizer steps (overrides epochs)
     batch_size: int = 4  # per process
     accumulate: int = 1  # gradient accumulation: batches per optimizer step
@@ -209,6 +209,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     cfg = config_from_dict(data, where=where)
     _expand_env(cfg, where)
     return cfg
+
+
+EMBEDDED_BUDGET_MIN = 9.5  # `instaseg train` with no config trains for this long (at most)
+
+
+def embedded_default(overrides: list[str] | None = None) -> Config:
+    """What ``instaseg train`` runs with no config: the dataclass defaults plus a
+    :data:`EMBEDDED_BUDGET_MIN`-minute budget (``configs/default.yaml`` spells it out). A YAML of the
+    user's own that leaves ``train.max_time_min`` out has no budget; ``overrides`` win over both."""
+    return load_config(None, [f"train.max_time_min={EMBEDDED_BUDGET_MIN}", *(overrides or [])])
 
 
 def config_from_dict(data: dict[str, Any], *, where: str = "") -> Config:

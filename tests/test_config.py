@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from instaseg.config import Config, config_to_dict, load_config, merge_overrides, save_config
+from instaseg.config import (
+    Config,
+    config_to_dict,
+    embedded_default,
+    load_config,
+    merge_overrides,
+    save_config,
+)
 from instaseg.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -21,7 +28,10 @@ def test_defaults_without_file() -> None:
 
 def test_default_yaml_equals_builtin_defaults() -> None:
     # configs/default.yaml documents the packaged default; they must not drift apart.
-    assert load_config(CONFIGS / "default.yaml") == Config()
+    assert load_config(CONFIGS / "default.yaml") == embedded_default()
+    # The budget belongs to the embedded default only: a YAML without it trains to its epochs.
+    assert Config().train.max_time_min is None and embedded_default().train.max_time_min == 9.5
+    assert embedded_default(["train.max_time_min=null"]).train.max_time_min is None
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.yaml")))

@@ -57,12 +57,12 @@ def train(
         ),
     ] = None,
 ) -> None:
-    """Train a model. With no options: the default CPU Mask R-CNN on synthetic shapes.
+    """Train a model. With no options: the default CPU Mask R-CNN on synthetic shapes (9.5 minutes).
 
     `instaseg train --data SPEC --time 15` configures itself from the data. Works unchanged under
     torchrun --nproc_per_node N (DistributedDataParallel).
     """
-    from instaseg.config import load_config
+    from instaseg.config import embedded_default, load_config
     from instaseg.engine import distributed as du
     from instaseg.engine.autoconfig import plan_training, write_plan
     from instaseg.models import model_task
@@ -87,7 +87,7 @@ def train(
         plan = plan_training(data, minutes=time_min or 15.0, val=val, overrides=overrides, log=typer.echo)
         result = run_training(plan.config, output=output)
     else:
-        cfg = load_config(config, overrides)
+        cfg = load_config(config, overrides) if config is not None else embedded_default(overrides)
         if model_task(cfg.model.name) == "video":  # detector on frames, then the association head
             from instaseg.predict.video_train import train_video
 

@@ -35,7 +35,8 @@ def test_cli_train_writes_run_dir(tmp_path: Path, capsys: pytest.CaptureFixture[
     for kind in ("segm", "bbox"):
         assert len(metrics[kind]) == 12 and all(0.0 <= v <= 1.0 or v == -1.0 for v in metrics[kind].values())
     assert (run / "checkpoints" / "last.pt").is_file() and (run / "checkpoints" / "best.pt").is_file()
-    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"] == 2
+    written = yaml.safe_load((run / "config.yaml").read_text())["train"]
+    assert written["epochs"] == 2 and written["max_time_min"] == 9.5  # no --config: the default's budget
     assert sorted(p.name for p in (run / "overlays").iterdir()) == ["val_0.png", "val_1.png"]
     assert any((run / "tensorboard").iterdir())
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
