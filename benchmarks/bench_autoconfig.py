@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_ROW = "shapes (embedded default)"
 DATASETS = {
     "pennfudan": ("folder:{data}/pennfudan", "configs/pennfudan.yaml"),
     "nuclei": ("folder:{data}/nuclei", None),
@@ -193,8 +194,12 @@ def main() -> None:
     })
     rows: dict[str, list[dict[str, Any]]] = out["rows"]
     again = tuple(k for k in args.rerun.split(",") if k)
-    for name in rows:
-        rows[name] = [r for r in rows[name] if not (again and r["kind"].startswith(again))]
+    running = set(args.datasets.split(","))
+    if not (args.skip_default or args.yolo):
+        running.add(DEFAULT_ROW)
+    for name in rows:  # only rows this invocation will run again are dropped
+        if name in running:
+            rows[name] = [r for r in rows[name] if not (again and r["kind"].startswith(again))]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                             capture_output=True).stdout.strip()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -220,7 +225,7 @@ def main() -> None:
         if config:
             record(name, "hand-written", lambda t, c=config: run_config(c, args.minutes, t))
     if not args.skip_default and not args.yolo:
-        record("shapes (embedded default)", "embedded default", run_default)
+        record(DEFAULT_ROW, "embedded default", run_default)
     _save(path, out)
     print(f"wrote {path}")
 

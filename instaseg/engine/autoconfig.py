@@ -34,6 +34,8 @@ SLIM = "maskrcnn_r18_slim"
 PRETRAINED = "maskrcnn_effnet_lite0"
 MIN_SMALL_SIDE_PX = 12  # the 10th-percentile object should keep at least this many pixels a side
 MIN_MEDIAN_SIDE_PX = 96  # and the median object this many: finer masks (BENCHMARKS.md: 288->384 px, AP +0.05)
+FLOOR_MEDIAN_SIDE_PX = 64  # ... but never below this, when the budget buys too few passes at the above
+MIN_PASSES = 18  # passes over the data the budget should buy; fewer: a smaller input (BENCHMARKS.md)
 SLIM_MAX_SIZE = 256  # above this the ImageNet backbone's features pay for their cost
 CPU_BOX_ROIS = 128  # sampled RoIs an image for the box head on a CPU (torchvision: 512)
 
@@ -149,24 +151,34 @@ class Plan:
         }
 
 
-def choose_size(fp: Fingerprint, *, cap: int) -> tuple[int, str]:
+def choose_size(fp: Fingerprint, *, cap: int, median_px: float = MIN_MEDIAN_SIDE_PX) -> tuple[int, str]:
     """Longer input side (a multiple of 32): big enough that the 10th-percentile object keeps
-    :data:`MIN_SMALL_SIDE_PX` a side and the median one :data:`MIN_MEDIAN_SIDE_PX`, no bigger than the
+    :data:`MIN_SMALL_SIDE_PX` a side and the median one ``median_px``, no bigger than the
     images themselves nor ``cap``."""
     native = max(32, int(fp.long_side_median))
     want = max(
         MIN_SMALL_SIDE_PX / max(fp.object_side_rel_p10, 1e-3),
-        MIN_MEDIAN_SIDE_PX / max(fp.object_side_rel_median, 1e-3),
+        median_px / max(fp.object_side_rel_median, 1e-3),
     )
     size = int(min(max(want, 128), native, cap))
     size = max(128, 32 * round(size / 32))
     reason = (
         f"objects (10th percentile {fp.object_side_rel_p10 * native:.0f} px, median "
         f"{fp.object_side_rel_median * native:.0f} px a side at {native} px) keep >= {MIN_SMALL_SIDE_PX} / "
-        f"{MIN_MEDIAN_SIDE_PX} px at {int(want)} px; capped by the images ({native} px) and this device "
+        f"{median_px:g} px at {int(want)} px; capped by the images ({native} px) and this device "
         f"({cap} px)"
     )
     return size, reason
+
+
+def fewer_pixels_for_passes(size: int, passes: float, floor: int) -> int:
+    """A smaller input side (a multiple of 32, not below ``floor``) at which a budget that buys
+    ``passes`` over the data at ``size`` buys :data:`MIN_PASSES`, taking a step's cost as
+    proportional to the pixels; ``size`` itself when it already does."""
+    if passes >= MIN_PASSES or size <= floor:
+        return size
+    smaller = 32 * int(size * math.sqrt(max(passes, 1e-3) / MIN_PASSES) / 32)
+    return max(floor, smaller)
 
 
 def anchor_sizes(fp: Fingerprint, size: int, levels: int = 4) -> tuple[int, ...]:
@@ -181,10 +193,12 @@ def anchor_sizes(fp: Fingerprint, size: int, levels: int = 4) -> tuple[int, ...]
     return tuple(out)
 
 
-def rule_choices(fp: Fingerprint, *, cuda: bool) -> list[Choice]:
-    """The data-driven choices that need no timing: size, model family, anchors, batch, lr, augmentation."""
+def rule_choices(fp: Fingerprint, *, cuda: bool, size: int | None = None, why: str = "") -> list[Choice]:
+    """The data-driven choices that need no timing: size, model family, anchors, batch, lr, augmentation
+    (``size``: the input side decided already, for the reason ``why``)."""
     cap = 1024 if cuda else 512
-    size, why = choose_size(fp, cap=cap)
+    if size is None:
+        size, why = choose_size(fp, cap=cap)
     out = [Choice("model.kwargs.max_size", size, why), Choice("model.kwargs.min_size", size, why)]
     if size <= SLIM_MAX_SIZE:
         model, mwhy = SLIM, f"inputs of {size} px: the slim ResNet-18 Mask R-CNN learns fastest at this size"
@@ -309,26 +323,42 @@ def plan_training(
         Choice("data.train_split", split[0], "see data.val"),
         Choice("data.val_split", split[1], "see data.val"),
     ]
-    choices += rule_choices(fp, cuda=cuda)
     user = list(overrides or [])
-    base = [_as_override(c.key, c.value) for c in choices] + [
-        "train.epochs=100000",
-        "train.schedule=cosine",
-        "data.image_size=null",
-    ]
-    cfg = load_config(None, base + user)
-    if measure:
-        log(f"autoconfig: timing a few training steps of {cfg.model.name} on this machine")
-    sec = measure_step_seconds(cfg) if measure else 1.0
-    plan_s = time.perf_counter() - started
-    images_per_step = cfg.train.batch_size * cfg.train.accumulate
-    reserve = 0.05 * budget_s + 5.0
-    # A budget too small for planning plus training still trains a little (and says so).
-    left_s = max(budget_s - plan_s, 0.25 * budget_s)
+    user_keys = {item.split("=", 1)[0].strip() for item in user}
+    size, cap = None, (1024 if cuda else 512)
+    floor = choose_size(fp, cap=cap, median_px=FLOOR_MEDIAN_SIDE_PX)[0]
+    size_why = ""
+    for attempt in range(2):
+        rules = rule_choices(fp, cuda=cuda, size=size, why=size_why)
+        base = [_as_override(c.key, c.value) for c in choices + rules] + [
+            "train.epochs=100000",
+            "train.schedule=cosine",
+            "data.image_size=null",
+        ]
+        cfg = load_config(None, base + user)
+        if measure:
+            log(f"autoconfig: timing a few training steps of {cfg.model.name} on this machine")
+        sec = measure_step_seconds(cfg) if measure else 1.0
+        plan_s = time.perf_counter() - started
+        images_per_step = cfg.train.batch_size * cfg.train.accumulate
+        reserve = 0.05 * budget_s + 5.0
+        # A budget too small for planning plus training still trains a little (and says so).
+        left_s = max(budget_s - plan_s, 0.25 * budget_s)
+        steps = max(10, int((left_s - reserve) / sec))
+        epochs = steps * images_per_step / max(len(train_set), 1)
+        chosen = next(int(c.value) for c in rules if c.key == "model.kwargs.max_size")
+        smaller = fewer_pixels_for_passes(chosen, epochs, floor)
+        if attempt or smaller == chosen or "model.kwargs.max_size" in user_keys:
+            break
+        size, size_why = smaller, (
+            f"{rules[0].reason}; then {epochs:.1f} passes over the data at {chosen} px in this budget, "
+            f"fewer than {MIN_PASSES}: {smaller} px (not below {floor} px, where the median object keeps "
+            f"{FLOOR_MEDIAN_SIDE_PX} px)"
+        )
+        log(f"autoconfig: {epochs:.1f} passes at {chosen} px; trying {smaller} px")
+    choices += rules
     if left_s < 0.5 * budget_s:
         log(f"autoconfig: warning: planning took {plan_s:.0f} s of the {budget_s:.0f} s budget")
-    steps = max(10, int((left_s - reserve) / sec))
-    epochs = steps * images_per_step / max(len(train_set), 1)
     choices.append(Choice("train.max_iters", steps,
                           f"{sec:.3f} s a step measured here; {left_s - reserve:.0f} s left for "
                           f"training after planning ({plan_s:.0f} s) and a validation reserve: "

@@ -14,11 +14,13 @@ import yaml
 from instaseg.cli import main
 from instaseg.data.build import build_dataset
 from instaseg.engine.autoconfig import (
+    MIN_PASSES,
     PRETRAINED,
     SLIM,
     Fingerprint,
     advise,
     anchor_sizes,
+    fewer_pixels_for_passes,
     fingerprint,
     rule_choices,
 )
@@ -73,6 +75,18 @@ def test_rules_follow_the_numbers() -> None:
     gpu = {c.key: c.value for c in rule_choices(replace(BASE, long_side_median=1000,
                                                         object_side_rel_p10=0.02), cuda=True)}
     assert "model.kwargs.roi_sampling_ratio" not in gpu
+
+
+def test_a_budget_of_too_few_passes_buys_a_smaller_input() -> None:
+    assert fewer_pixels_for_passes(416, MIN_PASSES + 1, 288) == 416  # enough passes: kept
+    # Cost taken as proportional to pixels: 15.5 passes at 416 px are ~18 at 384 px.
+    assert fewer_pixels_for_passes(416, 15.5, 288) == 384
+    assert fewer_pixels_for_passes(416, 0.5, 288) == 288  # never below the floor
+    assert fewer_pixels_for_passes(256, 1.0, 256) == 256
+    for size, passes in [(512, 3.0), (384, 10.0), (448, 17.9)]:
+        smaller = fewer_pixels_for_passes(size, passes, 128)
+        assert smaller % 32 == 0 and smaller < size
+        assert passes * (size / smaller) ** 2 >= MIN_PASSES * 0.999
 
 
 def test_anchor_sizes_cover_the_objects() -> None:
