@@ -276,7 +276,10 @@ class TimeBudgetHook(HookBase):
         # own (learning rate at its minimum) rather than be cut by the hard cap.
         left = 0.95 * (self.seconds - self.elapsed() - self.reserve())
         fit = t.iter + max(1, int(left / self.sec_per_step))
-        total = max(t.iter + 1, min(self.configured or fit, fit))
+        cap = self.configured or fit
+        # At least one more step, but never past the configured length (a check on the last step
+        # would otherwise add one).
+        total = max(min(t.iter + 1, cap), min(cap, fit))
         if total == t.max_iter:
             return
         t.max_iter = total
