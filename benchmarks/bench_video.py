@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -72,12 +73,14 @@ def main() -> None:
     ap.add_argument("--speed-size", type=int, default=320)
     ap.add_argument("--speed-frames", type=int, default=40)
     ap.add_argument("--model-out", default="runs/video_model.pt")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    out: dict = {"machine": f"CPU-2c ({platform.processor() or platform.machine()}), loaded by parallel jobs",
-                 "torch_threads": 1, "date": "2026-12-05", "args": vars(args)}
+    out: dict = {"machine": f"CPU-{os.cpu_count()}c ({platform.processor() or platform.machine()})",
+                 "load_avg_start": os.getloadavg()[0], "torch_threads": args.threads,
+                 "date": time.strftime("%Y-%m-%d"), "args": vars(args)}
 
     model = get_model("maskrcnn_r18_slim_video", weights=args.detector)
     train = build_dataset(args.train, split="train")
