@@ -194,7 +194,8 @@ def main() -> None:
     })
     rows: dict[str, list[dict[str, Any]]] = out["rows"]
     again = tuple(k for k in args.rerun.split(",") if k)
-    running = set(args.datasets.split(","))
+    names = [n for n in args.datasets.split(",") if n]  # --datasets "": the default row only
+    running = set(names)
     if not (args.skip_default or args.yolo):
         running.add(DEFAULT_ROW)
     for name in rows:  # only rows this invocation will run again are dropped
@@ -215,7 +216,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         _save(path, out)
 
-    for name in args.datasets.split(","):
+    for name in names:
         spec_t, config = DATASETS[name]
         spec = spec_t.format(data=data_root)
         if args.yolo:

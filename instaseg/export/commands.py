@@ -135,7 +135,7 @@ def init_pipeline_command(
     force: bool = typer.Option(False, "--force", help="Replace an existing dvc.yaml / params.yaml."),
 ) -> None:
     """Write a DVC pipeline (check -> train -> evaluate -> export) for a dataset; then `dvc repro`."""
-    from instaseg.config import load_config
+    from instaseg.config import embedded_default, load_config
     from instaseg.export.pipeline import init_pipeline
 
     overrides = list(set_ or [])
@@ -147,7 +147,8 @@ def init_pipeline_command(
                       "data.val_split=null"]
     elif val is not None:
         overrides += [f"data.val={val}", "data.val_split=null"]
-    cfg = load_config(config, overrides)
+    # no --config: the embedded default, budget included, as `instaseg train` runs it
+    cfg = load_config(config, overrides) if config is not None else embedded_default(overrides)
     for path in init_pipeline(cfg, directory, force=force):
         typer.echo(f"wrote {path}")
     typer.echo(f"next: cd {directory} && dvc repro   (then: dvc metrics show, dvc plots show)")

@@ -61,6 +61,10 @@ def test_rules_follow_the_numbers() -> None:
     crowded = _choices(replace(BASE, objects_per_image_max=300, images=40))
     assert crowded["model.kwargs.box_detections_per_img"] == 600
     assert crowded["data.augment"]["crop_p"] > 0 and small["data.augment"]["crop_p"] == 0
+    # Few images, many objects in each: copy-paste; few images with few objects (or many images): none.
+    few_dense = _choices(replace(BASE, images=40, objects_per_image_median=28, objects_per_image_max=300))
+    assert few_dense["data.augment"]["copy_paste_p"] == 0.5
+    assert "copy_paste_p" not in crowded["data.augment"] and "copy_paste_p" not in small["data.augment"]
     # ... and enough proposals for every object, where the slim model keeps 100 at test time.
     assert crowded["model.kwargs.rpn_post_nms_top_n_test"] == 900
     assert crowded["model.kwargs.rpn_pre_nms_top_n_test"] == 1800

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from instaseg.config import Config, config_from_dict, load_config
+from instaseg.config import config_from_dict, embedded_default, load_config
 from instaseg.export.pipeline import DVC_HINT, init_pipeline, pipeline_files, render, spec_paths
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,7 +88,7 @@ def test_repro_reruns_only_what_changed(tmp_path: Path, monkeypatch: pytest.Monk
 def test_project_pipeline_is_the_default_one() -> None:
     """The dvc.yaml / params.yaml at the project root are what init-pipeline writes for the default
     config (so they cannot drift from the config tree)."""
-    dvc, params, to_add = pipeline_files(Config(), ROOT)
+    dvc, params, to_add = pipeline_files(embedded_default(), ROOT)
     dvc_text, params_text = render(dvc, params)
     assert (ROOT / "dvc.yaml").read_text() == dvc_text
     assert (ROOT / "params.yaml").read_text() == params_text
@@ -96,7 +96,7 @@ def test_project_pipeline_is_the_default_one() -> None:
     assert (ROOT / ".dvc" / "config").is_file()
     stages = yaml.safe_load(dvc_text)["stages"]
     assert list(stages) == ["check", "train", "evaluate", "export"]
-    assert load_config(ROOT / "params.yaml") == Config()
+    assert load_config(ROOT / "params.yaml") == embedded_default()
 
 
 def test_in_folder_data_is_dvc_added(tmp_path: Path, shared_data: Path) -> None:
