@@ -9,8 +9,12 @@ Each round is written to ``benchmarks/results/NAME.json`` as it ends and a rerun
 arguments resumes there (the runs are deterministic per seed), so the curves can be built over several
 sittings. Round 0 is the same labelled set for both strategies and is trained once.
 
+``--recipe auto`` trains every round with what ``instaseg train --data`` chooses for the dataset
+(model, size, anchors, augmentation: :func:`instaseg.engine.autoconfig.rule_choices`) instead of the
+fixed slim Mask R-CNN.
+
 Usage: python benchmarks/bench_active.py [--dataset pennfudan|nuclei] [--seeds 0,1,2] [--rounds 7]
-       [--iters 400] [--out NAME]
+       [--iters 400] [--recipe fixed|auto] [--out NAME]
 Needs INSTASEG_DATA. Single-threaded torch; CPU seconds reported besides wall time.
 """
 
@@ -30,7 +34,9 @@ import numpy as np
 import torch
 
 from instaseg.config import load_config
+from instaseg.data.build import build_dataset
 from instaseg.data.convert import spec_to_coco
+from instaseg.engine import autoconfig
 from instaseg.predict import active
 from instaseg.predict.predictor import Predictor
 from instaseg.predict.validation import train
@@ -48,13 +54,25 @@ def _subset(coco: dict[str, Any], ids: set[int], path: Path) -> Path:
     return path
 
 
-def _train(train_json: Path, val_spec: str, args: Any, seed: int, out: Path) -> Any:
+def _recipe(args: Any, spec: str) -> list[str]:
+    """The model and augmentation overrides: a fixed slim Mask R-CNN (``--recipe fixed``) or what
+    ``instaseg train --data`` would choose from the whole train pool's fingerprint (``auto``; the
+    iteration count stays ``--iters``: every round gets the same budget)."""
+    if args.recipe == "fixed":
+        return ["model.name=maskrcnn_r18_slim",
+                f"model.kwargs={{min_size: {args.size}, max_size: {args.size}, "
+                "anchor_sizes: [16, 32, 64, 128]}",
+                "train.batch_size=4", "train.lr=0.02"]
+    fp = autoconfig.fingerprint(build_dataset(spec, split="train"))
+    return [f"{c.key}={json.dumps(c.value)}" for c in autoconfig.rule_choices(fp, cuda=False)]
+
+
+def _train(train_json: Path, val_spec: str, args: Any, recipe: list[str], seed: int, out: Path) -> Any:
     overrides = [
-        "model.name=maskrcnn_r18_slim",
-        f"model.kwargs={{min_size: {args.size}, max_size: {args.size}, anchor_sizes: [16, 32, 64, 128]}}",
+        *recipe,
         f"data.train=coco:{train_json}", "data.train_split=null",
         f"data.val={val_spec}", "data.val_split=val",
-        f"train.max_iters={args.iters}", "train.batch_size=4", "train.lr=0.02", "train.warmup_iters=20",
+        f"train.max_iters={args.iters}", "train.warmup_iters=20",
         f"train.seed={seed}", "train.num_threads=1", "train.checkpoint_period=0", "eval.num_overlays=0",
         "output.tensorboard=false", "output.mlflow=false", "output.progress=false",
     ]
@@ -73,6 +91,10 @@ def run(args: Any, out: Path) -> dict[str, Any]:
     results: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
     results.update({"args": vars(args), "machine": "CPU-2c, shared with other jobs", "dataset": args.dataset})
     results.setdefault("curves", {})
+    recipe = _recipe(args, spec)
+    if results.get("recipe", recipe) != recipe:
+        results["curves"] = {}  # rounds of another recipe cannot be resumed
+    results["recipe"] = recipe
     shared: dict[tuple[int, ...], Any] = {}  # labelled ids -> trained result: round 0 of both strategies
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
@@ -105,7 +127,7 @@ def run(args: Any, out: Path) -> dict[str, Any]:
                         wall, cpu = time.perf_counter(), _cpu()
                         run_dir = tmpdir / f"s{seed}_{strategy}_{rnd}"
                         train_json = _subset(coco, labelled, tmpdir / f"{run_dir.name}.json")
-                        result = _train(train_json, spec, args, seed, run_dir)
+                        result = _train(train_json, spec, args, recipe, seed, run_dir)
                         ap = (result.metrics or {}).get("segm", {}).get("AP")
                         curve.append({"labelled": len(labelled), "mask_AP": ap, "labelled_ids": list(ids),
                                       "wall_s": round(time.perf_counter() - wall, 1),
@@ -144,6 +166,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--iters", type=int, default=400)
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--recipe", default="fixed", choices=["fixed", "auto"],
+                        help="fixed: slim Mask R-CNN at --size; auto: the self-configuring rules' choices")
     parser.add_argument("--out", default="active")
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -23,12 +23,11 @@ def _register_all() -> None:
     from instaseg.data import commands as data_cmds
     from instaseg.evaluation import commands as eval_cmds
     from instaseg.export import commands as export_cmds
-    from instaseg.models import commands as model_cmds
     from instaseg.predict import commands as predict_cmds
     from instaseg.serve import annotate_commands
     from instaseg.serve import commands as serve_cmds
 
-    for module in (predict_cmds, eval_cmds, serve_cmds, export_cmds, model_cmds, data_cmds):
+    for module in (predict_cmds, eval_cmds, serve_cmds, export_cmds, data_cmds):
         module.register(app)
     annotate_commands.register(app)
 

@@ -67,3 +67,19 @@ def model_task(name: str) -> str:
 def list_models(task: str | None = None) -> list[str]:
     """Sorted names of the registered models (only those of ``task`` when given)."""
     return sorted(k for k in _MODELS if task is None or _TASKS[k] == task)
+
+
+def model_table(*, count_params: bool = True, num_classes: int | None = None) -> list[dict]:
+    """One row per registered model: name, one-line description and parameter count (builder
+    defaults, or ``num_classes`` when given; None when not counted)."""
+    rows = []
+    for name in list_models():
+        builder = get_model_builder(name)
+        doc = (builder.__doc__ or "").strip().splitlines()
+        row = {"name": name, "description": doc[0].strip() if doc else "", "params": None}
+        if count_params:
+            kwargs = {} if num_classes is None else {"num_classes": num_classes}
+            model = builder(**kwargs)
+            row["params"] = sum(p.numel() for p in model.parameters())
+        rows.append(row)
+    return rows

@@ -245,11 +245,35 @@ def _evaluate_panoptic(
         _log(f"report: {written['html']} (metrics in {written['metrics']})")
 
 
+def models(
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
+    params: bool = typer.Option(True, "--params/--no-params", help="Build each model to count parameters."),
+    num_classes: int = typer.Option(None, "--num-classes", help="Count parameters for this many classes "
+                                    "(with background); default: each builder's default."),
+) -> None:
+    """List the registered models with a one-line description and parameter count."""
+    import json
+
+    # here, not at the top: importing instaseg.models builds every model module (torch), and
+    # `instaseg --help` should not wait for that
+    from instaseg.models.registry import model_table
+
+    rows = model_table(count_params=params, num_classes=num_classes)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        count = f"{r['params'] / 1e6:6.1f}M" if r["params"] is not None else "      -"
+        typer.echo(f"{r['name']:<{width}}  {count}  {r['description']}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
     from instaseg.predict import interactive_commands
 
     app.command("train")(train)
     app.command("evaluate")(evaluate)
+    app.command("models")(models)
     active_commands.register(app)
     interactive_commands.register(app)
