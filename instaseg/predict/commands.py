@@ -152,6 +152,9 @@ def evaluate(
         help="Keep detections with score >= this (--checkpoint; default: the run's eval.score_thresh).",
     ),
     max_images: int | None = typer.Option(None, min=1, help="Evaluate only the first N images."),
+    tta: bool | None = typer.Option(
+        None, "--tta/--no-tta", help="Test-time flips (--checkpoint; default: the run's eval.tta)."
+    ),
     iou_types: str = typer.Option("segm,bbox", help="Comma list of segm, bbox."),
     analysis: bool = typer.Option(True, help="Also compute PQ, error analysis and the dashboard data."),
     num_samples: int = typer.Option(6, min=0, help="Sample pictures in the report."),
@@ -205,7 +208,7 @@ def evaluate(
         data, checkpoint=checkpoint, predictions=predictions, split=split, batch_size=batch_size,
         device=device, score_thresh=score_thresh, max_images=max_images, iou_types=kinds,
         analysis=analysis, need_images=output is not None and figures and num_samples > 0, log=_log,
-        num_samples=num_samples,
+        num_samples=num_samples, tta=tta,
     )
     print(format_table(result.report.metrics))
     if result.panoptic is not None:

@@ -72,15 +72,17 @@ def parse_iou_types(text: str) -> tuple[str, ...]:
 
 
 def checkpoint_predictor(
-    checkpoint: str | Path, *, device: str = "cpu", score_thresh: float | None = None
+    checkpoint: str | Path, *, device: str = "cpu", score_thresh: float | None = None,
+    tta: bool | None = None,
 ) -> Predictor:
-    """The Predictor of the model in ``checkpoint``; ``score_thresh`` defaults to the run's own
-    ``eval.score_thresh``."""
+    """The Predictor of the model in ``checkpoint``; ``score_thresh`` and ``tta`` default to the
+    run's own ``eval.score_thresh`` and ``eval.tta``."""
     check_device(device)
     model, meta = load_model(checkpoint, device=device)
     run_eval = (meta.get("config") or {}).get("eval") or {}
     thr = float(run_eval.get("score_thresh", 0.05) if score_thresh is None else score_thresh)
-    return Predictor.from_model(model, meta, device=device, score_thresh=thr)
+    flips = bool(run_eval.get("tta", False) if tta is None else tta)
+    return Predictor.from_model(model, meta, device=device, score_thresh=thr, tta=flips)
 
 
 def _run_eval(predictor: Predictor) -> dict[str, Any]:
@@ -108,7 +110,7 @@ def checkpoint_results(
     mapping = map_labels(predictor.class_names, dataset, str(checkpoint))
     if log is not None:
         log(f"{predictor.meta['path']}: {predictor.name} on {len(dataset)} images ({device}, "
-            f"score >= {predictor.score_thresh})")
+            f"score >= {predictor.score_thresh}{', test-time flips' if predictor.tta else ''})")
     results, _ = predict_dataset(
         predictor,
         dataset,
@@ -165,12 +167,14 @@ def evaluate(
     need_images: bool = True,
     num_samples: int = 6,
     log: Callable[[str], None] | None = None,
+    tta: bool | None = None,
 ) -> Evaluation:
     """Score ``checkpoint`` (a run directory or checkpoint file) or ``predictions`` (a COCO results
     JSON) on the dataset spec ``data``: every metric of :func:`~instaseg.evaluation.summary.full_report`
     (with ``analysis`` and both IoU types), else the COCO stats of ``iou_types``. A panoptic checkpoint
     on a panoptic dataset adds PQ (``metrics["panoptic"]``, as training's validator computes it) and
-    ``num_samples`` panoptic pictures (with ``need_images``)."""
+    ``num_samples`` panoptic pictures (with ``need_images``). ``tta`` (default: the run's
+    ``eval.tta``) adds test-time flips to a checkpoint's predictions."""
     if (checkpoint is None) == (predictions is None):
         raise ConfigError("evaluate needs exactly one of --checkpoint RUN_OR_FILE or --predictions FILE")
     gt, dataset, notes = resolve_ground_truth(data, split, need_images=checkpoint is not None or need_images)
@@ -190,7 +194,7 @@ def evaluate(
         assert checkpoint is not None
         if dataset is None:
             raise DataError(data, "--checkpoint needs the dataset's images: " + "; ".join(notes))
-        predictor = checkpoint_predictor(checkpoint, device=device, score_thresh=score_thresh)
+        predictor = checkpoint_predictor(checkpoint, device=device, score_thresh=score_thresh, tta=tta)
         results = checkpoint_results(
             checkpoint, dataset, batch_size=batch_size, device=device, progress=sys.stderr.isatty(),
             log=log, predictor=predictor,

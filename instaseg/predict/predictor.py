@@ -33,6 +33,7 @@ from instaseg.models.checkpoint import load_model
 from instaseg.ops import tiling
 from instaseg.ops.lowres import lowres_inference
 from instaseg.ops.panoptic_fusion import FusionParams, panoptic_fusion
+from instaseg.ops.tta import FIELDS, fuse_detections, hflip_detections
 from instaseg.predict import runtime
 from instaseg.structures.instances import Instances
 from instaseg.structures.masks import rle_decode
@@ -80,6 +81,8 @@ class Predictor:
         category_ids: ``category_ids[label]`` is the dataset's original category id (COCO results).
         meta: where the model came from (checkpoint metadata: ``model_spec``, ``path``, ...).
         autocast: run the model under ``torch.autocast`` (mixed precision on CUDA).
+        tta: also run the mirror image and fuse both views' detections (:mod:`instaseg.ops.tta`;
+            two forwards an image, models with box-relative masks).
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class Predictor:
         category_ids: Sequence[int] | None = None,
         meta: dict[str, Any] | None = None,
         autocast: bool = False,
+        tta: bool = False,
     ) -> None:
         if not 0.0 <= score_thresh <= 1.0:
             raise ConfigError(f"--score-thresh must be in [0, 1], got {score_thresh}")
@@ -108,6 +112,7 @@ class Predictor:
         self.classes = resolve_classes(classes, self.class_names)
         self.mask_thresh = float(mask_thresh)
         self.autocast = bool(autocast)
+        self.tta = bool(tta)
         self.category_ids = list(category_ids) if category_ids is not None else list(range(len(class_names)))
         self.meta = dict(meta or {})
         # One forward at a time: callers from several threads (the service) share one model.
@@ -193,10 +198,26 @@ class Predictor:
         batch = [img.to(self.device, torch.float32) for img in images]
         with self.lock, torch.inference_mode(), torch.autocast(self.device.type, enabled=self.autocast):
             raw = lowres_inference(self.model, batch)
+            if self.tta:
+                raw = self._fuse_mirrored(batch, raw)
         return [
             self._instances(det, (int(img.shape[-2]), int(img.shape[-1])), thr, top, keep_classes)
             for img, det in zip(images, raw, strict=True)
         ]
+
+    def _fuse_mirrored(self, batch: list[Tensor], raw: list[dict[str, Any]]) -> list[dict[str, Tensor]]:
+        """``raw`` (the detections of ``batch``) fused with those of the mirrored images."""
+        mirrored = lowres_inference(self.model, [img.flip(-1) for img in batch])
+        fused = []
+        for img, det, mir in zip(batch, raw, mirrored, strict=True):
+            det = {k: _to_cpu_tensor(v) for k, v in det.items()}
+            mir = {k: _to_cpu_tensor(v) for k, v in mir.items()}
+            if "mask_lowres" not in det:
+                raise ConfigError(f"test-time flips (tta) need a model with box-relative masks; {self.name} "
+                                  "gives full-size masks only")
+            fused.append(fuse_detections({k: det[k] for k in FIELDS},
+                                         hflip_detections(mir, int(img.shape[-1]))))
+        return fused
 
     def _instances(
         self, det: dict[str, Any], size: tuple[int, int], thr: float, top: int, classes: list[int] | None

@@ -45,6 +45,7 @@ class PredictorValidator:
         max_images: int | None = None,
         num_samples: int = 0,
         num_workers: int = 0,
+        tta: bool = False,
     ) -> None:
         gt, dataset, notes = resolve_ground_truth(spec, split)
         if dataset is None:
@@ -54,7 +55,7 @@ class PredictorValidator:
             gt = subset_gt(gt, {int(dataset.image_info(i)["id"]) for i in range(len(dataset))})
         self.gt, self.dataset = gt, dataset
         self.batch_size, self.score_thresh = batch_size, score_thresh
-        self.num_samples, self.num_workers = num_samples, num_workers
+        self.num_samples, self.num_workers, self.tta = num_samples, num_workers, tta
 
     def __call__(
         self, model: nn.Module, device: torch.device, *, amp: bool = False, progress: bool = False
@@ -69,6 +70,7 @@ class PredictorValidator:
                 score_thresh=self.score_thresh,
                 category_ids=self.dataset.category_ids,
                 autocast=amp,
+                tta=self.tta,
             )
             results, samples = predict_dataset(
                 predictor,
@@ -103,6 +105,7 @@ def make_validator(cfg: Config) -> Any:
         max_images=cfg.eval.max_images,
         num_samples=cfg.eval.num_overlays,
         num_workers=cfg.data.num_workers,
+        tta=cfg.eval.tta,
     )
 
 

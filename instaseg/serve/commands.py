@@ -37,13 +37,13 @@ def _set_threads(threads: int | None) -> None:
 
 def _predictor(
     checkpoint: Path | None, backend: str, model: Path | None, device: str, score: float, maxdet: int,
-    classes: str | None,
+    classes: str | None, tta: bool = False,
 ) -> Any:
     from instaseg.predict.predictor import Predictor
 
     return Predictor.load(
         checkpoint=checkpoint, backend=backend, model=model, device=device, score_thresh=score,
-        max_detections=maxdet, classes=classes,
+        max_detections=maxdet, classes=classes, tta=tta,
     )
 
 
@@ -61,6 +61,9 @@ def predict(
     no_overlays: bool = typer.Option(False, "--no-overlays", help="Only write results.json."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results.json."),
     threads: int | None = _THREADS,
+    tta: bool = typer.Option(
+        False, "--tta", help="Test-time flips: also run each mirror image and fuse both views (2x time)."
+    ),
     tracker: str | None = typer.Option(
         None, "--tracker", help="Video: temporal, bytetrack or iou; writes overlay.mp4, YouTube-VIS "
         "results.json and MOTS tracks.txt (default: temporal for video models, a folder = frames)."),
@@ -103,6 +106,8 @@ def predict(
         check_tiling(tile, overlap)
         tiling = {"tile": tile, "overlap": overlap, "global_pass": tile_global}
     if engine == "ray":
+        if tta:
+            raise ConfigError("--tta runs with --engine local")
         _predict_ray(
             source, output, checkpoint=checkpoint, backend=backend, model=model, device=device,
             score_thresh=score_thresh, max_detections=max_detections, classes=classes, threads=threads,
@@ -121,7 +126,7 @@ def predict(
         run_point_predict(checkpoint, source, output, renders=not no_overlays, viewer=not no_overlays,
                           log=typer.echo)
         return
-    predictor = _predictor(checkpoint, backend, model, device, score_thresh, max_detections, classes)
+    predictor = _predictor(checkpoint, backend, model, device, score_thresh, max_detections, classes, tta)
     kind = wants_video_pipeline(predictor, source, tracker)
     if kind is not None:
         run_video(predictor, source, output, tracker=kind, overlay=not no_overlays, max_frames=max_frames,

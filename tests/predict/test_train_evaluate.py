@@ -86,3 +86,21 @@ def test_import_instaseg_is_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2]).stdout.split()
     assert out == ["False", "True"]
+
+
+def test_evaluate_with_flips_scores_the_predictor_with_flips(run: Path, tmp_path: Path) -> None:
+    _evaluate(run, tmp_path / "tta", "--tta", "--batch-size", "1")
+    _evaluate(run, tmp_path / "plain", "--batch-size", "1")
+    results = json.loads((tmp_path / "tta" / "results.json").read_text())
+    plain = json.loads((tmp_path / "plain" / "results.json").read_text())
+    assert [r["score"] for r in results] != [r["score"] for r in plain]  # the mirror views changed them
+    dataset = build_dataset(VAL, split="val")
+    predictor = instaseg.load(run, score_thresh=SCORE, tta=True)
+    mine = []
+    for i in range(len(dataset)):
+        image, target = dataset[i]
+        rgb = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        inst = predictor.predict(rgb)
+        image_id = int(target["image_id"])
+        mine += instances_to_results(inst, image_id, dataset.category_ids, predictor.mask_thresh)
+    assert [r["segmentation"] for r in mine] == [r["segmentation"] for r in results] and mine

@@ -174,3 +174,19 @@ def test_cli_tiled_prediction_and_bad_tiling_options(tmp_path, capsys) -> None:
     assert main([*base, "-o", str(tmp_path / "o2"), "--tile", "64", "--overlap", "1.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--overlap must be in [0, 1)" in err[0]
+
+
+def test_cli_predict_with_flips(tmp_path, capsys) -> None:
+    from tests.predict.test_predictor import _save_slim
+
+    _save_slim(tmp_path / "slim.pt")
+    _write_images(tmp_path / "imgs", names=("a.png",))
+    base = ["predict", str(tmp_path / "imgs"), "--checkpoint", str(tmp_path / "slim.pt"), "--score-thresh",
+            "0.0", "--no-overlays"]
+    assert main([*base, "--output", str(tmp_path / "plain")]) == 0
+    assert main([*base, "--output", str(tmp_path / "tta"), "--tta"]) == 0
+    plain = json.loads((tmp_path / "plain" / "results.json").read_text())
+    flips = json.loads((tmp_path / "tta" / "results.json").read_text())
+    assert flips and [r["score"] for r in flips] != [r["score"] for r in plain]
+    assert main([*base, "--output", str(tmp_path / "ray.jsonl"), "--tta", "--engine", "ray"]) == 2
+    assert "--tta runs with --engine local" in capsys.readouterr().err
