@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--backbone-weights", default="imagenet", help="'none' for a random start")
     parser.add_argument("--shapes-iters", type=int, default=600)
     parser.add_argument("--shapes-cache", default="runs/bench_shapes_lite0.pt")
+    parser.add_argument("--keep", default=None, help="copy each run's last.pt here as ARM_K_SEED.pt")
     parser.add_argument("--out", default=None, help="results name (default copy_paste_fewshot_DATASET)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -136,6 +137,10 @@ def main() -> None:
                        "args_key": [args.iters, args.size, args.lr, args.model]}
                 results["runs"].append(row)
                 print(row, flush=True)
+                if args.keep:
+                    Path(args.keep).mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(tmpdir / f"{arm}_{k}_{seed}" / "checkpoints" / "last.pt",
+                                    Path(args.keep) / f"{arm}_{k}_{seed}.pt")
                 out.write_text(json.dumps(results, indent=1))
     out.write_text(json.dumps(results, indent=1))
     print(f"wrote {out}")
