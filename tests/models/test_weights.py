@@ -205,3 +205,33 @@ def test_effnet_lite0_stride4_level_keeps_the_imagenet_trunk_and_adds_a_finer_le
     assert len(plain.rpn.anchor_generator.sizes) == 4
     with pytest.raises(ConfigError, match="anchor_sizes needs 5 sizes"):
         get_model("maskrcnn_effnet_lite0", num_classes=2, stride4=True, anchor_sizes=[16, 32, 64, 128])
+
+
+@pytest.mark.parametrize("variant", [1, 2])
+def test_effnet_lite1_lite2_packaged_weights_load_exactly_and_classify_photos(
+    variant: int, shared_data: Path
+) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from instaseg.models.backbones import efficientnet_lite_fpn, efficientnet_lite_weights_file
+
+    file_state = torch.load(efficientnet_lite_weights_file(variant), map_location="cpu", weights_only=True)
+    model = get_model(f"maskrcnn_effnet_lite{variant}", num_classes=3, backbone_weights="imagenet")
+    body_state = model.backbone.body.state_dict()
+    trunk = [k for k in file_state if not k.startswith(("_conv_head", "_bn1.", "_fc", "num_batches"))
+             and not k.endswith("num_batches_tracked")]
+    assert len(trunk) > 300  # deeper than Lite0 (240 tensors)
+    for key in trunk:
+        assert torch.equal(body_state[key], file_state[key]), key
+    images = sorted((shared_data / "coco_tiny" / "val2017").glob("*.jpg"))[:4]
+    batch = torch.stack([
+        torch.from_numpy(np.array(Image.open(p).convert("RGB").resize((240, 240)))).permute(2, 0, 1)
+        for p in images
+    ]).float().div(255).sub(0.498).div(0.502)
+    torch.manual_seed(0)
+    random = efficientnet_lite_fpn(variant=variant).body.eval()
+    with torch.no_grad():
+        p_pre = _classify(model.backbone.body.eval(), file_state, batch)
+        p_rand = _classify(random, file_state, batch)
+    assert float(p_pre.max(1).values.mean()) > 3 * float(p_rand.max(1).values.mean())
