@@ -1,0 +1,66 @@
+"""Learning curves of ``bench_active.py``: mask AP against labelled images, random vs active, every
+seed stored (thin lines) and their mean (thick), plus a Markdown table.
+
+Usage: python benchmarks/plot_active.py active_pennfudan [active_nuclei ...]
+Reads and writes benchmarks/results/NAME.json -> NAME.png (and prints the table).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+COLOURS = {"random": "tab:gray", "active": "tab:blue"}
+
+
+def curves(data: dict) -> dict[str, dict[int, list[float]]]:
+    """``{strategy: {labelled images: [mask AP of each seed]}}`` from a bench_active results dict."""
+    out: dict[str, dict[int, list[float]]] = {}
+    for key, rounds in data["curves"].items():
+        strategy = key.split("_seed")[0]
+        for r in rounds:
+            if r.get("mask_AP") is not None:
+                out.setdefault(strategy, {}).setdefault(int(r["labelled"]), []).append(float(r["mask_AP"]))
+    return out
+
+
+def main() -> None:
+    for name in sys.argv[1:]:
+        data = json.loads((RESULTS / f"{name}.json").read_text())
+        by = curves(data)
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for key, rounds in data["curves"].items():
+            strategy = key.split("_seed")[0]
+            pts = [(r["labelled"], r["mask_AP"]) for r in rounds if r.get("mask_AP") is not None]
+            ax.plot(*zip(*pts, strict=True), color=COLOURS.get(strategy), lw=0.8, alpha=0.5)
+        print(f"\n{name}: mask AP (mean over seeds; seeds)\n\n| images | " + " | ".join(by) + " |")
+        print("| --- |" + " --- |" * len(by))
+        sizes = sorted({n for s in by.values() for n in s})
+        for n in sizes:
+            cells = []
+            for strategy in by:
+                aps = by[strategy].get(n, [])
+                cells.append(f"{sum(aps) / len(aps):.3f} ({len(aps)})" if aps else "")
+            print(f"| {n} | " + " | ".join(cells) + " |")
+        for strategy, pts in by.items():
+            xs = sorted(pts)
+            ax.plot(xs, [sum(pts[x]) / len(pts[x]) for x in xs], color=COLOURS.get(strategy), lw=2,
+                    label=f"{strategy} (mean of {max(len(v) for v in pts.values())} seeds)")
+        ax.set_xlabel("labelled images")
+        ax.set_ylabel("val mask AP")
+        ax.set_title(f"{data.get('dataset', name)}: random vs active selection")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(RESULTS / f"{name}.png", dpi=110)
+        print(f"wrote {RESULTS / f'{name}.png'}")
+
+
+if __name__ == "__main__":
+    main()
