@@ -22,6 +22,7 @@ from instaseg.engine.autoconfig import (
     anchor_sizes,
     fewer_pixels_for_passes,
     fingerprint,
+    plan_training,
     rule_choices,
 )
 
@@ -76,6 +77,8 @@ def test_rules_follow_the_numbers() -> None:
     # The pretrained model on a CPU samples fewer RoIs at one RoIAlign sample a bin (its costliest op).
     assert photos["model.kwargs.box_batch_size_per_image"] == 128
     assert photos["model.kwargs.roi_sampling_ratio"] == 1
+    # Trained with flips, validated with test-time flips.
+    assert small["eval.tta"] is True and photos["eval.tta"] is True
     gpu = {c.key: c.value for c in rule_choices(replace(BASE, long_side_median=1000,
                                                         object_side_rel_p10=0.02), cuda=True)}
     assert "model.kwargs.roi_sampling_ratio" not in gpu
@@ -135,3 +138,15 @@ def test_cli_self_configures_and_fits_the_budget(tmp_path: Path, capsys) -> None
 def test_cli_refuses_data_with_config(tmp_path: Path, capsys) -> None:
     assert main(["train", "--data", "shapes:8", "--config", "configs/default.yaml"]) == 2
     assert "--data configures the run itself" in capsys.readouterr().err
+
+
+def test_no_flips_in_training_means_no_test_time_flips() -> None:
+    quiet = lambda _msg: None  # noqa: E731
+    assert plan_training("shapes:20:64", minutes=1, measure=False, log=quiet).config.eval.tta is True
+    plan = plan_training("shapes:20:64", minutes=1, overrides=["data.augment.hflip_p=0"], measure=False,
+                         log=quiet)
+    assert plan.config.eval.tta is False
+    assert {c.key: c.value for c in plan.choices}["eval.tta"] is False
+    kept = plan_training("shapes:20:64", minutes=1, overrides=["data.augment.hflip_p=0", "eval.tta=true"],
+                         measure=False, log=quiet)
+    assert kept.config.eval.tta is True  # the user's word wins
