@@ -53,7 +53,8 @@ def _ints(text: str) -> list[int]:
 def _common(args: Any, seed: int) -> list[str]:
     return [
         f"model.name={args.model}",
-        f"model.kwargs={{min_size: {args.size}, max_size: {args.size}}}",
+        f"model.kwargs={{min_size: {args.size}, max_size: {args.size}"
+        + (f", {args.model_kwargs}}}" if args.model_kwargs else "}"),
         f"train.max_iters={args.iters}", "train.batch_size=4", f"train.lr={args.lr}",
         "train.warmup_iters=20", f"train.seed={seed}", "train.num_threads=1",
         "train.checkpoint_period=0", "eval.num_overlays=0",
@@ -98,6 +99,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--model", default="maskrcnn_effnet_lite0")
+    parser.add_argument("--model-kwargs", default="", help="more model keywords, e.g. "
+                        "'box_batch_size_per_image: 128, anchor_sizes: [8, 16, 32, 64]'")
     parser.add_argument("--copy-paste-p", type=float, default=0.5)
     parser.add_argument("--backbone-weights", default="imagenet", help="'none' for a random start")
     parser.add_argument("--shapes-iters", type=int, default=600)
@@ -109,8 +112,9 @@ def main() -> None:
     spec = f"folder:{Path(os.environ['INSTASEG_DATA']) / args.dataset}"
     out = Path(__file__).parent / "results" / f"{args.out or 'copy_paste_fewshot_' + args.dataset}.json"
     results: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
+    key = [args.iters, args.size, args.lr, args.model, args.model_kwargs]  # other arguments: run again
     stored = {(r["arm"], r["shots"], r["seed"]): r for r in results.get("runs", [])
-              if r.get("args_key") == [args.iters, args.size, args.lr, args.model]}
+              if r.get("args_key") in (key, key[:4] if not args.model_kwargs else None)}
     results.update({"args": vars(args), "dataset": args.dataset, "date": time.strftime("%Y-%m-%d"),
                     "machine": "CPU-2c (2 cores, no GPU), 1 torch thread a run",
                     "command": " ".join(["python", *sys.argv]), "runs": list(stored.values())})
@@ -134,7 +138,7 @@ def main() -> None:
                     extra = [*start, AUGMENT.format(p)]
                 row, _ = _run([*_common(args, seed), *data, *extra], tmpdir / f"{arm}_{k}_{seed}")
                 row = {"arm": arm, "shots": k, "seed": seed, **row,
-                       "args_key": [args.iters, args.size, args.lr, args.model]}
+                       "args_key": key}
                 results["runs"].append(row)
                 print(row, flush=True)
                 if args.keep:
