@@ -144,16 +144,21 @@ def _classify(body: EfficientNetLite0, file_state: dict, image: torch.Tensor) ->
     return torch.softmax(x @ file_state["_fc.weight"].T + file_state["_fc.bias"], 1)
 
 
-def test_effnet_lite0_features_are_pretrained_not_random(shared_data: Path) -> None:
+def _lite_photos(shared_data: Path, size: int) -> torch.Tensor:
+    """Four real photos (coco_tiny) as a [4, 3, size, size] batch normalised as the Lite trunks expect."""
     import numpy as np
     from PIL import Image
 
-    file_state = torch.load(efficientnet_lite0_weights_file(), map_location="cpu", weights_only=True)
     images = sorted((shared_data / "coco_tiny" / "val2017").glob("*.jpg"))[:4]
-    batch = torch.stack([
-        torch.from_numpy(np.array(Image.open(p).convert("RGB").resize((224, 224)))).permute(2, 0, 1)
+    return torch.stack([
+        torch.from_numpy(np.array(Image.open(p).convert("RGB").resize((size, size)))).permute(2, 0, 1)
         for p in images
     ]).float().div(255).sub(0.498).div(0.502)
+
+
+def test_effnet_lite0_features_are_pretrained_not_random(shared_data: Path) -> None:
+    file_state = torch.load(efficientnet_lite0_weights_file(), map_location="cpu", weights_only=True)
+    batch = _lite_photos(shared_data, 224)
     torch.manual_seed(0)
     pretrained = efficientnet_lite0_fpn(backbone_weights="imagenet").body.eval()
     random = efficientnet_lite0_fpn().body.eval()
@@ -211,9 +216,6 @@ def test_effnet_lite0_stride4_level_keeps_the_imagenet_trunk_and_adds_a_finer_le
 def test_effnet_lite1_lite2_packaged_weights_load_exactly_and_classify_photos(
     variant: int, shared_data: Path
 ) -> None:
-    import numpy as np
-    from PIL import Image
-
     from instaseg.models.backbones import efficientnet_lite_fpn, efficientnet_lite_weights_file
 
     file_state = torch.load(efficientnet_lite_weights_file(variant), map_location="cpu", weights_only=True)
@@ -224,11 +226,7 @@ def test_effnet_lite1_lite2_packaged_weights_load_exactly_and_classify_photos(
     assert len(trunk) > 300  # deeper than Lite0 (240 tensors)
     for key in trunk:
         assert torch.equal(body_state[key], file_state[key]), key
-    images = sorted((shared_data / "coco_tiny" / "val2017").glob("*.jpg"))[:4]
-    batch = torch.stack([
-        torch.from_numpy(np.array(Image.open(p).convert("RGB").resize((240, 240)))).permute(2, 0, 1)
-        for p in images
-    ]).float().div(255).sub(0.498).div(0.502)
+    batch = _lite_photos(shared_data, 240)
     torch.manual_seed(0)
     random = efficientnet_lite_fpn(variant=variant).body.eval()
     with torch.no_grad():
