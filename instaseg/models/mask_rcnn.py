@@ -15,8 +15,11 @@ re-initialised when the number of classes differs), ``backbone_weights`` (None, 
 local file), ``trainable_backbone_layers``, and the training recipe knobs
 ``rpn_batch_size_per_image``, ``rpn_positive_fraction``, ``box_batch_size_per_image``,
 ``box_positive_fraction``, ``bbox_reg_weights``, ``box_detections_per_img``, ``roi_sampling_ratio``,
-``rpn_{pre,post}_nms_top_n_{train,test}`` (proposal counts: crowded images need more than 100) and
-``score_thresh`` (detections scoring below it are dropped; torchvision's ``box_score_thresh``).
+``rpn_{pre,post}_nms_top_n_{train,test}`` (proposal counts: crowded images need more than 100),
+``mask_roi_size`` (the mask head's RoIAlign grid, 14; masks come out at twice it),
+``mask_rois_per_image`` (training: at most this many positive RoIs an image train the mask head;
+None = all, torchvision's behaviour) and ``score_thresh`` (detections scoring below it are dropped;
+torchvision's ``box_score_thresh``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from torchvision.models import detection as tvd
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNN, MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_loss
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import (
@@ -81,6 +84,7 @@ class ScoreAtLeastRoIHeads(RoIHeads):
     """
 
     box_supervision = False
+    mask_rois_per_image: int | None = None
     box_pairwise_warmup = 100
     box_roi_expand = 2.0
     box_outside_weight = 0.0
@@ -89,22 +93,44 @@ class ScoreAtLeastRoIHeads(RoIHeads):
     _box_steps = 0
     _sampled: Any = None
 
+    def _own_mask_loss(self) -> bool:
+        return self.training and (self.box_supervision or self.mask_rois_per_image is not None)
+
     def select_training_samples(self, proposals: Any, targets: Any) -> Any:
         out = super().select_training_samples(proposals, targets)
-        if self.box_supervision:
+        if self._own_mask_loss():
             self._sampled = out  # proposals, matched gt indices, labels: the mask branch's positives
         return out
 
     def forward(self, features: Any, proposals: Any, image_shapes: Any, targets: Any = None) -> Any:
-        if not (self.training and self.box_supervision):
+        if not self._own_mask_loss():
             return super().forward(features, proposals, image_shapes, targets)
-        pool, self.mask_roi_pool = self.mask_roi_pool, None  # boxes only: torchvision skips masks
+        pool, self.mask_roi_pool = self.mask_roi_pool, None  # torchvision skips its mask branch
         try:
             result, losses = super().forward(features, proposals, image_shapes, targets)
         finally:
             self.mask_roi_pool = pool
-        losses.update(rcnn_box_mask_losses(self, features, image_shapes, targets))
+        if self.box_supervision:
+            losses.update(rcnn_box_mask_losses(self, features, image_shapes, targets))
+        else:
+            losses["loss_mask"] = self._capped_mask_loss(features, image_shapes, targets)
         return result, losses
+
+    def _capped_mask_loss(self, features: Any, image_shapes: Any, targets: Any) -> Tensor:
+        """torchvision's mask loss on at most ``mask_rois_per_image`` positive RoIs an image, drawn at
+        random: with few objects an image most positives are near-copies of one box, and the mask head
+        is the costliest part of a step (its 4 convolutions run at the RoI grid for every positive)."""
+        sampled, self._sampled = self._sampled, None
+        rois, matched = [], []
+        for props, idx, labels in zip(sampled[0], sampled[1], sampled[2], strict=True):
+            pos = torch.where(labels > 0)[0]
+            if len(pos) > int(self.mask_rois_per_image):
+                pos = pos[torch.randperm(len(pos), device=pos.device)[: int(self.mask_rois_per_image)]]
+            rois.append(props[pos])
+            matched.append(idx[pos])
+        logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, rois, image_shapes)))
+        return maskrcnn_loss(logits, rois, [t["masks"] for t in targets], [t["labels"] for t in targets],
+                             matched)
 
     def postprocess_detections(
         self, class_logits: Tensor, box_regression: Tensor, proposals: list[Tensor],
@@ -295,6 +321,8 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "rpn_post_nms_top_n_train": 2000,
     "rpn_pre_nms_top_n_test": 1000,
     "rpn_post_nms_top_n_test": 1000,
+    "mask_roi_size": 14,  # the mask head's RoIAlign grid; masks come out at twice it (torchvision's 14)
+    "mask_rois_per_image": None,  # training: at most this many positive RoIs an image train masks
 }
 _RPN_COUNTS = ("rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", "rpn_pre_nms_top_n_test",
                "rpn_post_nms_top_n_test")
@@ -376,10 +404,14 @@ def build_mask_rcnn(
         box_positive_fraction=knobs["box_positive_fraction"],
         bbox_reg_weights=tuple(float(w) for w in knobs["bbox_reg_weights"]),
         box_detections_per_img=knobs["box_detections_per_img"], box_score_thresh=knobs["score_thresh"],
-        mask_roi_pool=MultiScaleRoIAlign(featmaps, 14, ratio), mask_head=mask_head,
+        mask_roi_pool=MultiScaleRoIAlign(featmaps, int(knobs["mask_roi_size"]), ratio), mask_head=mask_head,
         mask_predictor=MaskRCNNPredictor(mask_dim, mask_dim, num_classes),
         **{key: int(knobs[key]) for key in _RPN_COUNTS},
     )
+    cap = knobs["mask_rois_per_image"]
+    if cap is not None and int(cap) < 1:
+        raise ConfigError(f"mask_rois_per_image must be >= 1 or null, got {cap}")
+    model.roi_heads.mask_rois_per_image = None if cap is None else int(cap)
     load_model_weights(model, fetched)
     return model
 

@@ -72,3 +72,33 @@ def test_proposal_counts_are_knobs_for_crowded_images() -> None:
     assert crowded.rpn._post_nms_top_n["testing"] == 900 and crowded.rpn._pre_nms_top_n["testing"] == 1800
     assert crowded.rpn._post_nms_top_n["training"] == 300  # the recipe's own value where not set
     assert get_model("maskrcnn_mobilenet_v3", num_classes=2).rpn._post_nms_top_n["testing"] == 1000
+
+
+def test_mask_roi_grid_and_mask_roi_cap_are_knobs() -> None:
+    from instaseg.errors import ConfigError
+
+    images, targets = zip(*[make_sample(96, 128, seed=s) for s in range(2)], strict=True)
+    torch.manual_seed(0)
+    plain = get_model("maskrcnn_r18_slim", num_classes=3).train()
+    capped = get_model("maskrcnn_r18_slim", num_classes=3, mask_rois_per_image=10_000).train()
+    capped.load_state_dict(plain.state_dict())
+    torch.manual_seed(1)
+    want = plain(list(images), list(targets))
+    torch.manual_seed(1)
+    got = capped(list(images), list(targets))
+    assert set(got) == set(want)
+    for key in want:  # a cap above the positives is torchvision's loss, term for term
+        assert torch.allclose(got[key], want[key]), key
+
+    seen: list[int] = []
+    one = get_model("maskrcnn_r18_slim", num_classes=3, mask_rois_per_image=1, mask_roi_size=21).train()
+    one.roi_heads.mask_head.register_forward_hook(lambda m, i, o: seen.append(int(o.shape[0])))
+    losses = one(list(images), list(targets))
+    assert seen == [2] and losses["loss_mask"].item() > 0  # one positive RoI from each image
+    losses["loss_mask"].backward()
+    one.eval()
+    with torch.no_grad():
+        lowres = one.forward_lowres(list(images))
+    assert lowres[0]["mask_lowres"].shape[-2:] == (42, 42)  # twice the 21 x 21 grid
+    with pytest.raises(ConfigError, match="mask_rois_per_image"):
+        get_model("maskrcnn_r18_slim", num_classes=3, mask_rois_per_image=0)
