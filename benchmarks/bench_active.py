@@ -14,7 +14,7 @@ sittings. Round 0 is the same labelled set for both strategies and is trained on
 fixed slim Mask R-CNN.
 
 Usage: python benchmarks/bench_active.py [--dataset pennfudan|nuclei] [--seeds 0,1,2] [--rounds 7]
-       [--iters 400] [--recipe fixed|auto] [--out NAME]
+       [--iters 400] [--recipe fixed|auto] [--strategies random,active] [--out NAME] [--merge A,B]
 Needs INSTASEG_DATA. Single-threaded torch; CPU seconds reported besides wall time.
 """
 
@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from machine import describe
 
 from instaseg.config import load_config
 from instaseg.data.build import build_dataset
@@ -102,7 +103,7 @@ def run(args: Any, out: Path) -> dict[str, Any]:
         meta = {"class_names": ["background", *[c["name"] for c in coco["categories"]]]}
         files = {im["id"]: (tmpdir / im["file_name"]).resolve() for im in coco["images"]}
         for seed in [int(s) for s in args.seeds.split(",")]:
-            for strategy in ("random", "active"):
+            for strategy in args.strategies.split(","):
                 key = f"{strategy}_seed{seed}"
                 stored = results["curves"].get(key, [])
                 rng = random.Random(seed)
@@ -131,7 +132,7 @@ def run(args: Any, out: Path) -> dict[str, Any]:
                         ap = (result.metrics or {}).get("segm", {}).get("AP")
                         curve.append({"labelled": len(labelled), "mask_AP": ap, "labelled_ids": list(ids),
                                       "wall_s": round(time.perf_counter() - wall, 1),
-                                      "cpu_s": round(_cpu() - cpu, 1)})
+                                      "cpu_s": round(_cpu() - cpu, 1), "machine": describe()})
                         if rnd == 0:
                             shared = {ids: (result, curve[-1])}
                     shown = {k: v for k, v in curve[-1].items() if k != "labelled_ids"}
@@ -156,6 +157,24 @@ def run(args: Any, out: Path) -> dict[str, Any]:
     return results
 
 
+def merge(out: Path, parts: list[Path]) -> None:
+    """Add the curves of ``parts`` (runs of the same arguments, e.g. one arm each) to ``out``; a curve
+    in both is taken from the part, where it is longer."""
+    results: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
+    for part in parts:
+        other = json.loads(part.read_text())
+        if results.get("recipe") and other.get("recipe") != results["recipe"]:
+            raise SystemExit(f"{part}: another recipe than {out}'s; not merged")
+        curves = results.setdefault("curves", {})
+        for key, curve in other["curves"].items():
+            if len(curve) >= len(curves.get(key, [])):
+                curves[key] = curve
+        results.setdefault("recipe", other.get("recipe"))
+        results.setdefault("args", other.get("args"))
+    out.write_text(json.dumps(results, indent=1))
+    print(f"merged {len(parts)} file(s) into {out}: {sorted(results['curves'])}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", default="pennfudan",
@@ -168,10 +187,18 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--recipe", default="fixed", choices=["fixed", "auto"],
                         help="fixed: slim Mask R-CNN at --size; auto: the self-configuring rules' choices")
+    parser.add_argument("--strategies", default="random,active",
+                        help="random, active or both; one each in two processes (two --out files) "
+                        "runs the arms side by side, merged with --merge")
+    parser.add_argument("--merge", default="",
+                        help="comma list of result names whose curves are added to --out, then exit")
     parser.add_argument("--out", default="active")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(__file__).parent / "results" / f"{args.out}.json"
+    if args.merge:
+        merge(out, [out.with_name(f"{name}.json") for name in args.merge.split(",")])
+        return
     results = run(args, out)
     print(json.dumps(results["curves"], indent=2))
     print(f"wrote {out}")

@@ -34,6 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 import yaml
+from machine import describe
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ROW = "shapes (embedded default)"
@@ -57,7 +58,10 @@ def _instaseg(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, 
 
 def _row(kind: str, command: str, run_dir: Path, wall: float, load0: float) -> dict[str, Any]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    history = run_dir / "history.jsonl"  # absent for scored predictions (the YOLO rows)
+    lines = history.read_text().splitlines() if history.is_file() else []
     return {
+        "iterations": json.loads(lines[-1]).get("iteration") if lines else None,
         "kind": kind,
         "command": command,
         "wall_s": round(wall, 1),
@@ -65,6 +69,7 @@ def _row(kind: str, command: str, run_dir: Path, wall: float, load0: float) -> d
         "mask_AP50": round(metrics["segm"]["AP50"], 4),
         "box_AP": round(metrics["bbox"]["AP"], 4),
         "loadavg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
+        "machine": describe(),
     }
 
 
