@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from machine import describe
 
 from instaseg.predict.evaluate import evaluate
 
@@ -42,8 +41,7 @@ def main() -> None:
                       "seconds": round(seconds, 2), "images": images}
         print(name, rows[name], flush=True)
     result = {"command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%d"),
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                         f"{args.threads} torch threads", **vars(args), "rows": rows,
+              "machine": f"{describe()}, {args.threads} torch threads", **vars(args), "rows": rows,
               "mask_AP_gain": rows["tta"]["mask_AP"] - rows["plain"]["mask_AP"]}
     out = Path(__file__).parent / "results" / f"{args.out}.json"
     out.write_text(json.dumps(result, indent=1))

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from machine import describe
 
 from instaseg.data.build import build_dataset
 from instaseg.engine.video import save_video_checkpoint, train_association
@@ -78,7 +78,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    out: dict = {"machine": f"CPU-{os.cpu_count()}c ({platform.processor() or platform.machine()})",
+    out: dict = {"machine": describe(),
                  "load_avg_start": os.getloadavg()[0], "torch_threads": args.threads,
                  "date": time.strftime("%Y-%m-%d"), "args": vars(args)}
 
