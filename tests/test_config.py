@@ -31,6 +31,7 @@ def test_default_yaml_equals_builtin_defaults() -> None:
     assert load_config(CONFIGS / "default.yaml") == embedded_default()
     # The budget belongs to the embedded default only: a YAML without it trains to its epochs.
     assert Config().train.max_time_min is None and embedded_default().train.max_time_min == 9.5
+    assert Config().eval.tta is False and embedded_default().eval.tta is True  # flips: the default only
     assert embedded_default(["train.max_time_min=null"]).train.max_time_min is None
 
 
