@@ -118,8 +118,9 @@ class ScoreAtLeastRoIHeads(RoIHeads):
 
     def _capped_mask_loss(self, features: Any, image_shapes: Any, targets: Any) -> Tensor:
         """torchvision's mask loss on at most ``mask_rois_per_image`` positive RoIs an image, drawn at
-        random: with few objects an image most positives are near-copies of one box, and the mask head
-        is the costliest part of a step (its 4 convolutions run at the RoI grid for every positive)."""
+        random: with few objects an image most positives are near-copies of one box, and the mask head's
+        convolutions run at the RoI grid for every positive (8 an image: 12% less a late Penn-Fudan step,
+        BENCHMARKS.md)."""
         sampled, self._sampled = self._sampled, None
         rois, matched = [], []
         for props, idx, labels in zip(sampled[0], sampled[1], sampled[2], strict=True):
@@ -377,6 +378,9 @@ def build_mask_rcnn(
     knobs = {**RECIPE_DEFAULTS, **dict(variant.recipe), **kwargs}
     if len(tuple(knobs["bbox_reg_weights"])) != 4:
         raise ConfigError(f"bbox_reg_weights needs 4 numbers, got {knobs['bbox_reg_weights']}")
+    cap = knobs["mask_rois_per_image"]
+    if cap is not None and int(cap) < 1:
+        raise ConfigError(f"mask_rois_per_image must be >= 1 or null, got {cap}")
     fetched = fetch_model_weights(weights, variant.weights_enum, variant.name)
     trainable = _trainable(trainable_backbone_layers, weights, variant.most_trainable)
     backbone = variant.backbone(backbone_weights, trainable, **options)
@@ -408,9 +412,6 @@ def build_mask_rcnn(
         mask_predictor=MaskRCNNPredictor(mask_dim, mask_dim, num_classes),
         **{key: int(knobs[key]) for key in _RPN_COUNTS},
     )
-    cap = knobs["mask_rois_per_image"]
-    if cap is not None and int(cap) < 1:
-        raise ConfigError(f"mask_rois_per_image must be >= 1 or null, got {cap}")
     model.roi_heads.mask_rois_per_image = None if cap is None else int(cap)
     load_model_weights(model, fetched)
     return model
