@@ -1,8 +1,10 @@
 """Simulated annotation rounds on Penn-Fudan: random vs ``active select`` choice of images to label.
 
 Start with ``--start`` labelled train images (seeded), then ``--rounds`` rounds of ``--step`` more,
-chosen (a) at random or (b) by :mod:`instaseg.predict.active` (uncertainty + flip disagreement +
-k-center diversity) with the model of the previous round. Each round trains from scratch with the same
+chosen (a) ``random``ly, (b) ``active``: by :mod:`instaseg.predict.active` as ``instaseg active select
+--labelled`` does (uncertainty + flip disagreement + typicality + k-center diversity away from the
+labelled images) with the model of the previous round, or (c) ``uncertainty``: the selection of
+sessions 11-12 (no typicality bonus; diversity only within the batch). Each round trains from scratch with the same
 recipe and ``--iters`` budget and records the val split's mask AP. Several seeds.
 
 Each round is written to ``benchmarks/results/NAME.json`` as it ends and a rerun with the same
@@ -90,7 +92,7 @@ def run(args: Any, out: Path) -> dict[str, Any]:
     root = Path(os.environ["INSTASEG_DATA"]) / args.dataset
     spec = f"folder:{root}"
     results: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
-    results.update({"args": vars(args), "machine": "CPU-2c, shared with other jobs", "dataset": args.dataset})
+    results.update({"args": vars(args), "machine": describe(), "dataset": args.dataset})
     results.setdefault("curves", {})
     recipe = _recipe(args, spec)
     if results.get("recipe", recipe) != recipe:
@@ -117,7 +119,7 @@ def run(args: Any, out: Path) -> dict[str, Any]:
                     following = _resumable_curve(stored, rnd + 1)
                     pool = sorted(set(files) - labelled)
                     last = rnd == args.rounds or not pool
-                    needs_model = strategy == "active" and not last and following is None
+                    needs_model = strategy != "random" and not last and following is None
                     result = None
                     if done is not None and not needs_model:
                         curve.append(done)
@@ -148,8 +150,11 @@ def run(args: Any, out: Path) -> dict[str, Any]:
                     else:
                         predictor = Predictor.from_model(result.model.eval(), meta, score_thresh=0.05)
                         scored = [active.score_image(predictor, files[i]) for i in pool]
+                        known = (active.embed_files(predictor, [files[i] for i in sorted(labelled)])
+                                 if strategy == "active" else None)
                         picks = active.select([s for s, _ in scored], np.stack([e for _, e in scored]),
-                                              args.step)
+                                              args.step, labelled=known,
+                                              typicality_weight=0.5 if strategy == "active" else 0.0)
                         by_file = {str(files[i]): i for i in pool}
                         labelled |= {by_file[p.file] for p in picks}
                 results["curves"][key] = curve
@@ -188,7 +193,7 @@ def main() -> None:
     parser.add_argument("--recipe", default="fixed", choices=["fixed", "auto"],
                         help="fixed: slim Mask R-CNN at --size; auto: the self-configuring rules' choices")
     parser.add_argument("--strategies", default="random,active",
-                        help="random, active or both; one each in two processes (two --out files) "
+                        help="random, active, uncertainty (comma list); one each in processes (two --out files) "
                         "runs the arms side by side, merged with --merge")
     parser.add_argument("--merge", default="",
                         help="comma list of result names whose curves are added to --out, then exit")

@@ -1,4 +1,4 @@
-"""Learning curves of ``bench_active.py``: mask AP against labelled images, random vs active, every
+"""Learning curves of ``bench_active.py``: mask AP against labelled images per selection strategy, every
 seed stored (thin lines) and their mean (thick), plus a Markdown table.
 
 Usage: python benchmarks/plot_active.py active_pennfudan [active_nuclei ...]
@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-COLOURS = {"random": "tab:gray", "active": "tab:blue"}
+COLOURS = {"random": "tab:gray", "active": "tab:blue", "uncertainty": "tab:orange"}
 
 
 def curves(data: dict) -> dict[str, dict[int, list[float]]]:
@@ -55,7 +55,7 @@ def main() -> None:
                     label=f"{strategy} (mean of {max(len(v) for v in pts.values())} seeds)")
         ax.set_xlabel("labelled images")
         ax.set_ylabel("val mask AP")
-        ax.set_title(f"{data.get('dataset', name)}: random vs active selection")
+        ax.set_title(f"{data.get('dataset', name)}: selection strategies")
         ax.legend()
         fig.tight_layout()
         fig.savefig(RESULTS / f"{name}.png", dpi=110)

@@ -3,8 +3,11 @@
 Per image: ``uncertainty`` (mean over its detections of the score's and the mask's closeness to 0.5),
 ``disagreement`` (1 - mean mask IoU between the predictions on the image and, flipped back, on its
 mirror image) and an embedding (the backbone's pooled features, or a thumbnail for models without
-one). :func:`select` picks a batch greedily: informativeness plus a diversity bonus, the embedding
-distance to the nearest image already picked (k-center greedy), so the batch is not N near-copies.
+one). :func:`select` picks a batch greedily: informativeness, plus a typicality bonus (how close an
+image is to its nearest pool neighbours, so the batch is not a set of outliers: uncertainty alone picks
+the odd images first, which teaches a young model little), plus a diversity bonus: the embedding
+distance to the nearest image already labelled or picked (k-center greedy), so the batch neither
+repeats what is labelled nor holds N near-copies.
 """
 
 from __future__ import annotations
@@ -108,22 +111,49 @@ def score_image(predictor: Any, path: Path) -> tuple[ImageScore, np.ndarray]:
     return score, embed(predictor.model, image_to_tensor(image))
 
 
+def typicality(embeddings: np.ndarray, k: int = 10) -> np.ndarray:
+    """How typical each row of ``embeddings`` (N, D), unit-norm, is of the set: its mean cosine
+    similarity to its ``k`` nearest other rows, min-max scaled to [0, 1] (1 the most typical). All
+    ones when N < 3 or every row is as typical as the others. Returns (N,)."""
+    n = len(embeddings)
+    if n < 3:
+        return np.ones(n)
+    sim = embeddings @ embeddings.T
+    np.fill_diagonal(sim, -np.inf)
+    k = min(k, n - 1)
+    mean_top = np.sort(sim, axis=1)[:, -k:].mean(axis=1)
+    span = float(mean_top.max() - mean_top.min())
+    return (mean_top - mean_top.min()) / span if span > 1e-12 else np.ones(n)
+
+
+def embed_files(predictor: Any, files: list[Path]) -> np.ndarray:
+    """Embeddings (len(files), D) of image files with ``predictor``'s model (see :func:`embed`)."""
+    from instaseg.data.io import read_image
+    from instaseg.predict.predictor import image_to_tensor
+
+    return np.stack([embed(predictor.model, image_to_tensor(read_image(f))) for f in files])
+
+
 def select(scores: list[ImageScore], embeddings: np.ndarray, budget: int, *,
-           diversity_weight: float = 0.5) -> list[ImageScore]:
-    """Greedy batch: each pick maximises ``informativeness + diversity_weight * d / d_max``, ``d``
-    the embedding distance (rows of ``embeddings`` (N, D)) to the nearest image picked so far (the
-    first pick: the most informative). Returns the picks in order, with ``rank`` and ``diversity``."""
+           diversity_weight: float = 0.5, typicality_weight: float = 0.5,
+           labelled: np.ndarray | None = None) -> list[ImageScore]:
+    """Greedy batch: each pick maximises ``informativeness + typicality_weight * typicality +
+    diversity_weight * d / d_max``, ``d`` the embedding distance (rows of ``embeddings`` (N, D)) to the
+    nearest image of ``labelled`` (M, D) or picked so far (no bonus before the first pick when nothing
+    is labelled). Returns the picks in order, with ``rank`` and ``diversity``."""
     n = len(scores)
-    info = np.array([s.informativeness for s in scores])
+    base = np.array([s.informativeness for s in scores]) + typicality_weight * typicality(embeddings)
     nearest = np.full(n, np.inf)
+    for row in labelled if labelled is not None else []:
+        nearest = np.minimum(nearest, np.linalg.norm(embeddings - row, axis=1))
     picked: list[int] = []
     for rank in range(min(budget, n)):
-        if picked:
+        if np.isfinite(nearest).any():
             d = nearest.copy()
             d_max = max(float(d[np.isfinite(d)].max()), 1e-8)
-            value = info + diversity_weight * d / d_max
+            value = base + diversity_weight * d / d_max
         else:
-            value = info.copy()
+            value = base.copy()
             d = np.zeros(n)
         value[picked] = -np.inf
         best = int(np.argmax(value))

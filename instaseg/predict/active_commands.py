@@ -19,11 +19,15 @@ def select_cmd(
     budget: Annotated[int, typer.Option(help="How many images to choose.")],
     output: Annotated[Path, typer.Option(help="JSON to write: the chosen images with their scores.")] = Path(
         "selection.json"),
+    labelled: Annotated[Path | None, typer.Option(
+        help="Folder of the images labelled already: the diversity bonus keeps away from them.")] = None,
     diversity_weight: Annotated[float, typer.Option(help="Weight of the diversity bonus.")] = 0.5,
+    typicality_weight: Annotated[float, typer.Option(
+        help="Weight of the typicality bonus (closeness to the pool's other images).")] = 0.5,
     score_thresh: Annotated[float, typer.Option(help="Detections scored from this score.")] = 0.05,
     force: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
 ) -> None:
-    """Rank the pool by uncertainty, flip disagreement and diversity; write the chosen list."""
+    """Rank the pool by uncertainty, flip disagreement, typicality and diversity; write the chosen list."""
     import numpy as np
 
     from instaseg.errors import ConfigError, DataError
@@ -42,13 +46,20 @@ def select_cmd(
         raise DataError(pool, "no images in the pool")
     if budget > len(files):
         typer.echo(f"--budget {budget} is more than the pool's {len(files)} images: choosing all", err=True)
+    known: list[Path] = []
+    if labelled is not None:
+        known, _ = active.list_pool(labelled)
+        if not known:
+            raise DataError(labelled, "no images in the labelled folder")
     predictor = load(checkpoint, score_thresh=score_thresh)
     scores, embeddings = [], []
     for f in files:
         s, e = active.score_image(predictor, f)
         scores.append(s)
         embeddings.append(e)
-    picks = active.select(scores, np.stack(embeddings), budget, diversity_weight=diversity_weight)
+    picks = active.select(scores, np.stack(embeddings), budget, diversity_weight=diversity_weight,
+                          typicality_weight=typicality_weight,
+                          labelled=active.embed_files(predictor, known) if known else None)
     with atomic_open(output, "w") as fh:
         json.dump(active.to_json(picks, skipped=skipped, pool=str(pool), budget=budget), fh, indent=2)
     for p in picks:

@@ -10,7 +10,7 @@ from PIL import Image
 
 from instaseg.cli import main
 from instaseg.data.build import build_dataset
-from instaseg.predict.active import ImageScore, flip_disagreement, select, uncertainty
+from instaseg.predict.active import ImageScore, flip_disagreement, select, typicality, uncertainty
 from tests.engine.helpers import tiny_overrides
 
 
@@ -29,9 +29,35 @@ def test_flip_disagreement_and_uncertainty() -> None:
 def test_select_prefers_diverse_batches() -> None:
     scores = [ImageScore(f"{i}.png", 0.5, 0.5, v, 1) for i, v in enumerate([0.9, 0.89, 0.5])]
     emb = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # images 0 and 1 are copies
-    picks = select(scores, emb, 2, diversity_weight=0.5)
+    picks = select(scores, emb, 2, diversity_weight=0.5, typicality_weight=0.0)
     assert [p.file for p in picks] == ["0.png", "2.png"] and [p.rank for p in picks] == [1, 2]
-    assert [p.file for p in select(scores, emb, 2, diversity_weight=0.0)] == ["0.png", "1.png"]
+    assert [p.file for p in select(scores, emb, 2, diversity_weight=0.0, typicality_weight=0.0)] == [
+        "0.png", "1.png"]
+
+
+def _unit(rows: list[list[float]]) -> np.ndarray:
+    a = np.array(rows, dtype=float)
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def test_typicality_ranks_a_cluster_above_its_outlier() -> None:
+    emb = _unit([[1, 0.0], [1, 0.05], [1, -0.05], [1, 0.1], [0, 1]])  # four alike, one apart
+    typ = typicality(emb, k=2)
+    assert typ.shape == (5,) and typ.min() == 0.0 and typ.max() == 1.0
+    assert int(np.argmin(typ)) == 4 and (typ[:4] > 0.9).all()
+    assert (typicality(emb[:2]) == 1).all() and (typicality(_unit([[1, 0]] * 4)) == 1).all()
+
+
+def test_select_skips_outliers_and_what_is_labelled() -> None:
+    emb = _unit([[1, 0.0], [1, 0.05], [1, -0.05], [0, 1], [0.1, 1]])
+    scores = [ImageScore(f"{i}.png", 0.5, 0.5, 0.5, 1) for i in range(5)]
+    # equally informative: typicality alone picks from the larger group first
+    assert select(scores, emb, 1, diversity_weight=0.0, typicality_weight=0.5)[0].file in {"0.png", "1.png",
+                                                                                            "2.png"}
+    # the same group is labelled already: the diversity bonus moves the pick to the other group
+    labelled = _unit([[1, 0.01]])
+    pick = select(scores, emb, 1, diversity_weight=1.0, typicality_weight=0.5, labelled=labelled)[0]
+    assert pick.file in {"3.png", "4.png"} and pick.diversity > 1.0
 
 
 def test_cli_select_skips_non_images_and_clamps_budget(tmp_path: Path, capsys) -> None:
@@ -62,6 +88,18 @@ def test_cli_select_skips_non_images_and_clamps_budget(tmp_path: Path, capsys) -
     assert "already exists" in capsys.readouterr().err and out.read_bytes() == before
     assert main(["active", "select", "--checkpoint", str(run), "--pool", str(pool), "--budget", "0",
                  "--output", str(tmp_path / "x.json")]) == 2
+    done = tmp_path / "done"
+    done.mkdir()
+    (pool / "img0.png").rename(done / "img0.png")
+    assert main(["active", "select", "--checkpoint", str(run), "--pool", str(pool), "--budget", "1",
+                 "--labelled", str(done), "--output", str(tmp_path / "y.json")]) == 0
+    assert json.loads((tmp_path / "y.json").read_text())["selected"][0]["diversity"] > 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    capsys.readouterr()
+    assert main(["active", "select", "--checkpoint", str(run), "--pool", str(pool), "--budget", "1",
+                 "--labelled", str(empty), "--output", str(tmp_path / "z.json")]) == 2
+    assert "no images in the labelled folder" in capsys.readouterr().err
 
 
 def test_prelabel_formats_round_trip_through_convert(tmp_path: Path, capsys) -> None:
