@@ -4,8 +4,8 @@ Start with ``--start`` labelled train images (seeded), then ``--rounds`` rounds 
 chosen (a) ``random``ly, (b) ``active``: by :mod:`instaseg.predict.active` as ``instaseg active select
 --labelled`` does (uncertainty + flip disagreement + typicality + k-center diversity away from the
 labelled images) with the model of the previous round, or (c) ``uncertainty``: the selection of
-sessions 11-12 (no typicality bonus; diversity only within the batch). Each round trains from scratch with the same
-recipe and ``--iters`` budget and records the val split's mask AP. Several seeds.
+sessions 11-12 (no typicality bonus; diversity only within the batch). Each round trains from scratch
+with the same recipe and ``--iters`` budget and records the val split's mask AP. Several seeds.
 
 Each round is written to ``benchmarks/results/NAME.json`` as it ends and a rerun with the same
 arguments resumes there (the runs are deterministic per seed), so the curves can be built over several
@@ -193,8 +193,8 @@ def main() -> None:
     parser.add_argument("--recipe", default="fixed", choices=["fixed", "auto"],
                         help="fixed: slim Mask R-CNN at --size; auto: the self-configuring rules' choices")
     parser.add_argument("--strategies", default="random,active",
-                        help="random, active, uncertainty (comma list); one each in processes (two --out files) "
-                        "runs the arms side by side, merged with --merge")
+                        help="random, active, uncertainty (comma list); one each in processes (one --out "
+                        "file each) runs the arms side by side, merged with --merge")
     parser.add_argument("--merge", default="",
                         help="comma list of result names whose curves are added to --out, then exit")
     parser.add_argument("--out", default="active")
