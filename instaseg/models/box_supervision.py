@@ -17,7 +17,7 @@ from instaseg.ops.box_losses import box_supervised_losses, boxes_to_masks, color
 def rcnn_box_mask_losses(self: Any, features: Any, image_shapes: Any, targets: Any) -> dict[str, Tensor]:
     """Box-supervised mask losses of RoI heads ``self`` (a torchvision ``RoIHeads`` with
     ``box_images``, ``_sampled`` and the ``box_*`` knobs set, see
-    :class:`~instaseg.models.mask_rcnn.ScoreAtLeastRoIHeads`): the positive RoIs' mask logits for their
+    :class:`~instaseg.models.roi_heads.ScoreAtLeastRoIHeads`): the positive RoIs' mask logits for their
     gt class against their gt boxes. ``targets`` hold ``boxes`` [N, 4] XYXY in resized-image pixels."""
     if self.box_images is None:
         raise RuntimeError("box supervision needs box_images set for the step")
