@@ -37,11 +37,12 @@ class ImageScore:
     rank: int = 0
 
 
-def list_pool(pool: str | Path) -> tuple[list[Path], list[str]]:
-    """Image files of a pool folder (sorted) and the names it skipped (not images by extension)."""
+def list_pool(pool: str | Path, what: str = "pool") -> tuple[list[Path], list[str]]:
+    """Image files of a pool folder (sorted) and the names it skipped (not images by extension);
+    ``what`` names the folder in the error when it is not one."""
     root = Path(pool)
     if not root.is_dir():
-        raise DataError(root, "pool must be a folder of images")
+        raise DataError(root, f"{what} must be a folder of images")
     files, skipped = [], []
     for p in sorted(root.iterdir()):
         if p.is_file():

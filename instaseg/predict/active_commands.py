@@ -48,7 +48,7 @@ def select_cmd(
         typer.echo(f"--budget {budget} is more than the pool's {len(files)} images: choosing all", err=True)
     known: list[Path] = []
     if labelled is not None:
-        known, _ = active.list_pool(labelled)
+        known, _ = active.list_pool(labelled, "--labelled")
         if not known:
             raise DataError(labelled, "no images in the labelled folder")
     predictor = load(checkpoint, score_thresh=score_thresh)

@@ -100,6 +100,9 @@ def test_cli_select_skips_non_images_and_clamps_budget(tmp_path: Path, capsys) -
     assert main(["active", "select", "--checkpoint", str(run), "--pool", str(pool), "--budget", "1",
                  "--labelled", str(empty), "--output", str(tmp_path / "z.json")]) == 2
     assert "no images in the labelled folder" in capsys.readouterr().err
+    assert main(["active", "select", "--checkpoint", str(run), "--pool", str(pool), "--budget", "1",
+                 "--labelled", str(out), "--output", str(tmp_path / "z.json")]) == 2
+    assert "--labelled must be a folder of images" in capsys.readouterr().err
 
 
 def test_prelabel_formats_round_trip_through_convert(tmp_path: Path, capsys) -> None:
