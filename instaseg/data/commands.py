@@ -193,13 +193,8 @@ def convert_cmd(
 
     Image paths in the output are relative to OUTPUT's folder, so `coco:OUTPUT` loads it as is.
     """
-    from instaseg.data.convert import (
-        labelme_to_coco,
-        read_labels_file,
-        spec_to_coco,
-        via_to_coco,
-        write_conversion,
-    )
+    from instaseg.data.convert import labelme_to_coco, read_labels_file, spec_to_coco, write_conversion
+    from instaseg.data.via import via_to_coco
     from instaseg.errors import ConfigError, DataError
 
     kind = _detect_source(source) if source_format == "auto" else source_format

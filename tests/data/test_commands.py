@@ -74,7 +74,7 @@ def test_convert_spec_and_bad_from(tmp_path: Path, capsys) -> None:
 
 
 def test_convert_detects_via(tmp_path: Path, capsys) -> None:
-    from tests.data.test_convert import _via_project
+    from tests.data.test_via import _via_project
 
     project = _via_project(tmp_path)
     out = tmp_path / "out" / "via.json"
