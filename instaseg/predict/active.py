@@ -80,27 +80,40 @@ def uncertainty(scores: np.ndarray, mask_probs: list[np.ndarray]) -> float:
     return float(((us + um) / 2).mean())
 
 
+def _pooled(feats: Any) -> np.ndarray:
+    """Unit-norm concatenation of the spatial means of backbone output maps (the first image's)."""
+    maps = list(feats.values()) if isinstance(feats, dict) else [feats]
+    vec = torch.cat([m.float().mean(dim=(-2, -1))[0] for m in maps]).numpy()
+    return vec / max(float(np.linalg.norm(vec)), 1e-8)
+
+
 def embed(model: Any, image: torch.Tensor) -> np.ndarray:
     """A unit-norm image embedding: the model's pooled backbone features when it has ``backbone``
     and ``transform`` (Mask R-CNN family), else a 16 x 16 thumbnail. ``image`` [3, H, W] in [0, 1]."""
     if hasattr(model, "backbone") and hasattr(model, "transform"):
         with torch.inference_mode():
             batch, _ = model.transform([image])
-            feats = model.backbone(batch.tensors)
-            maps = list(feats.values()) if isinstance(feats, dict) else [feats]
-            vec = torch.cat([m.mean(dim=(-2, -1))[0] for m in maps]).numpy()
-    else:
-        vec = torch.nn.functional.adaptive_avg_pool2d(image[None], 16).flatten().numpy()
+            return _pooled(model.backbone(batch.tensors))
+    vec = torch.nn.functional.adaptive_avg_pool2d(image[None], 16).flatten().numpy()
     return vec / max(float(np.linalg.norm(vec)), 1e-8)
 
 
 def score_image(predictor: Any, path: Path) -> tuple[ImageScore, np.ndarray]:
-    """Score one image file: ``(ImageScore, embedding)``."""
+    """Score one image file: ``(ImageScore, embedding)``. The embedding of a model with a backbone
+    is taken from the prediction's own backbone pass (a forward hook), not from a third pass."""
     from instaseg.data.io import read_image
     from instaseg.predict.predictor import image_to_tensor
 
     image = read_image(path)
-    inst = predictor.predict(image)
+    model = predictor.model
+    captured: list[np.ndarray] = []
+    hook = (model.backbone.register_forward_hook(lambda _m, _i, out: captured.append(_pooled(out)))
+            if hasattr(model, "backbone") and hasattr(model, "transform") else None)
+    try:
+        inst = predictor.predict(image)
+    finally:
+        if hook is not None:
+            hook.remove()
     flipped = predictor.predict(np.ascontiguousarray(image[:, ::-1]))
     masks = np.asarray(inst.to_dense_masks(), dtype=bool)
     back = np.asarray(flipped.to_dense_masks(), dtype=bool)[:, :, ::-1]
@@ -109,7 +122,7 @@ def score_image(predictor: Any, path: Path) -> tuple[ImageScore, np.ndarray]:
     u = uncertainty(inst.scores.numpy(), probs)
     d = flip_disagreement(masks, back)
     score = ImageScore(str(path), round(u, 4), round(d, 4), round((u + d) / 2, 4), len(masks))
-    return score, embed(predictor.model, image_to_tensor(image))
+    return score, captured[0] if captured else embed(model, image_to_tensor(image))
 
 
 def typicality(embeddings: np.ndarray, k: int = 10) -> np.ndarray:

@@ -10,7 +10,18 @@ from PIL import Image
 
 from instaseg.cli import main
 from instaseg.data.build import build_dataset
-from instaseg.predict.active import ImageScore, flip_disagreement, select, typicality, uncertainty
+from instaseg.data.io import read_image
+from instaseg.models import get_model
+from instaseg.predict.active import (
+    ImageScore,
+    embed,
+    flip_disagreement,
+    score_image,
+    select,
+    typicality,
+    uncertainty,
+)
+from instaseg.predict.predictor import Predictor, image_to_tensor
 from tests.engine.helpers import tiny_overrides
 
 
@@ -33,6 +44,20 @@ def test_select_prefers_diverse_batches() -> None:
     assert [p.file for p in picks] == ["0.png", "2.png"] and [p.rank for p in picks] == [1, 2]
     assert [p.file for p in select(scores, emb, 2, diversity_weight=0.0, typicality_weight=0.0)] == [
         "0.png", "1.png"]
+
+
+def test_score_image_takes_the_embedding_from_the_prediction(tmp_path: Path) -> None:
+    model = get_model("maskrcnn_r18_slim", num_classes=2, min_size=64, max_size=64).eval()
+    predictor = Predictor(model, ["background", "a"], score_thresh=0.05)
+    path = tmp_path / "img.png"
+    Image.fromarray(build_dataset("shapes:1:64", split="train").load_record(0).image).save(path)
+    calls = []
+    counter = model.backbone.register_forward_hook(lambda *_: calls.append(1))
+    _, emb = score_image(predictor, path)
+    counter.remove()
+    assert len(calls) == 2  # the image and its mirror: no third pass for the embedding
+    ref = embed(model, image_to_tensor(read_image(path)))
+    assert emb.shape == ref.shape and np.allclose(emb, ref, atol=1e-5)
 
 
 def _unit(rows: list[list[float]]) -> np.ndarray:
