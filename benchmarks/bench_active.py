@@ -3,9 +3,11 @@
 Start with ``--start`` labelled train images (seeded), then ``--rounds`` rounds of ``--step`` more,
 chosen (a) ``random``ly, (b) ``active``: by :mod:`instaseg.predict.active` as ``instaseg active select
 --labelled`` does (uncertainty + flip disagreement + typicality + k-center diversity away from the
-labelled images) with the model of the previous round, or (c) ``uncertainty``: the selection of
-sessions 11-12 (no typicality bonus; diversity only within the batch). Each round trains from scratch
-with the same recipe and ``--iters`` budget and records the val split's mask AP. Several seeds.
+labelled images) with the model of the previous round, (c) ``rich``: ``active`` plus
+``--richness-weight 1`` (images with more expected objects first), or (d) ``uncertainty``: the
+selection of sessions 11-12 (no typicality bonus; diversity only within the batch). Each round
+trains from scratch with the same recipe and ``--iters`` budget and records the val split's mask AP.
+Several seeds.
 
 Each round is written to ``benchmarks/results/NAME.json`` as it ends and a rerun with the same
 arguments resumes there (the runs are deterministic per seed), so the curves can be built over several
@@ -150,11 +152,13 @@ def run(args: Any, out: Path) -> dict[str, Any]:
                     else:
                         predictor = Predictor.from_model(result.model.eval(), meta, score_thresh=0.05)
                         scored = [active.score_image(predictor, files[i]) for i in pool]
+                        new = strategy in ("active", "rich")
                         known = (active.embed_files(predictor, [files[i] for i in sorted(labelled)])
-                                 if strategy == "active" else None)
+                                 if new else None)
                         picks = active.select([s for s, _ in scored], np.stack([e for _, e in scored]),
                                               args.step, labelled=known,
-                                              typicality_weight=0.5 if strategy == "active" else 0.0)
+                                              typicality_weight=0.5 if new else 0.0,
+                                              richness_weight=1.0 if strategy == "rich" else 0.0)
                         by_file = {str(files[i]): i for i in pool}
                         labelled |= {by_file[p.file] for p in picks}
                 results["curves"][key] = curve
@@ -193,8 +197,8 @@ def main() -> None:
     parser.add_argument("--recipe", default="fixed", choices=["fixed", "auto"],
                         help="fixed: slim Mask R-CNN at --size; auto: the self-configuring rules' choices")
     parser.add_argument("--strategies", default="random,active",
-                        help="random, active, uncertainty (comma list); one each in processes (one --out "
-                        "file each) runs the arms side by side, merged with --merge")
+                        help="random, active, rich, uncertainty (comma list); one each in processes "
+                        "(one --out file each) runs the arms side by side, merged with --merge")
     parser.add_argument("--merge", default="",
                         help="comma list of result names whose curves are added to --out, then exit")
     parser.add_argument("--out", default="active")

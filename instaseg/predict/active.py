@@ -35,6 +35,7 @@ class ImageScore:
     detections: int
     diversity: float = 0.0
     rank: int = 0
+    expected_objects: float = 0.0  # the sum of the detection scores
 
 
 def list_pool(pool: str | Path, what: str = "pool") -> tuple[list[Path], list[str]]:
@@ -121,7 +122,8 @@ def score_image(predictor: Any, path: Path) -> tuple[ImageScore, np.ndarray]:
     probs = [m.numpy() for m in lowres] if lowres is not None else [m.astype(np.float32) for m in masks]
     u = uncertainty(inst.scores.numpy(), probs)
     d = flip_disagreement(masks, back)
-    score = ImageScore(str(path), round(u, 4), round(d, 4), round((u + d) / 2, 4), len(masks))
+    score = ImageScore(str(path), round(u, 4), round(d, 4), round((u + d) / 2, 4), len(masks),
+                       expected_objects=round(float(inst.scores.sum()), 4))
     return score, captured[0] if captured else embed(model, image_to_tensor(image))
 
 
@@ -149,14 +151,19 @@ def embed_files(predictor: Any, files: list[Path]) -> np.ndarray:
 
 
 def select(scores: list[ImageScore], embeddings: np.ndarray, budget: int, *,
-           diversity_weight: float = 0.5, typicality_weight: float = 0.5,
+           diversity_weight: float = 0.5, typicality_weight: float = 0.5, richness_weight: float = 0.0,
            labelled: np.ndarray | None = None) -> list[ImageScore]:
     """Greedy batch: each pick maximises ``informativeness + typicality_weight * typicality +
-    diversity_weight * d / d_max``, ``d`` the embedding distance (rows of ``embeddings`` (N, D)) to the
-    nearest image of ``labelled`` (M, D) or picked so far (no bonus before the first pick when nothing
-    is labelled). Returns the picks in order, with ``rank`` and ``diversity``."""
+    richness_weight * expected_objects / its pool maximum + diversity_weight * d / d_max``, ``d`` the
+    embedding distance (rows of ``embeddings`` (N, D)) to the nearest image of ``labelled`` (M, D) or
+    picked so far (no bonus before the first pick when nothing is labelled). Richness favours images
+    with more objects: more labels an image where the cost is counted in images. Returns the picks
+    in order, with ``rank`` and ``diversity``."""
     n = len(scores)
     base = np.array([s.informativeness for s in scores]) + typicality_weight * typicality(embeddings)
+    objects = np.array([s.expected_objects for s in scores], dtype=float)
+    if richness_weight and objects.max(initial=0.0) > 0:
+        base = base + richness_weight * objects / objects.max()
     nearest = np.full(n, np.inf)
     for row in labelled if labelled is not None else []:
         nearest = np.minimum(nearest, np.linalg.norm(embeddings - row, axis=1))

@@ -24,6 +24,8 @@ def select_cmd(
     diversity_weight: Annotated[float, typer.Option(help="Weight of the diversity bonus.")] = 0.5,
     typicality_weight: Annotated[float, typer.Option(
         help="Weight of the typicality bonus (closeness to the pool's other images).")] = 0.5,
+    richness_weight: Annotated[float, typer.Option(
+        help="Weight of the bonus for images with more expected objects (sum of detection scores).")] = 0.0,
     score_thresh: Annotated[float, typer.Option(help="Detections scored from this score.")] = 0.05,
     force: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
 ) -> None:
@@ -58,7 +60,7 @@ def select_cmd(
         scores.append(s)
         embeddings.append(e)
     picks = active.select(scores, np.stack(embeddings), budget, diversity_weight=diversity_weight,
-                          typicality_weight=typicality_weight,
+                          typicality_weight=typicality_weight, richness_weight=richness_weight,
                           labelled=active.embed_files(predictor, known) if known else None)
     with atomic_open(output, "w") as fh:
         json.dump(active.to_json(picks, skipped=skipped, pool=str(pool), budget=budget), fh, indent=2)

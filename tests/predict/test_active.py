@@ -85,6 +85,16 @@ def test_select_skips_outliers_and_what_is_labelled() -> None:
     assert pick.file in {"3.png", "4.png"} and pick.diversity > 1.0
 
 
+def test_richness_prefers_images_with_more_objects() -> None:
+    emb = _unit([[1, 0.0], [1, 0.01], [1, -0.01]])
+    scores = [ImageScore(f"{i}.png", 0.5, 0.5, 0.5, n, expected_objects=float(n))
+              for i, n in enumerate([1, 4, 2])]
+    rich = select(scores, emb, 1, diversity_weight=0.0, typicality_weight=0.0, richness_weight=0.5)
+    assert rich[0].file == "1.png"
+    plain = select(scores, emb, 3, diversity_weight=0.0, typicality_weight=0.0)  # ties: the pool's order
+    assert [p.file for p in plain] == ["0.png", "1.png", "2.png"]
+
+
 def test_cli_select_skips_non_images_and_clamps_budget(tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
     args = ["train", "--output", str(run)]
@@ -118,7 +128,8 @@ def test_cli_select_skips_non_images_and_clamps_budget(tmp_path: Path, capsys) -
     (pool / "img0.png").rename(done / "img0.png")
     assert main(["active", "select", "--checkpoint", str(run), "--pool", str(pool), "--budget", "1",
                  "--labelled", str(done), "--output", str(tmp_path / "y.json")]) == 0
-    assert json.loads((tmp_path / "y.json").read_text())["selected"][0]["diversity"] > 0
+    picked = json.loads((tmp_path / "y.json").read_text())["selected"][0]
+    assert picked["diversity"] > 0 and picked["expected_objects"] >= 0
     empty = tmp_path / "empty"
     empty.mkdir()
     capsys.readouterr()
