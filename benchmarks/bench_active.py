@@ -134,7 +134,10 @@ def run(args: Any, out: Path) -> dict[str, Any]:
                         train_json = _subset(coco, labelled, tmpdir / f"{run_dir.name}.json")
                         result = _train(train_json, spec, args, recipe, seed, run_dir)
                         ap = (result.metrics or {}).get("segm", {}).get("AP")
+                        instances = sum(1 for a in coco["annotations"]
+                                        if a["image_id"] in labelled and not a.get("iscrowd", 0))
                         curve.append({"labelled": len(labelled), "mask_AP": ap, "labelled_ids": list(ids),
+                                      "instances": instances,
                                       "wall_s": round(time.perf_counter() - wall, 1),
                                       "cpu_s": round(_cpu() - cpu, 1), "machine": describe()})
                         if rnd == 0:
