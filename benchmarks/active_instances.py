@@ -48,11 +48,12 @@ def main() -> None:
                     per[strategy][int(r["labelled"])].append(instance_stats(coco, r["labelled_ids"]))
         table = {s: {n: [sum(v[0] for v in vals) / len(vals), sum(v[1] for v in vals) / len(vals), len(vals)]
                      for n, vals in sorted(sizes.items())} for s, sizes in per.items()}
-        print(f"\n{name}: instances per labelled image (mean relative area); whole pool "
-              f"{pool[0]:.2f} ({pool[1]:.3f})\n")
+        print(f"\n{name}: instances per labelled image, in all, (mean relative area), mean over seeds; "
+              f"whole pool {pool[0]:.2f} a image ({pool[1]:.3f})\n")
         print("| images | " + " | ".join(table) + " |\n| --- |" + " --- |" * len(table))
         for n in sorted({n for s in table.values() for n in s}):
-            cells = [f"{t[n][0]:.2f} ({t[n][1]:.3f})" if n in t else "" for t in table.values()]
+            cells = [f"{t[n][0]:.2f}, {t[n][0] * n:.0f} ({t[n][1]:.3f})" if n in t else ""
+                     for t in table.values()]
             print(f"| {n} | " + " | ".join(cells) + " |")
         out = RESULTS / f"{name}_instances.json"
         out.write_text(json.dumps({"pool": pool, "by_strategy": table}, indent=1))
