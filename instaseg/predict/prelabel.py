@@ -48,13 +48,18 @@ def _rel(path: Path, folder: Path) -> str:
 
 
 def labelme_files(items: list[Prelabel], folder: Path) -> dict[Path, dict[str, Any]]:
-    """``{json path: labelme dict}``, one per image, named after the image."""
+    """``{json path: labelme dict}``, one per image, named after the image. A mask in several pieces
+    (an occluded person) becomes one polygon a piece, all with the instance's ``group_id``: labelme's
+    way of saying they are one instance, so they load back as one."""
     out = {}
     for it in items:
-        shapes = [{"label": name, "points": np.reshape(poly, (-1, 2)).tolist(), "group_id": None,
-                   "shape_type": "polygon", "flags": {}, "description": f"score {score:.3f}"}
-                  for m, name, score in zip(it.masks, it.names, it.scores, strict=True)
-                  for poly in mask_polygons(m)]
+        shapes = []
+        for k, (m, name, score) in enumerate(zip(it.masks, it.names, it.scores, strict=True)):
+            polys = mask_polygons(m)
+            gid = k if len(polys) > 1 else None
+            shapes += [{"label": name, "points": np.reshape(poly, (-1, 2)).tolist(), "group_id": gid,
+                        "shape_type": "polygon", "flags": {}, "description": f"score {score:.3f}"}
+                       for poly in polys]
         out[folder / f"{it.path.stem}.json"] = {
             "version": "5.0.1", "flags": {}, "shapes": shapes, "imagePath": _rel(it.path, folder),
             "imageData": None, "imageHeight": it.height, "imageWidth": it.width}

@@ -148,12 +148,18 @@ def test_prelabel_formats_round_trip_through_convert(tmp_path: Path, capsys) -> 
     rec = ds.load_record(0)
     Image.fromarray(rec.image).save(tmp_path / "a.png")
     names = [ds.class_names[int(k)] for k in rec.labels]
-    item = Prelabel(tmp_path / "a.png", 48, 48, rec.masks, names, [0.9] * len(names))
+    split = np.zeros((1, 48, 48), bool)  # one instance in two pieces (an occluded object)
+    split[0, 2:8, 2:8] = split[0, 40:46, 40:46] = True
+    masks = np.concatenate([rec.masks.astype(bool), split])
+    names.append(names[0])
+    item = Prelabel(tmp_path / "a.png", 48, 48, masks, names, [0.9] * len(names))
     out = tmp_path / "pre"
     for fmt in ("labelme", "coco", "labelstudio", "cvat"):
         assert write_prelabels([item], out, fmt, ds.class_names)
     lm = json.loads((out / "a.json").read_text())
-    assert len(lm["shapes"]) >= len(names) and lm["imagePath"] == "../a.png"
+    assert len(lm["shapes"]) > len(names) and lm["imagePath"] == "../a.png"
+    pieces = [sh["group_id"] for sh in lm["shapes"][-2:]]
+    assert pieces[0] is not None and pieces == [pieces[0]] * 2  # one instance: one group
     tasks = json.loads((out / "labelstudio_tasks.json").read_text())
     pts = np.array(tasks[0]["predictions"][0]["result"][0]["value"]["points"])
     assert 0 <= pts.min() and pts.max() <= 100
@@ -170,7 +176,7 @@ def test_prelabel_formats_round_trip_through_convert(tmp_path: Path, capsys) -> 
     # an annotator's corrected files come back through instaseg data convert
     assert main(["data", "convert", str(out / "a.json"), str(tmp_path / "back.json")]) == 0
     back = json.loads((tmp_path / "back.json").read_text())
-    assert len(back["annotations"]) == len(lm["shapes"])
+    assert len(back["annotations"]) == len(names)  # the two pieces are one instance again
     assert main(["data", "check", f"coco:{out / 'prelabels_coco.json'}"]) == 0
     # a corrected file that no longer matches its image: one-line error
     lm["imageWidth"] = 99
