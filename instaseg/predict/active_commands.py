@@ -25,7 +25,8 @@ def select_cmd(
     typicality_weight: Annotated[float, typer.Option(
         help="Weight of the typicality bonus (closeness to the pool's other images).")] = 0.5,
     richness_weight: Annotated[float, typer.Option(
-        help="Weight of the bonus for images with more expected objects (sum of detection scores).")] = 0.0,
+        help="Weight of the bonus for images with more expected objects (sum of detection scores); "
+             "0 where labelling is paid per object.")] = 1.0,
     score_thresh: Annotated[float, typer.Option(help="Detections scored from this score.")] = 0.05,
     force: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
 ) -> None:

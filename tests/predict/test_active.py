@@ -91,8 +91,10 @@ def test_richness_prefers_images_with_more_objects() -> None:
               for i, n in enumerate([1, 4, 2])]
     rich = select(scores, emb, 1, diversity_weight=0.0, typicality_weight=0.0, richness_weight=0.5)
     assert rich[0].file == "1.png"
-    plain = select(scores, emb, 3, diversity_weight=0.0, typicality_weight=0.0)  # ties: the pool's order
-    assert [p.file for p in plain] == ["0.png", "1.png", "2.png"]
+    plain = select(scores, emb, 3, diversity_weight=0.0, typicality_weight=0.0, richness_weight=0.0)
+    assert [p.file for p in plain] == ["0.png", "1.png", "2.png"]  # ties: the pool's order
+    by_default = select(scores, emb, 3, diversity_weight=0.0, typicality_weight=0.0)
+    assert [p.file for p in by_default] == ["1.png", "2.png", "0.png"]  # richness is on by default
 
 
 def test_cli_select_skips_non_images_and_clamps_budget(tmp_path: Path, capsys) -> None:
