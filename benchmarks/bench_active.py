@@ -3,8 +3,9 @@
 Start with ``--start`` labelled train images (seeded), then ``--rounds`` rounds of ``--step`` more,
 chosen (a) ``random``ly, (b) ``active``: by :mod:`instaseg.predict.active` as ``instaseg active select
 --labelled`` does (uncertainty + flip disagreement + typicality + k-center diversity away from the
-labelled images) with the model of the previous round, (c) ``rich``: ``active`` plus
-``--richness-weight 1`` (images with more expected objects first), or (d) ``uncertainty``: the
+labelled images) with the model of the previous round, with ``--richness-weight 0``, (c) ``rich``:
+``active`` plus ``--richness-weight 1`` (images with more expected objects first: ``active select``'s
+defaults since session 14), or (d) ``uncertainty``: the
 selection of sessions 11-12 (no typicality bonus; diversity only within the batch). Each round
 trains from scratch with the same recipe and ``--iters`` budget and records the val split's mask AP.
 Several seeds.
