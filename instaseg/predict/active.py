@@ -5,9 +5,10 @@ Per image: ``uncertainty`` (mean over its detections of the score's and the mask
 mirror image) and an embedding (the backbone's pooled features, or a thumbnail for models without
 one). :func:`select` picks a batch greedily: informativeness, plus a typicality bonus (how close an
 image is to its nearest pool neighbours, so the batch is not a set of outliers: uncertainty alone picks
-the odd images first, which teaches a young model little), plus a diversity bonus: the embedding
-distance to the nearest image already labelled or picked (k-center greedy), so the batch neither
-repeats what is labelled nor holds N near-copies.
+the odd images first, which teaches a young model little), plus a richness bonus (the expected object
+count: uncertain images tend to hold fewer objects, so where labelling is paid per image they give
+fewer labels), plus a diversity bonus: the embedding distance to the nearest image already labelled or
+picked (k-center greedy), so the batch neither repeats what is labelled nor holds N near-copies.
 """
 
 from __future__ import annotations
