@@ -30,7 +30,8 @@ def select_cmd(
     score_thresh: Annotated[float, typer.Option(help="Detections scored from this score.")] = 0.05,
     force: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
 ) -> None:
-    """Rank the pool by uncertainty, flip disagreement, typicality and diversity; write the chosen list."""
+    """Rank the pool by uncertainty, flip disagreement, typicality, richness and diversity; write the
+    chosen list."""
     import numpy as np
 
     from instaseg.errors import ConfigError, DataError
