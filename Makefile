@@ -14,7 +14,7 @@ setup:
 	$(BIN)/pip install -q --no-deps -e .
 
 test:
-	$(BIN)/ruff check instaseg tests benchmarks
+	$(BIN)/ruff check instaseg tests benchmarks notebooks
 	$(BIN)/pytest
 
 train:
@@ -33,5 +33,5 @@ test-latest:
 	$(LATEST)/bin/pip install -q -U pip
 	$(LATEST)/bin/pip install -q -U -e ".[dev,pipeline,points,video,app]"
 	$(LATEST)/bin/pip install -q --no-deps panopticapi-lite
-	$(LATEST)/bin/ruff check instaseg tests benchmarks
+	$(LATEST)/bin/ruff check instaseg tests benchmarks notebooks
 	$(LATEST)/bin/pytest
