@@ -9,7 +9,8 @@ the model resizes them to its default size inside):
 - ``end_to_end``: ``model(images)`` with full-size float masks: eager model vs ``OnnxDetector`` (the
   same torchvision ``paste_masks_in_image`` after the graph, so this dilutes the gap);
 - ``predictor``: what ``instaseg predict`` runs: ``Predictor.predict`` on a uint8 image with RLE masks
-  (low-resolution masks pasted per box by ``instaseg.ops.paste``), torch backend vs onnxruntime backend.
+  (low-resolution masks pasted per box by ``instaseg.structures.paste``), torch backend vs onnxruntime
+  backend.
 
 Both sides use the same score threshold and ``threads`` CPU threads (torch.set_num_threads, ORT
 intra-op threads). Median of ``--repeat`` passes over the images after one warm-up pass. Random

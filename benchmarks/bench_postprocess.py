@@ -3,7 +3,7 @@
 For each model (randomly initialised, ``score_thresh=0`` so it returns exactly 100 detections):
 
 - forward: :func:`instaseg.ops.lowres.lowres_inference` (backbone + RPN + heads, no full-size paste);
-- ours: low-res masks -> COCO RLEs with :func:`instaseg.ops.paste.paste_masks_to_rles` (crops only);
+- ours: low-res masks -> COCO RLEs with :func:`instaseg.structures.paste.paste_masks_to_rles` (crops only);
 - torchvision: ``paste_masks_in_image`` (K x H x W floats) + threshold + pycocotools encode, the path
   that ``model(images)`` + encoding takes.
 
@@ -30,7 +30,7 @@ from pycocotools import mask as mask_utils
 
 from instaseg.models import get_model
 from instaseg.ops.lowres import lowres_inference
-from instaseg.ops.paste import paste_masks_to_rles
+from instaseg.structures.paste import paste_masks_to_rles
 
 RESULTS = Path(__file__).parent / "results" / "postprocess.json"
 

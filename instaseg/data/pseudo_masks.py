@@ -212,7 +212,7 @@ def merge_model_mask(
     largest component and reaches the box's sides (:func:`touch_box_sides`); returns ``pseudo``
     unchanged when the result would be empty.
     """
-    from instaseg.ops.paste import paste_masks_dense
+    from instaseg.structures.paste import paste_masks_dense
 
     h, w = pseudo.shape
     if not 0.5 < weight <= 1.0:

@@ -11,7 +11,8 @@ that lives with the model and runs the model's own inference code):
 - ``score_thresh`` is a graph input: detections scoring below it are dropped *inside* the graph, so
   the (costly) mask head only runs on what is kept, and a threshold above 1 gives "no detections";
 - masks are box-relative probabilities (``mask_kind`` "box"), pasted into the image by
-  :mod:`instaseg.ops.paste` (or :func:`instaseg.predict.runtime.raw_to_detections`), as for the PyTorch model.
+  :mod:`instaseg.structures.paste` (or :func:`instaseg.predict.runtime.raw_to_detections`), as for the
+  PyTorch model.
 
 The graph also carries ``default_score_thresh`` (the model's own) and ``preprocessing`` (a JSON-able
 description of what it does to its input, from ``model.input_spec``), stored in the exported file.

@@ -11,7 +11,7 @@ variants subclass torchvision's ``MaskRCNN`` and it) and implements:
   Tensor[K, 4] XYXY input-image pixels, ``labels`` Tensor[K] int64, ``scores`` Tensor[K] (decreasing,
   all ``>= score_thresh``) and ``mask_lowres`` Tensor[K, M, M] probabilities relative to each box. No
   full-image mask is built: memory is ``K x M x M``, whatever the image size;
-  :mod:`instaseg.ops.paste` pastes them (:func:`instaseg.ops.lowres.lowres_inference` is the one entry
+  :mod:`instaseg.structures.paste` pastes them (:func:`instaseg.ops.lowres.lowres_inference` is the one entry
   point callers use);
 - **inference, torchvision contract** ``forward(images)`` in eval mode: the same detections with
   ``masks`` Tensor[K, 1, H, W] probabilities pasted into the image (:meth:`paste_full_size`: the

@@ -3,7 +3,7 @@
 Every instaseg model (:class:`instaseg.models.protocol.InstanceSegmentationModel`) and every exported
 model loaded back (:class:`instaseg.predict.runtime.ExportedDetector`) implements ``forward_lowres``:
 per image ``boxes`` Tensor[K, 4] XYXY input pixels, ``labels``, ``scores`` and ``mask_lowres``
-Tensor[K, M, M] probabilities relative to each box, which :mod:`instaseg.ops.paste` turns into RLEs
+Tensor[K, M, M] probabilities relative to each box, which :mod:`instaseg.structures.paste` turns into RLEs
 without ever building a full-size float mask per detection. :class:`LowResDetector` is that
 inference contract as a ``typing.Protocol``.
 """

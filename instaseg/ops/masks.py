@@ -3,7 +3,7 @@
 A *mask map* is a per-detection probability map over a whole canvas at some stride (``stride`` canvas
 pixels per map cell, cell ``(i, j)`` centred at ``((j + 0.5) * stride, (i + 0.5) * stride)``). The
 cheap output of every instaseg model is a *box-relative* mask: ``[K, M, M]`` probabilities covering
-the box ``boxes[k]`` (XYXY pixels), which :mod:`instaseg.ops.paste` pastes into the image.
+the box ``boxes[k]`` (XYXY pixels), which :mod:`instaseg.structures.paste` pastes into the image.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def paste_in_image(masks: Tensor, boxes: Tensor, height: int, width: int) -> Ten
     Returns:
         [K, H, W] probabilities: pixel ``(x, y)`` is the bilinear interpolation of its mask at the
         pixel centre ``(x + 0.5, y + 0.5)``, zero beyond the mask, the sampling of
-        :func:`instaseg.ops.paste.paste_mask_crop` (so ``>= 0.5`` gives the same pixels as the
+        :func:`instaseg.structures.paste.paste_mask_crop` (so ``>= 0.5`` gives the same pixels as the
         predictor's RLEs, up to float rounding).
     """
     masks = masks.float()

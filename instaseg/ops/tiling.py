@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from instaseg.ops.paste import encode_crop, paste_mask_crop
+from instaseg.structures.paste import encode_crop, paste_mask_crop
 
 Window = tuple[int, int, int, int]
 Crop = tuple[np.ndarray, Window]
@@ -211,5 +211,5 @@ def merge_detections(
 
 def crops_to_rles(crops: Sequence[Crop], height: int, width: int) -> list[dict[str, Any]]:
     """Compressed COCO RLEs (``str`` counts) of crops in a ``height x width`` image; each costs its
-    crop's area, not ``H x W`` (:func:`instaseg.ops.paste.encode_crop`)."""
+    crop's area, not ``H x W`` (:func:`instaseg.structures.paste.encode_crop`)."""
     return [encode_crop(crop, window, height, width) for crop, window in crops]

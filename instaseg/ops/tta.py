@@ -34,7 +34,8 @@ def hflip_detections(det: dict[str, Tensor], width: int) -> dict[str, Tensor]:
 def resample_masks(masks: Tensor, boxes: Tensor, onto: Tensor) -> Tensor:
     """Box-relative masks ``masks`` [K, M, M] on ``boxes`` [K, 4] resampled onto the boxes ``onto``
     [K, 4] (both XYXY pixels): the value at each of ``onto``'s M x M cell centres is read bilinearly
-    from the mask over its own box, 0 outside it (the paste convention of :mod:`instaseg.ops.paste`)."""
+    from the mask over its own box, 0 outside it (the paste convention of
+    :mod:`instaseg.structures.paste`)."""
     k, m = masks.shape[0], masks.shape[-1]
     if k == 0:
         return masks

@@ -25,9 +25,9 @@ import torch
 from instaseg.data.ytvis import tracks_to_results, write_mots
 from instaseg.errors import DataError
 from instaseg.ops.lowres import lowres_inference
-from instaseg.ops.paste import paste_masks_to_rles
 from instaseg.predict.temporal_tracker import TemporalTracker, TrackerConfig
 from instaseg.predict.tracker import MaskIoUTracker
+from instaseg.structures.paste import paste_masks_to_rles
 from instaseg.viz.draw import instance_colors
 
 TRACKERS = ("temporal", "bytetrack", "iou")

@@ -40,10 +40,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from instaseg.errors import ConfigError, InstasegError
-from instaseg.ops.paste import dense_masks_to_rles
 from instaseg.serve.video_jobs import add_video_routes
 from instaseg.structures.masks import rle_decode, rle_encode
 from instaseg.structures.panoptic import segments_info
+from instaseg.structures.paste import dense_masks_to_rles
 
 STATIC_DIR = Path(__file__).parent / "static"
 

@@ -6,7 +6,7 @@ Fields (all on the CPU or all on one device):
 - ``labels``: Tensor[K] int64 (contiguous class ids, 0 = background);
 - ``scores``: Tensor[K] float32;
 - masks, in the cheapest form a model gives them: ``mask_lowres`` Tensor[K, M, M] float probabilities
-  relative to each box (pasted inside the box by :mod:`instaseg.ops.paste`), or ``rles`` (K COCO RLEs
+  relative to each box (pasted inside the box by :mod:`instaseg.structures.paste`), or ``rles`` (K COCO RLEs
   with ``str`` counts at the image size), or neither (a box-only detector);
 - ``track_ids``: optional Tensor[K] int64 (video).
 
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from instaseg.ops.paste import dense_masks_to_rles, paste_masks_dense, paste_masks_to_rles
 from instaseg.structures.masks import rle_decode
+from instaseg.structures.paste import dense_masks_to_rles, paste_masks_dense, paste_masks_to_rles
 
 Index = int | slice | Tensor | Sequence[int] | np.ndarray
 

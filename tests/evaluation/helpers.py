@@ -14,8 +14,8 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from instaseg.ops.paste import paste_masks_to_rles
 from instaseg.structures.masks import decode_rles, rle_encode, to_rle
+from instaseg.structures.paste import paste_masks_to_rles
 
 
 def gt_mask(ann: dict[str, Any], height: int, width: int) -> np.ndarray:

@@ -24,9 +24,9 @@ from instaseg.engine.checkpoint import save_checkpoint
 from instaseg.errors import CheckpointError
 from instaseg.models import get_model
 from instaseg.ops.lowres import lowres_inference
-from instaseg.ops.paste import paste_masks_dense, paste_masks_to_rles
 from instaseg.predict.predictor import Predictor
 from instaseg.predict.runtime import load_onnx_model
+from instaseg.structures.paste import paste_masks_dense, paste_masks_to_rles
 from tests.export.helpers import assert_empty_detections
 
 CLASS_NAMES = ["background", "person"]
@@ -216,7 +216,7 @@ def test_standalone_example_needs_only_onnxruntime(exported, shared_data, tmp_pa
     assert {f["class"] for f in found} == {"person"}
     np.testing.assert_allclose([f["score"] for f in found], ref["scores"].numpy(), atol=1e-3)
     np.testing.assert_allclose([f["box"] for f in found], ref["boxes"].numpy(), atol=0.06)
-    # the same masks as `instaseg predict` (instaseg.ops.paste samples box masks the same way)
+    # the same masks as `instaseg predict` (instaseg.structures.paste samples box masks the same way)
     height, width = np.asarray(Image.open(image_path)).shape[:2]
     expected = paste_masks_dense(ref["mask_lowres"].numpy(), ref["boxes"].numpy(), height, width)
     masks = np.load(masks_path)

@@ -1,5 +1,5 @@
 """The one-stage models' low-resolution mask path (box-relative ``mask_lowres``, pasted by
-instaseg.ops.paste) gives the masks of the full-size path they had before, without full-image float
+instaseg.structures.paste) gives the masks of the full-size path they had before, without full-image float
 masks per detection.
 
 The reference "full-size path" is the models' previous eager post-processing, written out here: the
@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from instaseg.models import get_model
-from instaseg.ops.paste import paste_masks_dense
 from instaseg.ops.resize import letterbox_image, letterbox_size
+from instaseg.structures.paste import paste_masks_dense
 from tests.models.helpers import one_thread  # noqa: F401  (fixture, used by pytestmark)
 from tests.models.rt_synth import synthetic_samples
 from tests.models.test_yolact import spread_scores

@@ -8,7 +8,7 @@ import torch
 from instaseg.models import get_model
 from instaseg.ops.lowres import LowResDetector, lowres_inference
 from instaseg.ops.masks import paste_in_image
-from instaseg.ops.paste import paste_masks_dense, paste_masks_to_rles
+from instaseg.structures.paste import paste_masks_dense, paste_masks_to_rles
 
 
 def test_rcnn_lowres_matches_full_forward() -> None:

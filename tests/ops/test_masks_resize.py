@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from instaseg.ops.masks import crop_masks, downsample_masks, masks_in_boxes, paste_in_image
-from instaseg.ops.paste import paste_masks_dense
 from instaseg.ops.resize import letterbox_image, letterbox_size, resize_shorter_side
+from instaseg.structures.paste import paste_masks_dense
 
 
 def test_crop_masks_zeroes_cells_outside_the_box() -> None:

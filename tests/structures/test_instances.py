@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from instaseg.ops.paste import paste_masks_dense, paste_masks_to_rles
 from instaseg.structures.instances import Instances
 from instaseg.structures.masks import rle_decode, rle_encode
+from instaseg.structures.paste import paste_masks_dense, paste_masks_to_rles
 
 
 def _lowres(k: int = 3) -> Instances:
@@ -65,7 +65,7 @@ def test_bad_fields_and_indices_raise() -> None:
         Instances((4, 4), boxes=torch.zeros(1, 4), labels=torch.ones(1), scores=torch.ones(1)).to_rles()
 
 
-def test_masks_paste_inside_boxes_like_ops_paste() -> None:
+def test_masks_paste_inside_boxes_like_paste_module() -> None:
     inst = _lowres()
     low, boxes = inst.mask_lowres.numpy(), inst.boxes.numpy()  # type: ignore[union-attr]
     assert inst.to_rles(0.5) == paste_masks_to_rles(low, boxes, 48, 40, 0.5)

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-from instaseg.ops.paste import (
+from instaseg.structures.masks import rle_decode
+from instaseg.structures.paste import (
     box_window,
     dense_masks_to_rles,
     encode_crop,
@@ -18,7 +19,6 @@ from instaseg.ops.paste import (
     paste_masks_dense,
     paste_masks_to_rles,
 )
-from instaseg.structures.masks import rle_decode
 
 
 def _full(crop: np.ndarray, window: tuple[int, int, int, int], h: int, w: int) -> np.ndarray:
