@@ -152,6 +152,18 @@ def iter_video_frames(path: Path, max_frames: int | None = None) -> Iterator[tup
         raise DataError(path, "video has no readable frames")
 
 
+def output_file(out_dir: Path, name: str, *, overwrite: bool) -> Path:
+    """``out_dir / name``, the results file of a prediction run, after checking that ``out_dir`` is a
+    folder (or absent) and that the file is not there already unless ``overwrite``: a user's earlier
+    results are never replaced by accident."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--output {out_dir}: exists and is not a folder")
+    path = out_dir / name
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path}: already exists; choose another --output or pass --overwrite")
+    return path
+
+
 def run_predict(
     predictor: Predictor,
     source: str,
@@ -170,11 +182,7 @@ def run_predict(
     :meth:`~instaseg.predict.predictor.Predictor.predict_tiled` to predict images tile by tile."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out_dir = Path(output)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--output {out_dir}: exists and is not a folder")
-    results_path = out_dir / RESULTS_NAME
-    if results_path.exists() and not overwrite:
-        raise ConfigError(f"{results_path}: already exists; choose another --output or pass --overwrite")
+    results_path = output_file(out_dir, RESULTS_NAME, overwrite=overwrite)
     sources = list_sources(source)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = PredictSummary(results_path=results_path)

@@ -27,8 +27,15 @@ import numpy as np
 
 from instaseg.data.coco_panoptic import write_coco_panoptic
 from instaseg.data.io import read_image
-from instaseg.errors import ConfigError, DataError
-from instaseg.predict.files import PredictSummary, _unique, image_ids, is_video, list_sources
+from instaseg.errors import DataError
+from instaseg.predict.files import (
+    PredictSummary,
+    _unique,
+    image_ids,
+    is_video,
+    list_sources,
+    output_file,
+)
 from instaseg.predict.predictor import Predictor
 from instaseg.structures.panoptic import PanopticResult
 from instaseg.viz.panoptic import overlay_panoptic
@@ -68,11 +75,7 @@ def run_predict_panoptic(
     videos are reported through ``log`` and skipped."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out_dir = Path(output)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--output {out_dir}: exists and is not a folder")
-    json_path = out_dir / PANOPTIC_JSON
-    if json_path.exists() and not overwrite:
-        raise ConfigError(f"{json_path}: already exists; choose another --output or pass --overwrite")
+    json_path = output_file(out_dir, PANOPTIC_JSON, overwrite=overwrite)
     categories = (predictor.meta.get("panoptic") or {}).get("categories") or []
     names = predictor.category_names()
     shown = categories or [{"id": c, "name": n} for c, n in names.items()]  # overlay colours and names
