@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -51,20 +51,21 @@ BOX_TOLERANCE = 1.0  # pixels: COCO boxes are floats from polygon vertices; allo
 
 
 @dataclass
-class CheckReport:
-    """Counts and the first examples of every problem found in one dataset."""
+class ProblemReport:
+    """Counts and the first examples of every problem kind found in one dataset. ``kinds`` (kind ->
+    one-line description, in report order) is the vocabulary; subclasses say what they read
+    (:meth:`sizes`)."""
 
     source: str
-    images: int = 0
-    annotations: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
     max_examples: int = 5
+    kinds: ClassVar[dict[str, str]] = {}
 
-    def add(self, kind: str, example: str) -> None:
-        if kind not in PROBLEMS:
+    def add(self, kind: str, example: str, n: int = 1) -> None:
+        if kind not in self.kinds:
             raise KeyError(kind)
-        self.counts[kind] = self.counts.get(kind, 0) + 1
+        self.counts[kind] = self.counts.get(kind, 0) + n
         ex = self.examples.setdefault(kind, [])
         if len(ex) < self.max_examples:
             ex.append(example)
@@ -77,29 +78,45 @@ class CheckReport:
     def total_problems(self) -> int:
         return sum(self.counts.values())
 
+    def sizes(self) -> dict[str, int]:
+        """What was read, e.g. ``{"images": 10, "annotations": 31}`` (report order)."""
+        return {}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source,
-            "images": self.images,
-            "annotations": self.annotations,
+            **self.sizes(),
             "ok": self.ok,
             "problems": {
-                k: {"count": self.counts[k], "description": PROBLEMS[k], "examples": self.examples[k]}
-                for k in PROBLEMS
+                k: {"count": self.counts[k], "description": self.kinds[k], "examples": self.examples[k]}
+                for k in self.kinds
                 if k in self.counts
             },
         }
 
     def format(self) -> str:
-        head = f"{self.source}: {self.images} images, {self.annotations} annotations"
+        sizes = ", ".join(f"{v} {k}" for k, v in self.sizes().items())
+        head = f"{self.source}: {sizes}" if sizes else self.source
         if self.ok:
             return f"{head}: no problems found"
         lines = [f"{head}: {self.total_problems} problems in {len(self.counts)} kinds"]
-        for kind in PROBLEMS:
+        for kind in self.kinds:
             if kind in self.counts:
-                lines.append(f"  {kind}: {self.counts[kind]}  ({PROBLEMS[kind]})")
+                lines.append(f"  {kind}: {self.counts[kind]}  ({self.kinds[kind]})")
                 lines.extend(f"    - {ex}" for ex in self.examples[kind])
         return "\n".join(lines)
+
+
+@dataclass
+class CheckReport(ProblemReport):
+    """The image linter's report: :data:`PROBLEMS` over ``images`` images and ``annotations``."""
+
+    images: int = 0
+    annotations: int = 0
+    kinds: ClassVar[dict[str, str]] = PROBLEMS
+
+    def sizes(self) -> dict[str, int]:
+        return {"images": self.images, "annotations": self.annotations}
 
 
 def _is_int(v: Any) -> bool:

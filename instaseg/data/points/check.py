@@ -8,11 +8,12 @@ classes, labels outside the class list.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
+from instaseg.data.check import ProblemReport
 from instaseg.errors import DataError
 
 PROBLEMS: dict[str, str] = {
@@ -27,49 +28,15 @@ PROBLEMS: dict[str, str] = {
 
 
 @dataclass
-class PointCheckReport:
-    """Counts and first examples of each problem kind (same interface as the image CheckReport)."""
+class PointCheckReport(ProblemReport):
+    """The point linter's report: :data:`PROBLEMS` over ``scenes`` scenes of ``points`` points."""
 
-    source: str
     scenes: int = 0
     points: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
-    examples: dict[str, list[str]] = field(default_factory=dict)
-    max_examples: int = 5
+    kinds: ClassVar[dict[str, str]] = PROBLEMS
 
-    def add(self, kind: str, example: str, n: int = 1) -> None:
-        self.counts[kind] = self.counts.get(kind, 0) + n
-        ex = self.examples.setdefault(kind, [])
-        if len(ex) < self.max_examples:
-            ex.append(example)
-
-    @property
-    def ok(self) -> bool:
-        return not self.counts
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "scenes": self.scenes,
-            "points": self.points,
-            "ok": self.ok,
-            "problems": {
-                k: {"count": self.counts[k], "description": PROBLEMS[k], "examples": self.examples[k]}
-                for k in PROBLEMS
-                if k in self.counts
-            },
-        }
-
-    def format(self) -> str:
-        head = f"{self.source}: {self.scenes} scenes, {self.points} points"
-        if self.ok:
-            return f"{head}: no problems found"
-        lines = [f"{head}: problems in {len(self.counts)} kinds"]
-        for kind in PROBLEMS:
-            if kind in self.counts:
-                lines.append(f"  {kind}: {self.counts[kind]}  ({PROBLEMS[kind]})")
-                lines.extend(f"    - {ex}" for ex in self.examples[kind])
-        return "\n".join(lines)
+    def sizes(self) -> dict[str, int]:
+        return {"scenes": self.scenes, "points": self.points}
 
 
 def _scene_or_error(dataset: Any, i: int) -> Any:
