@@ -187,7 +187,9 @@ def convert_cmd(
         Path | None, typer.Option(help="VIA: folder of the images (default: the JSON's).")
     ] = None,
     split: Annotated[str | None, typer.Option(help="Dataset specs: " + SPLIT_HELP)] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", "--force", help="Replace OUTPUT if it exists.")
+    ] = False,
 ) -> None:
     """Convert labelme JSON, VIA 2 JSON or any dataset spec to a COCO instances JSON.
 
@@ -253,7 +255,9 @@ def pseudo_masks_cmd(
         str, typer.Option(help="Shape of --core: band (vertical band LO..HI across, 0.1..0.9 down; "
                                "upright objects such as people), ellipse (inscribed in LO..HI) or rect.")
     ] = "band",
-    force: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    force: Annotated[
+        bool, typer.Option("--overwrite", "--force", help="Replace OUTPUT if it exists.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Masks from boxes: write a COCO file whose masks come from GrabCut (or the filled box).
@@ -279,7 +283,7 @@ def pseudo_masks_cmd(
     if output.suffix.lower() != ".json":
         raise DataError(output, "output must be a .json file")
     if output.exists() and not force:
-        raise DataError(output, "already exists (pass --force to replace it)")
+        raise DataError(output, "already exists (pass --overwrite to replace it)")
     _refuse_labelme(dataset)
     images, categories = load_box_source(dataset, split=split)
     coco, masks, report = pseudo_mask_dataset(

@@ -38,7 +38,7 @@ def export_command(
     image_size: str = typer.Option(
         None, "--image-size", help="Example image traced, H x W (e.g. 480x640); any size runs afterwards."
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
+    overwrite: bool = typer.Option(False, "--overwrite", "--force", help="Replace OUTPUT if it exists."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare the export with PyTorch."),
 ) -> None:
     """Export a trained model to ONNX (or TorchScript) with dynamic image size and its class names."""
@@ -132,7 +132,8 @@ def init_pipeline_command(
     val: str | None = typer.Option(None, "--val", help="Validation dataset spec (data.val)."),
     config: Path | None = typer.Option(None, "--config", "-c", help="Start from this YAML config."),
     set_: list[str] | None = typer.Option(None, "--set", "-s", help="Override a config key (repeatable)."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing dvc.yaml / params.yaml."),
+    force: bool = typer.Option(False, "--overwrite", "--force",
+                               help="Replace an existing dvc.yaml / params.yaml."),
 ) -> None:
     """Write a DVC pipeline (check -> train -> evaluate -> export) for a dataset; then `dvc repro`."""
     from instaseg.config import embedded_default, load_config

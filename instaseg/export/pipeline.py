@@ -194,7 +194,7 @@ def init_pipeline(cfg: Config, directory: str | Path, *, force: bool = False) ->
     targets = [root / "dvc.yaml", root / "params.yaml"]
     existing = [p for p in targets if p.exists()]
     if existing and not force:
-        raise ConfigError(f"{existing[0]}: already exists (use --force to replace it)")
+        raise ConfigError(f"{existing[0]}: already exists (pass --overwrite to replace it)")
     dvc_yaml, params, to_add = pipeline_files(cfg, root)
     dvc_text, params_text = render(dvc_yaml, params)
     targets[0].write_text(dvc_text)

@@ -28,7 +28,9 @@ def select_cmd(
         help="Weight of the bonus for images with more expected objects (sum of detection scores); "
              "0 where labelling is paid per object.")] = 1.0,
     score_thresh: Annotated[float, typer.Option(help="Detections scored from this score.")] = 0.05,
-    force: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    force: Annotated[
+        bool, typer.Option("--overwrite", "--force", help="Replace OUTPUT if it exists.")
+    ] = False,
 ) -> None:
     """Rank the pool by uncertainty, flip disagreement, typicality, richness and diversity; write the
     chosen list."""
@@ -42,7 +44,7 @@ def select_cmd(
     if budget < 1:
         raise ConfigError(f"--budget must be >= 1, got {budget}")
     if output.exists() and not force:
-        raise DataError(output, "already exists (pass --force to replace it)")
+        raise DataError(output, "already exists (pass --overwrite to replace it)")
     files, skipped = active.list_pool(pool)
     if skipped:
         typer.echo(f"skipped {len(skipped)} non-image files in {pool} (e.g. {skipped[0]})", err=True)
@@ -78,7 +80,9 @@ def prelabel_cmd(
     output: Annotated[Path, typer.Option(help="Folder to write the pre-labels to.")],
     fmt: Annotated[str, typer.Option("--format", help="labelme | coco | labelstudio | cvat")] = "labelme",
     score_thresh: Annotated[float, typer.Option(help="Keep detections from this score.")] = 0.5,
-    force: Annotated[bool, typer.Option(help="Replace existing files.")] = False,
+    force: Annotated[
+        bool, typer.Option("--overwrite", "--force", help="Replace existing files.")
+    ] = False,
 ) -> None:
     """Write the model's predictions as editable annotations (correct instead of drawing)."""
     import numpy as np

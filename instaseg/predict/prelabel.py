@@ -123,7 +123,7 @@ def write_prelabels(items: list[Prelabel], folder: Path, fmt: str, class_names: 
         files = {folder / "labelstudio_tasks.json": labelstudio_tasks(items, folder, model_version)}
     clash = [p for p in files if p.exists()]
     if clash and not force:
-        raise DataError(clash[0], "already exists (pass --force to replace it)")
+        raise DataError(clash[0], "already exists (pass --overwrite to replace it)")
     for p, data in files.items():
         p.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(p, "w") as fh:

@@ -59,7 +59,7 @@ def predict(
     classes: str | None = _CLASSES,
     max_frames: int | None = typer.Option(None, "--max-frames", help="Video: stop after this many frames."),
     no_overlays: bool = typer.Option(False, "--no-overlays", help="Only write results.json."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing results.json."),
+    overwrite: bool = typer.Option(False, "--overwrite", "--force", help="Replace an existing results.json."),
     threads: int | None = _THREADS,
     tta: bool = typer.Option(
         False, "--tta", help="Test-time flips: also run each mirror image and fuse both views (2x time)."

@@ -180,9 +180,10 @@ def test_cli_box_only_coco_and_no_overwrite(tmp_path: Path, capsys) -> None:
     assert main(["data", "check", f"coco:{out}"]) == 0  # loads as a dataset, images found
     before = out.read_bytes()
     assert main(["data", "pseudo-masks", str(src), str(out), "--method", "box"]) == 2
-    assert "already exists" in capsys.readouterr().err and out.read_bytes() == before
-    assert main(["data", "pseudo-masks", str(src), str(out), "--method", "box", "--force"]) == 0
+    assert "already exists (pass --overwrite" in capsys.readouterr().err and out.read_bytes() == before
+    assert main(["data", "pseudo-masks", str(src), str(out), "--method", "box", "--overwrite"]) == 0
     assert out.read_bytes() != before
+    assert main(["data", "pseudo-masks", str(src), str(out), "--force"]) == 0  # the older spelling
     assert main(["data", "pseudo-masks", str(src), str(tmp_path / "x.json"), "--method", "paint"]) == 2
     assert not (tmp_path / "x.json").exists()
 

@@ -167,7 +167,7 @@ def test_prelabel_formats_round_trip_through_convert(tmp_path: Path, capsys) -> 
     assert 0 <= pts.min() and pts.max() <= 100
     cvat = json.loads((out / "annotations" / "instances_default.json").read_text())
     assert cvat["images"][0]["file_name"] == "../../a.png"
-    # nothing replaced without force
+    # nothing replaced without --overwrite
     before = (out / "a.json").read_bytes()
     try:
         write_prelabels([item], out, "labelme", ds.class_names)
