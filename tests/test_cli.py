@@ -38,5 +38,6 @@ def test_replace_existing_output_is_spelled_alike_everywhere() -> None:
         for param in getattr(cmd, "params", []):
             if {"--force", "--overwrite"} & set(param.opts):
                 replacing[path] = set(param.opts)
-    assert {"data pseudo-masks", "data convert", "predict", "active select", "active prelabel"} <= set(replacing)
+    expected = {"data pseudo-masks", "data convert", "predict", "active select", "active prelabel"}
+    assert expected <= set(replacing)
     assert all(opts == {"--overwrite", "--force"} for opts in replacing.values()), replacing
