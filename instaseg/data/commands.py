@@ -235,14 +235,18 @@ def pseudo_masks_cmd(
     ],
     output: Annotated[Path, typer.Argument(help="COCO JSON to write.", show_default=False)],
     method: Annotated[
-        str, typer.Option(help="grabcut (GrabCut in each box) or box (filled box).")
+        str, typer.Option(help="grabcut (GrabCut in each box), ellipse (the ellipse inscribed in each box: "
+                               "blob-like objects such as cells) or box (filled box).")
     ] = "grabcut",
+    fallback: Annotated[
+        str, typer.Option(help="Shape for collapsed GrabCut results and tiny boxes: box (filled) or ellipse.")
+    ] = "box",
     compare_to: Annotated[
         str | None, typer.Option(help="Dataset with the true masks: report the pseudo-masks' mean IoU.")
     ] = None,
     split: Annotated[str | None, typer.Option(help=SPLIT_HELP)] = None,
     min_side: Annotated[
-        float, typer.Option(help="Boxes with a side below this (px) get the filled box.")
+        float, typer.Option(help="GrabCut: boxes with a side below this (px) get the --fallback shape.")
     ] = 8.0,
     iterations: Annotated[int, typer.Option(help="GrabCut iterations.")] = 5,
     core: Annotated[
@@ -260,14 +264,16 @@ def pseudo_masks_cmd(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Masks from boxes: write a COCO file whose masks come from GrabCut (or the filled box).
+    """Masks from boxes: write a COCO file whose masks come from GrabCut (or the inscribed ellipse, or
+    the filled box).
 
-    GrabCut results that collapse fall back to the filled box (counted); crowd and tiny boxes get the
-    filled box; boxes outside the image are clipped, empty ones skipped (counted).
+    GrabCut results that collapse and tiny boxes get the --fallback shape (counted); crowd boxes get
+    the filled box; boxes outside the image are clipped, empty ones skipped (counted).
     """
     from instaseg.data.convert import Conversion, write_conversion
     from instaseg.data.pseudo_masks import (
         CORE_SHAPES,
+        FALLBACKS,
         METHODS,
         compare_masks,
         load_box_source,
@@ -277,6 +283,8 @@ def pseudo_masks_cmd(
 
     if method not in METHODS:
         raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if fallback not in FALLBACKS:
+        raise ConfigError(f"--fallback must be one of {', '.join(FALLBACKS)}, got {fallback!r}")
     if core_shape not in CORE_SHAPES:
         raise ConfigError(f"--core-shape must be one of {', '.join(CORE_SHAPES)}, got {core_shape!r}")
     core_range = _parse_core(core)
@@ -288,7 +296,7 @@ def pseudo_masks_cmd(
     images, categories = load_box_source(dataset, split=split)
     coco, masks, report = pseudo_mask_dataset(
         images, categories, method=method, output_dir=output.parent.resolve(), min_side=min_side,
-        iterations=iterations, core=core_range, core_shape=core_shape,
+        iterations=iterations, core=core_range, core_shape=core_shape, fallback=fallback,
     )
     if compare_to is not None:
         report.mean_iou, report.compared = compare_masks(masks, compare_to, split=split)

@@ -1,13 +1,15 @@
 """Pseudo-masks from boxes: turn box-only annotations into a COCO file with masks.
 
-Two methods: ``"grabcut"`` (OpenCV GrabCut initialised by each box, run on a crop around it) and
-``"box"`` (the filled box). GrabCut "collapses" when it keeps too little of the box (or nearly all
-of it, i.e. it found no background); then the filled box is used instead and the fallback is counted.
-Boxes are XYXY pixels throughout. Explicit cases, each counted in :class:`PseudoMaskReport`:
+Three methods: ``"grabcut"`` (OpenCV GrabCut initialised by each box, run on a crop around it),
+``"ellipse"`` (the ellipse inscribed in the box: a shape prior for blob-like objects such as cell
+nuclei) and ``"box"`` (the filled box). GrabCut "collapses" when it keeps too little of the box (or
+nearly all of it, i.e. it found no background); then the ``fallback`` shape (the filled box by
+default, or the inscribed ellipse) is used instead and the fallback is counted. Boxes are XYXY pixels
+throughout. Explicit cases, each counted in :class:`PseudoMaskReport`:
 
 - crowd boxes (``iscrowd=1``): kept as crowd regions with the filled box as their mask (training and
   evaluation ignore crowd regions, so GrabCut would buy nothing);
-- tiny boxes (either side < ``min_side`` px): filled box (GrabCut needs a background border);
+- tiny boxes (either side < ``min_side`` px): the fallback shape (GrabCut needs a background border);
 - boxes reaching outside the image are clipped; boxes with no area after clipping are skipped;
 - images without boxes are kept, with no annotations.
 """
@@ -23,7 +25,8 @@ import numpy as np
 
 from instaseg.errors import DataError
 
-METHODS = ("grabcut", "box")
+METHODS = ("grabcut", "ellipse", "box")
+FALLBACKS = ("box", "ellipse")
 CORE_SHAPES = ("ellipse", "rect", "band")
 
 
@@ -53,6 +56,7 @@ class PseudoMaskReport:
     """Counts of what :func:`pseudo_mask_dataset` did (every skip and fallback is counted)."""
 
     method: str
+    fallback: str = "box"  # the shape for collapsed GrabCut results and tiny boxes
     images: int = 0
     instances: int = 0
     grabcut: int = 0  # GrabCut masks kept
@@ -73,9 +77,11 @@ class PseudoMaskReport:
 
     def format(self) -> str:
         parts = [f"{self.method}: {self.instances} instances in {self.images} images"]
+        shape = "box fill" if self.fallback == "box" else self.fallback
         if self.method == "grabcut":
-            parts.append(f"grabcut {self.grabcut}, collapsed -> box fill {self.collapsed}")
-        parts.append(f"tiny -> box fill {self.tiny}, crowd {self.crowd}, clipped {self.clipped}, "
+            parts.append(f"grabcut {self.grabcut}, collapsed -> {shape} {self.collapsed}")
+            parts.append(f"tiny -> {shape} {self.tiny}")
+        parts.append(f"crowd {self.crowd}, clipped {self.clipped}, "
                      f"skipped empty {self.skipped_empty}, images without boxes {self.images_without_boxes}")
         if self.mean_iou is not None:
             parts.append(f"mean IoU vs true masks {self.mean_iou:.3f} over {self.compared} instances")
@@ -90,6 +96,23 @@ def box_fill_mask(box: tuple[float, float, float, float] | np.ndarray, height: i
     c1, r1 = max(int(np.floor(x1)), 0), max(int(np.floor(y1)), 0)
     c2, r2 = min(int(np.ceil(x2)), width), min(int(np.ceil(y2)), height)
     mask[r1:r2, c1:c2] = True
+    return mask
+
+
+def ellipse_mask(box: tuple[float, float, float, float] | np.ndarray, height: int, width: int) -> np.ndarray:
+    """The ellipse inscribed in ``box`` (XYXY pixels) as a bool (H, W) mask: the pixels whose centres
+    lie inside it; the box's centre pixel always (so a box a pixel wide is not empty)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    mask = np.zeros((height, width), dtype=bool)
+    c1, r1 = max(int(np.floor(x1)), 0), max(int(np.floor(y1)), 0)
+    c2, r2 = min(int(np.ceil(x2)), width), min(int(np.ceil(y2)), height)
+    if c2 <= c1 or r2 <= r1:
+        return mask
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    rx, ry = max((x2 - x1) / 2, 1e-6), max((y2 - y1) / 2, 1e-6)
+    ys, xs = np.mgrid[r1:r2, c1:c2] + 0.5
+    mask[r1:r2, c1:c2] = ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 <= 1.0
+    mask[min(max(int(cy), r1), r2 - 1), min(max(int(cx), c1), c2 - 1)] = True
     return mask
 
 
@@ -246,11 +269,15 @@ def _clip_box(box: tuple[float, ...], height: int, width: int) -> tuple[float, f
 def pseudo_mask_image(
     image: np.ndarray, boxes: list[BoxAnnotation], *, method: str, report: PseudoMaskReport,
     min_side: float = 8.0, iterations: int = 5, core: tuple[float, float] | None = None,
-    core_shape: str = "ellipse",
+    core_shape: str = "ellipse", fallback: str = "box",
 ) -> list[tuple[BoxAnnotation, np.ndarray]]:
     """Pseudo-masks for one image: ``[(clipped box annotation, mask bool (H, W))]``, boxes with no
     area dropped; every case counted in ``report``. ``iterations``, ``core`` and ``core_shape`` go
-    to :func:`grabcut_mask`."""
+    to :func:`grabcut_mask`; ``fallback`` (``"box"`` or ``"ellipse"``) is the shape of collapsed
+    GrabCut results and tiny boxes."""
+    if fallback not in FALLBACKS:
+        raise ValueError(f"unknown fallback {fallback!r} (use one of {', '.join(FALLBACKS)})")
+    shape = ellipse_mask if fallback == "ellipse" else box_fill_mask
     h, w = image.shape[:2]
     out = []
     for ann in boxes:
@@ -267,12 +294,16 @@ def pseudo_mask_image(
             mask = box_fill_mask(box, h, w)
         elif method == "box":
             mask = box_fill_mask(box, h, w)
+        elif method == "ellipse":
+            mask = ellipse_mask(box, h, w)
         elif min(box[2] - box[0], box[3] - box[1]) < min_side:
             report.tiny += 1
-            mask = box_fill_mask(box, h, w)
+            mask = shape(box, h, w)
         else:
             mask, collapsed = grabcut_mask(image, box, iterations=iterations, core=core,
                                             core_shape=core_shape)
+            if collapsed:
+                mask = shape(box, h, w)
             report.collapsed += int(collapsed)
             report.grabcut += int(not collapsed)
         out.append((ann, mask))
@@ -365,7 +396,7 @@ def _load_dataset_boxes(spec: str, split: str | None) -> tuple[list[BoxImage], l
 def pseudo_mask_dataset(
     images: list[BoxImage], categories: list[dict[str, Any]], *, method: str = "grabcut",
     output_dir: str | Path = ".", min_side: float = 8.0, iterations: int = 5,
-    core: tuple[float, float] | None = None, core_shape: str = "ellipse",
+    core: tuple[float, float] | None = None, core_shape: str = "ellipse", fallback: str = "box",
 ) -> tuple[dict[str, Any], dict[int, list[np.ndarray]], PseudoMaskReport]:
     """Pseudo-mask every box: ``(COCO dict, {image id: [mask (H, W)] in annotation order}, report)``.
 
@@ -379,7 +410,9 @@ def pseudo_mask_dataset(
 
     if method not in METHODS:
         raise DataError(None, f"unknown pseudo-mask method {method!r} (use one of {', '.join(METHODS)})")
-    report = PseudoMaskReport(method=method)
+    if fallback not in FALLBACKS:
+        raise DataError(None, f"unknown fallback {fallback!r} (use one of {', '.join(FALLBACKS)})")
+    report = PseudoMaskReport(method=method, fallback=fallback)
     start = time.perf_counter()
     coco_images, annotations, masks_by_image = [], [], {}
     for im in images:
@@ -397,7 +430,8 @@ def pseudo_mask_dataset(
             raise DataError(im.path, f"image is {image.shape[1]}x{image.shape[0]}, the annotations say "
                                      f"{im.width}x{im.height}")
         pairs = pseudo_mask_image(image, im.boxes, method=method, report=report, min_side=min_side,
-                                  iterations=iterations, core=core, core_shape=core_shape)
+                                  iterations=iterations, core=core, core_shape=core_shape,
+                                  fallback=fallback)
         masks = [m for _, m in pairs]
         masks_by_image[im.id] = masks
         rles = encode_masks(np.stack(masks)) if masks else []
