@@ -86,6 +86,16 @@ def segmentation_to_rle(seg: Any, height: int, width: int, where: str, path: Pat
     raise DataError(path, f"{where}: segmentation must be a polygon list or an RLE dict")
 
 
+def _box_polygon(bbox: Any, where: str, path: Path) -> list[list[float]]:
+    """COCO ``bbox`` ``[x, y, w, h]`` as the polygon of the filled box."""
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int | float) for v in bbox)):
+        raise DataError(path, f"{where}: bbox must be [x, y, width, height], got {bbox!r}")
+    x, y, w, h = (float(v) for v in bbox)
+    if w <= 0 or h <= 0:
+        raise DataError(path, f"{where}: bbox {bbox} has no area")
+    return [[x, y, x + w, y, x + w, y + h, x, y + h]]
+
+
 class CocoDataset(InstanceDataset):
     """A COCO instances JSON and its image folder.
 
@@ -95,6 +105,9 @@ class CocoDataset(InstanceDataset):
             see :func:`guess_image_dir`).
         on_error: ``"raise"`` (default) or ``"skip"``: log a counted warning and load the next image
             when an image is unreadable (``self.skipped`` counts them).
+        boxes_as_masks: annotations without a ``segmentation`` get their ``bbox`` filled as the mask
+            (a box-only file, for ``train.supervision: boxes``, whose models never read the masks);
+            without it such an annotation is an error.
         transform: optional ``Record -> (image, target)``.
     """
 
@@ -107,6 +120,7 @@ class CocoDataset(InstanceDataset):
         *,
         on_error: str = "raise",
         transform: Any = None,
+        boxes_as_masks: bool = False,
     ) -> None:
         super().__init__(transform)
         self.ann_file = Path(ann_file)
@@ -146,7 +160,12 @@ class CocoDataset(InstanceDataset):
             where = f"annotations[{k}]"
             image_id = _require(ann, "image_id", where, path)
             cid = _require(ann, "category_id", where, path)
-            _require(ann, "segmentation", where, path)
+            if "segmentation" not in ann:
+                if not boxes_as_masks:
+                    raise DataError(path, f"{where} has no 'segmentation' key (a box-only file: train on it "
+                                          "with train.supervision=boxes, or make masks with instaseg data "
+                                          "pseudo-masks)")
+                ann = {**ann, "segmentation": _box_polygon(_require(ann, "bbox", where, path), where, path)}
             if cid not in cats:
                 raise DataError(path, f"{where}: category_id {cid} is not in 'categories'")
             used.add(cid)

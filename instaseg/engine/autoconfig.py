@@ -28,7 +28,7 @@ import yaml
 
 from instaseg.config import Config, load_config, merge_overrides
 from instaseg.data._split import load_rles
-from instaseg.data.build import build_dataset
+from instaseg.data.build import build_dataset, parse_spec
 from instaseg.engine.launch import run_training
 from instaseg.engine.trainer import HookBase
 from instaseg.models import get_model_builder
@@ -335,6 +335,12 @@ def _as_override(key: str, value: Any) -> str:
     return f"{key}={json.dumps(value)}"
 
 
+def _user_value(overrides: list[str], key: str) -> str | None:
+    """The last value the dotted ``key=value`` overrides give ``key`` (as text), or None."""
+    values = [item.split("=", 1)[1] for item in overrides if item.split("=", 1)[0].strip() == key]
+    return str(yaml.safe_load(values[-1])) if values else None
+
+
 def plan_training(
     data: str,
     *,
@@ -353,7 +359,9 @@ def plan_training(
     started = time.perf_counter()
     budget_s = minutes * 60.0
     split = (None, None) if val else ("train", "val")
-    train_set = build_dataset(data, split=split[0])
+    user = list(overrides or [])
+    box_coco = _user_value(user, "train.supervision") == "boxes" and parse_spec(data)[0] == "coco"
+    train_set = build_dataset(data, split=split[0], **({"boxes_as_masks": True} if box_coco else {}))
     fp = fingerprint(train_set)
     cuda = torch.cuda.is_available()
     choices = [
@@ -362,10 +370,8 @@ def plan_training(
         Choice("data.train_split", split[0], "see data.val"),
         Choice("data.val_split", split[1], "see data.val"),
     ]
-    user = list(overrides or [])
     user_keys = {item.split("=", 1)[0].strip() for item in user}
-    named = [item.split("=", 1)[1] for item in user if item.split("=", 1)[0].strip() == "model.name"]
-    model = str(yaml.safe_load(named[-1])) if named else None
+    model = _user_value(user, "model.name")
     if model is not None:
         get_model_builder(model)  # an unknown name: the registry's error, before any timing
     size, cap = None, (1024 if cuda else 512)

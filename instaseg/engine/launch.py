@@ -23,11 +23,11 @@ from typing import Any
 import torch
 
 from instaseg.config import Config, config_from_dict, config_to_dict, merge_overrides, save_config
-from instaseg.data.build import build_dataset
+from instaseg.data.build import build_dataset, parse_spec
 from instaseg.data.copy_paste import CopyPasteDataset, few_shot_subset
 from instaseg.data.transforms import build_transforms
 from instaseg.engine import distributed as du
-from instaseg.errors import CheckpointError, ConfigError
+from instaseg.errors import CheckpointError, ConfigError, DataError
 from instaseg.models import get_model, get_model_builder, model_task
 from instaseg.models.checkpoint import load_checkpoint
 
@@ -232,13 +232,22 @@ def _build_data(cfg: Config) -> tuple[Any, Any]:
     augment = dict(d.augment)
     paste = {k: augment.pop(k) for k in list(augment) if k.startswith("copy_paste")}
     train_tf = build_transforms(True, image_size=d.image_size, **augment)
-    train_ds = build_dataset(d.train, split=d.train_split, transform=train_tf)
+    # box-only COCO files train with box supervision: their boxes stand in for the unread masks
+    box_coco = cfg.train.supervision == "boxes" and parse_spec(d.train)[0] == "coco"
+    boxes_only = {"boxes_as_masks": True} if box_coco else {}
+    train_ds = build_dataset(d.train, split=d.train_split, transform=train_tf, **boxes_only)
     if d.shots is not None:
         train_ds = few_shot_subset(train_ds, d.shots, seed=cfg.train.seed)
     if paste:
         train_ds = CopyPasteDataset.from_options(train_ds, paste, seed=cfg.train.seed)
     # Validation runs on the images as they are: the model resizes them itself, as in deployment.
-    val_ds = build_dataset(d.val, split=d.val_split)
+    try:
+        val_ds = build_dataset(d.val, split=d.val_split)
+    except DataError as exc:
+        if box_coco and "has no 'segmentation'" in str(exc):
+            raise ConfigError(f"data.val {d.val!r}: box-only, but validation scores masks; give data.val "
+                              "(--val) a dataset with true masks") from None
+        raise
     if list(train_ds.class_names) != list(val_ds.class_names):
         raise ConfigError(
             f"data.train {d.train!r} and data.val {d.val!r} have different classes: "

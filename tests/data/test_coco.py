@@ -253,3 +253,21 @@ def test_export_cityscapes_and_folder_samples(shared_data: Path) -> None:
         assert len(coco.getAnnIds()) == expected
         used = {a["category_id"] for a in out["annotations"]}
         assert used <= set(ds.category_ids[1:])
+
+
+def test_boxes_as_masks_fills_the_box_of_box_only_annotations(tmp_path: Path) -> None:
+    ann = _make(tmp_path)
+    data = json.loads(ann.read_text())
+    data["annotations"].append({"id": 4, "image_id": 5, "category_id": 3, "bbox": [10, 20, 8, 6]})
+    ann.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="annotations\\[3\\] has no 'segmentation' key .*supervision=boxes"):
+        CocoDataset(ann)
+    ds = CocoDataset(ann, boxes_as_masks=True)
+    masks, labels, _ = ds.load_annotations(ds.images.index(next(i for i in ds.images if i["id"] == 5)))
+    box_only = masks[-1]
+    ys, xs = np.nonzero(box_only)
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (10, 17, 20, 25) and box_only.sum() == 8 * 6
+    data["annotations"][-1]["bbox"] = [10, 20, 0, 6]
+    ann.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="annotations\\[3\\]: bbox .* has no area"):
+        CocoDataset(ann, boxes_as_masks=True)

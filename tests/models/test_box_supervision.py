@@ -88,3 +88,32 @@ def test_model_without_box_support_is_a_one_line_error(tmp_path: Path, capsys) -
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train.supervision" in err[0]
+
+
+def test_box_only_coco_file_trains_with_box_supervision(tmp_path: Path, capsys) -> None:
+    """A COCO file with boxes and no masks: refused (one line saying how) unless train.supervision=boxes,
+    which trains on it; its own val split cannot score masks."""
+    import json
+
+    full = tmp_path / "shapes.json"
+    assert main(["data", "convert", "shapes:12:32", str(full)]) == 0
+    data = json.loads(full.read_text())
+    for ann in data["annotations"]:
+        del ann["segmentation"]
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps(data))
+    capsys.readouterr()
+    args = ["train"]
+    for o in [*tiny_overrides(), "model.name=maskrcnn_r18_slim", "model.kwargs={min_size: 32, max_size: 32}",
+              f"data.train=coco:{boxes}", "data.train_split=null", "data.val_split=val", "train.max_iters=2"]:
+        args += ["--set", o]
+    assert main([*args, "--output", str(tmp_path / "masks")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no 'segmentation'" in err[0] and "train.supervision=boxes" in err[0]
+    assert main([*args, "--set", "train.supervision=boxes", "--output", str(tmp_path / "boxes")]) == 0
+    assert (tmp_path / "boxes" / "checkpoints" / "last.pt").is_file()
+    capsys.readouterr()
+    own_val = ["--set", f"data.val=coco:{boxes}", "--set", "train.supervision=boxes"]
+    assert main([*args, *own_val, "--output", str(tmp_path / "own_val")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data.val" in err[0] and "true masks" in err[0]
