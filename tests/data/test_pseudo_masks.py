@@ -151,7 +151,7 @@ def test_fallback_shape_for_collapsed_and_tiny_boxes() -> None:
         report = PseudoMaskReport("grabcut", fallback=fallback)
         out = pseudo_mask_image(image, boxes, method="grabcut", report=report, fallback=fallback)
         assert (report.collapsed, report.tiny) == (1, 1)
-        for (ann, mask), b in zip(out, boxes, strict=True):
+        for (_, mask), b in zip(out, boxes, strict=True):
             assert np.array_equal(mask, shape(b.box, 40, 40))
         assert f"collapsed -> {'box fill' if fallback == 'box' else 'ellipse'} 1" in report.format()
     with pytest.raises(ValueError, match="fallback"):
