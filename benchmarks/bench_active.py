@@ -16,10 +16,13 @@ sittings. Round 0 is the same labelled set for both strategies and is trained on
 
 ``--recipe auto`` trains every round with what ``instaseg train --data`` chooses for the dataset
 (model, size, anchors, augmentation: :func:`instaseg.engine.autoconfig.rule_choices`) instead of the
-fixed slim Mask R-CNN.
+fixed slim Mask R-CNN; ``--model NAME`` makes that what ``instaseg train --data D --set model.name=NAME``
+chooses (e.g. the ImageNet-pretrained ``maskrcnn_effnet_lite0``, which learns in fewer iterations), and
+``--set KEY=VALUE`` (repeatable) overrides any choice.
 
 Usage: python benchmarks/bench_active.py [--dataset pennfudan|nuclei] [--seeds 0,1,2] [--rounds 7]
-       [--iters 400] [--recipe fixed|auto] [--strategies random,active] [--out NAME] [--merge A,B]
+       [--iters 400] [--recipe fixed|auto] [--model NAME] [--set KEY=VALUE ...] [--strategies random,active]
+       [--out NAME] [--merge A,B]
 Needs INSTASEG_DATA. Single-threaded torch; CPU seconds reported besides wall time.
 """
 
@@ -66,12 +69,15 @@ def _recipe(args: Any, spec: str) -> list[str]:
     ``instaseg train --data`` would choose from the whole train pool's fingerprint (``auto``; the
     iteration count stays ``--iters``: every round gets the same budget)."""
     if args.recipe == "fixed":
+        if args.model or args.set:
+            raise SystemExit("--model and --set go with --recipe auto")
         return ["model.name=maskrcnn_r18_slim",
                 f"model.kwargs={{min_size: {args.size}, max_size: {args.size}, "
                 "anchor_sizes: [16, 32, 64, 128]}",
                 "train.batch_size=4", "train.lr=0.02"]
     fp = autoconfig.fingerprint(build_dataset(spec, split="train"))
-    return [f"{c.key}={json.dumps(c.value)}" for c in autoconfig.rule_choices(fp, cuda=False)]
+    chosen = autoconfig.rule_choices(fp, cuda=False, model=args.model)
+    return [f"{c.key}={json.dumps(c.value)}" for c in chosen] + list(args.set or [])
 
 
 def _train(train_json: Path, val_spec: str, args: Any, recipe: list[str], seed: int, out: Path) -> Any:
@@ -200,6 +206,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--recipe", default="fixed", choices=["fixed", "auto"],
                         help="fixed: slim Mask R-CNN at --size; auto: the self-configuring rules' choices")
+    parser.add_argument("--model", default=None, help="--recipe auto: the model to configure for")
+    parser.add_argument("--set", action="append", help="--recipe auto: KEY=VALUE overriding a choice")
     parser.add_argument("--strategies", default="random,active",
                         help="random, active, rich, uncertainty (comma list); one each in processes "
                         "(one --out file each) runs the arms side by side, merged with --merge")
