@@ -112,7 +112,8 @@ class EvalConfig:
     max_images: int | None = None  # evaluate on the first N val images only
     batch_size: int = 8
     num_overlays: int = 4  # prediction overlay PNGs written per validation (rank 0)
-    tta: bool = False  # horizontal-flip test-time augmentation: two forwards an image, views fused
+    tta: bool = False  # horizontal-flip test-time augmentation: two forwards an image, views fused;
+    # in training, for the final score only (periodic validations stay plain and cheap)
 
 
 @dataclass

@@ -443,9 +443,10 @@ def plan_training(
 
 def advise(history: list[dict[str, Any]], metrics: dict[str, Any] | None, fp: Fingerprint) -> list[str]:
     """What would likely help next, read from the validation history (``history.jsonl`` rows with
-    ``segm`` metrics, oldest first), the final metrics and the fingerprint."""
+    ``segm`` metrics, oldest first), the final metrics and the fingerprint. The learning curve is
+    the rows of one scoring: a ``"final"`` row (test-time flips) is left out of it."""
     tips: list[str] = []
-    aps = [float(r["segm"]["AP"]) for r in history if "segm" in r]
+    aps = [float(r["segm"]["AP"]) for r in history if "segm" in r and not r.get("final")]
     if len(aps) < 2:
         tips.append(f"a longer budget: {len(aps)} validation(s) in this one, too few to read a "
                     "learning curve")

@@ -84,7 +84,13 @@ class CheckpointHook(HookBase):
 class EvalHook(HookBase):
     """Validate every ``period`` epochs (0: only at the end) and after training. Keeps
     ``checkpoints/best.pt`` (highest mask AP, or PQ for panoptic validation); the final metrics go to
-    ``metrics.json``, a line per validation to ``history.jsonl`` and prediction overlays to ``overlays/``."""
+    ``metrics.json``, a line per validation to ``history.jsonl`` and prediction overlays to ``overlays/``.
+
+    ``final_validator`` (e.g. with test-time flips, which cost two forwards an image) scores the final
+    model for ``metrics.json`` after ``validator`` has added the last point of the learning curve, as
+    Detectron2 runs its test-time augmentation once after training: the periodic validations stay
+    cheap, and every ``history.jsonl`` point and the ``best.pt`` choice use one scoring. Its row in
+    ``history.jsonl`` says ``"final": true``; it never competes for ``best.pt``."""
 
     def __init__(
         self,
@@ -97,8 +103,10 @@ class EvalHook(HookBase):
         class_names: list[str] | None = None,
         progress: bool = False,
         log: Any = print,
+        final_validator: Any = None,
     ) -> None:
         self.validator = validator
+        self.final_validator = final_validator
         self.run_dir = Path(run_dir)
         self.meta = meta
         self.period = period
@@ -109,19 +117,24 @@ class EvalHook(HookBase):
         self.final: dict[str, Any] | None = None
         self._done_at = -1
 
-    def _validate(self) -> dict[str, Any] | None:
+    def _validate(self, final: bool = False) -> dict[str, Any] | None:
+        """One validation; ``final``: with ``final_validator`` (no ``best.pt`` update)."""
         t = self.trainer
         metrics = None
         started = time.perf_counter()
         if du.is_main_process():
-            metrics, samples = self.validator(t.module, t.device, amp=self.amp, progress=self.progress)
+            validator = self.final_validator if final else self.validator
+            metrics, samples = validator(t.module, t.device, amp=self.amp, progress=self.progress)
             _, ap = key_metric(metrics)
-            self.log(f"validation (epoch {t.epoch}, iter {t.iter}): {describe_metrics(metrics)}")
+            what = "final validation" if final else "validation"
+            self.log(f"{what} (epoch {t.epoch}, iter {t.iter}): {describe_metrics(metrics)}")
             with open(self.run_dir / "history.jsonl", "a") as f:
-                row = {"epoch": t.epoch, "iteration": t.iter}
+                row: dict[str, Any] = {"epoch": t.epoch, "iteration": t.iter}
+                if final:
+                    row["final"] = True
                 row.update({k: metrics[k] for k in METRIC_KINDS if k in metrics})
                 f.write(json.dumps(row) + "\n")
-            if t.best_metric is None or ap > t.best_metric:
+            if not final and (t.best_metric is None or ap > t.best_metric):
                 t.best_metric = ap
                 state = {
                     "model": t.module.state_dict(),
@@ -151,7 +164,12 @@ class EvalHook(HookBase):
         t = self.trainer
         if self._done_at == t.iter and self.final is not None:
             return
-        metrics = self._validate()
+        if self.final_validator is None:
+            metrics = self._validate()
+        else:
+            if self.period and self._done_at != t.iter:
+                self._validate()  # the learning curve's last point, scored as the others
+            metrics = self._validate(final=True)
         if metrics is not None:
             self.final = metrics
             out = {k: metrics[k] for k in METRIC_KINDS if k in metrics}
@@ -220,9 +238,11 @@ class TimeBudgetHook(HookBase):
     time instead of being cut at full learning rate. It also stops the run outright once the time
     left is no more than the reserve (a hard cap, as before).
 
-    The validation reserve: the measured duration of the last periodic validation when there was
-    one, else ``val_images`` times the training seconds per image (a validation image costs less than
-    a training one: forward only) plus ``fixed_reserve_s``.
+    The validation reserve: the measured duration of the last periodic validation times
+    ``final_cost`` (what the final validation costs in periodic ones: 3 when it adds a two-view
+    test-time-flip pass to a plain one) when there was one, else ``val_images`` times the training
+    seconds per image (a validation image costs less than a training one: forward only) plus
+    ``fixed_reserve_s``.
     """
 
     def __init__(
@@ -235,9 +255,11 @@ class TimeBudgetHook(HookBase):
         calibrate_after: int = 10,
         recheck: int = 50,
         fixed_reserve_s: float = 3.0,
+        final_cost: float = 1.0,
         log: Any = print,
     ) -> None:
         self.seconds = minutes * 60.0
+        self.final_cost = final_cost
         self.val_images = val_images
         self.images_per_step = max(1, images_per_step)
         self.elapsed_before_s = elapsed_before_s
@@ -261,7 +283,7 @@ class TimeBudgetHook(HookBase):
     def reserve(self) -> float:
         """Seconds kept for the final validation and saving."""
         if self.eval_seconds is not None:
-            return 1.2 * self.eval_seconds + self.fixed_reserve_s
+            return 1.2 * self.final_cost * self.eval_seconds + self.fixed_reserve_s
         if self.sec_per_step is None:
             return self.fixed_reserve_s
         return self.val_images * self.sec_per_step / self.images_per_step + self.fixed_reserve_s

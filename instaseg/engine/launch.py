@@ -16,7 +16,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -326,7 +326,9 @@ def run_training(
     ``hooks`` (:class:`~instaseg.engine.trainer.HookBase`) run after the built-in ones.
     ``make_validator(cfg)`` builds the validation (``validator(model, device, amp=...) -> (metrics,
     samples)``; ``instaseg train`` passes :func:`instaseg.predict.validation.make_validator`); without
-    it the run is not validated (no ``metrics.json``, no ``best.pt``). Under ``torchrun`` every rank
+    it the run is not validated (no ``metrics.json``, no ``best.pt``). With ``eval.tta`` and periodic
+    validations it is called twice: the periodic ones run without flips, the final score with them.
+    Under ``torchrun`` every rank
     calls this; rank 0 alone writes files and validates.
     """
     from instaseg.engine import hooks as H
@@ -432,7 +434,14 @@ def run_training(
             f"run dir {run_dir} | model {cfg.model.name} | {len(train_ds)} train / {len(val_ds)} val images "
             f"| {max_iter} iterations ({steps_per_epoch}/epoch, batch {t.batch_size}x{world}) on {device}"
         )
-    validator = make_validator(cfg) if make_validator is not None and du.is_main_process() else None
+    validator = final_validator = None
+    if make_validator is not None and du.is_main_process():
+        validator = make_validator(cfg)
+        if getattr(validator, "tta", False) and cfg.eval.period:  # flips: the final score only (EvalHook)
+            plain = replace(cfg, eval=replace(cfg.eval, tta=False))
+            final_validator, validator = validator, make_validator(plain)
+    # Every rank must plan the same schedule, so every rank reserves for rank 0's final validation.
+    final_cost = float(du.broadcast_object(1.0 if final_validator is None else 3.0))  # type: ignore[arg-type]
     extra, hooks = list(hooks or []), []
     if t.max_time_min:
         val_images = len(val_ds) if make_validator is not None else 0
@@ -444,6 +453,7 @@ def run_training(
                 val_images=val_images,
                 images_per_step=t.batch_size * t.accumulate * world,
                 elapsed_before_s=time.perf_counter() - started,
+                final_cost=final_cost,  # a plain pass and a two-view one, or one validation
                 log=_log,
             )
         )
@@ -466,6 +476,7 @@ def run_training(
             class_names=list(train_ds.class_names),
             progress=False,
             log=_log,
+            final_validator=final_validator,
         )
         hooks.append(eval_hook)
     hooks.append(H.CheckpointHook(run_dir, meta, period=t.checkpoint_period))

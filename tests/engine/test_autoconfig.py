@@ -143,6 +143,9 @@ def test_advice_reads_the_learning_curve() -> None:
     assert any("too few to read a learning curve" in t for t in short)
     assert not any("flattened" in t for t in short)
     assert any("flattened" in t for t in advise(flat, None, BASE))
+    # The final score with test-time flips is not a point of the (plain) curve: no "still rising".
+    flipped = [*flat, {"final": True, "segm": {"AP": 0.36}}]
+    assert not any("longer budget" in t for t in advise(flipped, None, BASE))
 
 
 def test_cli_self_configures_and_fits_the_budget(tmp_path: Path, capsys) -> None:

@@ -40,7 +40,12 @@ def test_cli_train_writes_run_dir(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert sorted(p.name for p in (run / "overlays").iterdir()) == ["val_0.png", "val_1.png"]
     assert any((run / "tensorboard").iterdir())
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
-    assert [h["epoch"] for h in history] == [1, 2]  # eval.period=1: after each epoch, then final
+    # eval.period=1 and the default's test-time flips: plain validations after each epoch (the
+    # learning curve and best.pt), then the flipped final score, which is what metrics.json holds.
+    assert [(h["epoch"], h.get("final", False)) for h in history] == [(1, False), (2, False), (2, True)]
+    assert metrics["segm"] == history[-1]["segm"]
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert best["best_metric"] == max(h["segm"]["AP"] for h in history[:2])
     last = load_checkpoint(run / "checkpoints" / "last.pt")
     assert last["iteration"] == 12 and last["epoch"] == 2  # 24 images / batch 4 = 6 per epoch
     assert {"optimizer", "scheduler", "rng", "model_spec", "class_names", "category_ids", "config"} <= set(
