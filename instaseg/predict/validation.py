@@ -18,10 +18,12 @@ from torch import nn
 
 from instaseg.config import Config
 from instaseg.engine.launch import TrainResult, run_training
+from instaseg.engine.rundir import resolve_resume
 from instaseg.engine.trainer import HookBase
 from instaseg.errors import DataError
 from instaseg.evaluation.summary import coco_metrics, resolve_ground_truth, subset_gt
 from instaseg.models import model_task
+from instaseg.models.checkpoint import load_checkpoint
 from instaseg.models.registry import list_models
 from instaseg.predict.dataset import FirstImages, Samples, predict_dataset
 from instaseg.predict.panoptic import PanopticValidator
@@ -137,9 +139,6 @@ def train(
     if resume is None:
         name = (cfg or Config()).model.name
     else:  # the resumed run's own model
-        from instaseg.engine.launch import resolve_resume
-        from instaseg.models.checkpoint import load_checkpoint
-
         saved = load_checkpoint(resolve_resume(resume)[1]).get("config") or {}
         name = str(saved.get("model", {}).get("name", ""))
     interactive = bool(name) and name in list_models("interactive")

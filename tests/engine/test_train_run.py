@@ -12,7 +12,7 @@ import yaml
 
 from instaseg.cli import main
 from instaseg.config import load_config
-from instaseg.engine.launch import numbered_dir
+from instaseg.engine.rundir import numbered_dir
 from instaseg.models.checkpoint import load_checkpoint, load_model
 from instaseg.predict.validation import train as run_training
 from tests.engine.helpers import tiny_overrides
