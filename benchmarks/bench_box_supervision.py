@@ -19,6 +19,7 @@ pseudo-masks --core``). ``--cache DIR`` keeps the pseudo-mask files (and their r
 
 Usage: python benchmarks/bench_box_supervision.py [--iters 500] [--size 256] [--arms a,b] [--out NAME]
        [--seed S] [--core 0.4,0.6 --core-shape band] [--cache runs/pseudo]
+       python benchmarks/bench_box_supervision.py --summary a,b,c --out NAME   # seeds' runs -> one table
 Needs INSTASEG_DATA (../shared/data). Single-threaded torch; reports CPU seconds besides wall time.
 """
 
@@ -34,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from instaseg.config import load_config
@@ -41,6 +43,8 @@ from instaseg.data.convert import Conversion, write_conversion
 from instaseg.data.pseudo_masks import compare_masks, load_box_source, pseudo_mask_dataset
 from instaseg.engine.relabel import RelabelHook
 from instaseg.predict.validation import train
+
+RESULTS = Path(__file__).parent / "results"
 
 
 def _cpu() -> float:
@@ -76,8 +80,35 @@ def _run(train_spec: str, train_split: str | None, val: str, extra: list[str], a
             "cpu_s": round(_cpu() - cpu, 1)}
 
 
+def summary(names: list[str], out: Path) -> dict[str, Any]:
+    """Per-seed box-only fractions of full-mask AP (each seed's own full-mask run) and their mean."""
+    rows = []
+    for name in names:
+        run = json.loads((RESULTS / f"{name}.json").read_text())
+        full, box = run["arms"]["full_masks"]["mask_AP"], run["arms"]["grabcut"]["mask_AP"]
+        rows.append({"file": f"{name}.json", "seed": run["seed"], "full_masks_mask_AP": full,
+                     "grabcut_mask_AP": box, "fraction_of_full": round(box / full, 4), "date": run["date"]})
+    fractions = np.array([r["fraction_of_full"] for r in rows])
+    mean_full = float(np.mean([r["full_masks_mask_AP"] for r in rows]))
+    mean_box = float(np.mean([r["grabcut_mask_AP"] for r in rows]))
+    result = {
+        "seeds": rows, "ratio_of_mean_APs": round(mean_box / mean_full, 4),
+        "mean_of_fractions": round(float(fractions.mean()), 4),
+        "median_of_fractions": round(float(np.median(fractions)), 4),
+        "std_of_fractions": round(float(fractions.std(ddof=1)), 4) if len(rows) > 1 else None,
+        "seeds_at_target": int((fractions >= 0.90).sum()),
+        "target": "box-only mask AP >= 0.90 x full-mask mask AP (same seed, same code)",
+        "command": " ".join(["python", *sys.argv]),
+    }
+    out.write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "seeds"}))
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--summary", default=None, help="comma-separated result names (one per seed) to "
+                        "summarise into --out instead of training")
     parser.add_argument("--iters", type=int, default=500)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
@@ -89,6 +120,9 @@ def main() -> None:
     parser.add_argument("--relabel-weight", type=float, default=0.75, help="grabcut_self: the model's weight")
     parser.add_argument("--core-shape", default="band", help="ellipse, rect or band")
     args = parser.parse_args()
+    if args.summary:
+        summary(args.summary.split(","), RESULTS / f"{args.out}.json")
+        return
     torch.set_num_threads(1)
     root = Path(os.environ["INSTASEG_DATA"]) / "pennfudan"
     spec = f"folder:{root}"
@@ -141,7 +175,7 @@ def main() -> None:
     for arm in results["arms"].values():
         if full and arm["mask_AP"] is not None:
             arm["fraction_of_full"] = round(arm["mask_AP"] / full, 3)
-    out = Path(__file__).parent / "results" / f"{args.out}.json"
+    out = RESULTS / f"{args.out}.json"
     out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     print(f"wrote {out}")
