@@ -174,7 +174,8 @@ def plot_errors(ax: Any, errors: dict[str, Any]) -> None:
 def read_training_history(run_dir: str | Path) -> dict[str, list[tuple[float, float]]]:
     """Curves from a run directory: ``history.jsonl`` rows (``val/segm_AP``, ``val/bbox_AP`` by
     iteration, else epoch) and TensorBoard scalars under ``tensorboard/`` (tags as written, by step).
-    Missing files give no curves; unreadable lines are skipped."""
+    Missing files give no curves; unreadable lines are skipped, and so is a ``"final"`` row (the
+    final score with test-time flips: not a point of the plain validations' curve)."""
     run_dir = Path(run_dir)
     curves: dict[str, list[tuple[float, float]]] = {}
     hist = run_dir / "history.jsonl"
@@ -183,6 +184,8 @@ def read_training_history(run_dir: str | Path) -> dict[str, list[tuple[float, fl
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
+                continue
+            if not isinstance(row, dict) or row.get("final"):
                 continue
             x = row.get("iteration", row.get("epoch"))
             for kind in ("segm", "bbox"):

@@ -66,6 +66,7 @@ def test_training_history_from_run_dir(tmp_path):
 
     rows = [{"epoch": e, "iteration": 10 * e, "segm": {"AP": 0.1 * e}, "bbox": {"AP": 0.2 * e}}
             for e in (1, 2)]
+    rows.append({"epoch": 2, "iteration": 20, "final": True, "segm": {"AP": 0.9}, "bbox": {"AP": 0.9}})
     (tmp_path / "history.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
     writer = SummaryWriter(str(tmp_path / "tensorboard"))
     for step in range(5):
