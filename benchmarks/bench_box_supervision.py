@@ -84,7 +84,10 @@ def summary(names: list[str], out: Path) -> dict[str, Any]:
     """Per-seed box-only fractions of full-mask AP (each seed's own full-mask run) and their mean."""
     rows = []
     for name in names:
-        run = json.loads((RESULTS / f"{name}.json").read_text())
+        path = RESULTS / f"{name}.json"
+        run = json.loads(path.read_text()) if path.is_file() else {}
+        if not {"full_masks", "grabcut"} <= set(run.get("arms", {})):
+            raise SystemExit(f"{path}: no such result with both a full_masks and a grabcut arm")
         full, box = run["arms"]["full_masks"]["mask_AP"], run["arms"]["grabcut"]["mask_AP"]
         rows.append({"file": f"{name}.json", "seed": run["seed"], "full_masks_mask_AP": full,
                      "grabcut_mask_AP": box, "fraction_of_full": round(box / full, 4), "date": run["date"]})
