@@ -199,6 +199,18 @@ def anchor_sizes(fp: Fingerprint, size: int, levels: int = 4) -> tuple[int, ...]
     return tuple(out)
 
 
+def anchor_levels(model: str, *, stride4: bool = False) -> int:
+    """How many anchor sizes (one per FPN level) model ``model`` takes as ``anchor_sizes``; 0 for a
+    model whose anchors are its own (torchvision's, or anchor-free). The slim ResNet-18 and the Lite
+    backbones have 4 levels, 5 with the Lite's ``stride4``. Data-driven anchors: Penn-Fudan mask AP
+    0.480 with them, 0.436 with Lite0's defaults (15 minutes self-configured, BENCHMARKS.md)."""
+    if model == SLIM:
+        return 4
+    if model.startswith("maskrcnn_effnet_lite"):
+        return 5 if stride4 else 4
+    return 0
+
+
 def size_keys(model: str) -> tuple[str, ...]:
     """The ``model.kwargs`` keys that set model ``model``'s input side: ``max_size`` and ``min_size``
     for the Mask R-CNN family (its own resize), ``input_size`` for the one-stage models (a letterbox
@@ -211,11 +223,13 @@ def size_keys(model: str) -> tuple[str, ...]:
 
 def rule_choices(
     fp: Fingerprint, *, cuda: bool, size: int | None = None, why: str = "", model: str | None = None,
+    stride4: bool = False,
 ) -> list[Choice]:
     """The data-driven choices that need no timing: size, model family, anchors, batch, lr, augmentation
     (``size``: the input side decided already, for the reason ``why``). ``model``: the model the user
     named (``--set model.name=...``); the choices are then those that fit it: an input-size keyword it
-    takes, offline ImageNet weights only where they exist, the Mask R-CNN knobs only for that family."""
+    takes, offline ImageNet weights only where they exist, the Mask R-CNN knobs only for that family.
+    ``stride4``: the user asked for the Lite backbones' stride 4 level (one anchor size more)."""
     cap = 1024 if cuda else 512
     if size is None:
         size, why = choose_size(fp, cap=cap)
@@ -238,8 +252,9 @@ def rule_choices(
                           f"{CPU_BOX_ROIS} sampled RoIs an image at 1 RoIAlign sample a bin: RoIAlign's "
                           "CPU backward at torchvision's 512 x 2x2 was 38% of a step (BENCHMARKS.md)"))
         out.append(Choice("model.kwargs.roi_sampling_ratio", 1, "see model.kwargs.box_batch_size_per_image"))
-    if model == SLIM:
-        sizes = anchor_sizes(fp, size)
+    levels = anchor_levels(model, stride4=stride4)
+    if levels:
+        sizes = anchor_sizes(fp, size, levels=levels)
         out.append(Choice("model.kwargs.anchor_sizes", list(sizes),
                           "spread over the objects' 10th..90th percentile sides at the input size"))
     dets = int(max(100, 2 * fp.objects_per_image_max))
@@ -378,7 +393,8 @@ def plan_training(
     floor = choose_size(fp, cap=cap, median_px=FLOOR_MEDIAN_SIDE_PX)[0]
     size_why = ""
     for attempt in range(2):
-        rules = rule_choices(fp, cuda=cuda, size=size, why=size_why, model=model)
+        rules = rule_choices(fp, cuda=cuda, size=size, why=size_why, model=model,
+                             stride4=_user_value(user, "model.kwargs.stride4") == "True")
         base = [_as_override(c.key, c.value) for c in choices + rules] + [
             "train.epochs=100000",
             "train.schedule=cosine",

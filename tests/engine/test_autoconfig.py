@@ -94,6 +94,12 @@ def test_a_model_named_by_the_user_gets_the_choices_that_fit_it() -> None:
     assert slim["model.kwargs.max_size"] == 512 and slim["model.kwargs.anchor_sizes"]
     lite2 = {c.key: c.value for c in rule_choices(photos, cuda=False, model="maskrcnn_effnet_lite2")}
     assert lite2["model.backbone_weights"] == "imagenet" and lite2["model.kwargs.roi_sampling_ratio"] == 1
+    # Lite anchors follow the objects (20..120 px at 512), one size per level, stride4 adds a level.
+    assert lite2["model.kwargs.anchor_sizes"] == slim["model.kwargs.anchor_sizes"]
+    assert len(lite2["model.kwargs.anchor_sizes"]) == 4
+    fine = {c.key: c.value for c in rule_choices(photos, cuda=False, model="maskrcnn_effnet_lite0",
+                                                 stride4=True)}
+    assert len(fine["model.kwargs.anchor_sizes"]) == 5 and fine["model.kwargs.anchor_sizes"][0] >= 8
     # A one-stage model: its own size and detections keywords, its optimizer, no Mask R-CNN knobs.
     solo = {c.key: c.value for c in rule_choices(photos, cuda=False, model="solov2_lite")}
     assert solo["model.kwargs.input_size"] == 512 and solo["model.kwargs.max_detections"] == 600
@@ -110,6 +116,16 @@ def test_plan_with_another_model_builds_it(name: str) -> None:
     model = get_model(name, num_classes=4, backbone_weights=plan.config.model.backbone_weights,
                       **plan.config.model.kwargs)
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_a_lite_model_with_the_stride4_level_gets_an_anchor_for_each_level() -> None:
+    quiet = lambda _msg: None  # noqa: E731
+    plan = plan_training("shapes:20:64", minutes=1, measure=False, log=quiet,
+                         overrides=["model.name=maskrcnn_effnet_lite0", "model.kwargs.stride4=true"])
+    sizes = plan.config.model.kwargs["anchor_sizes"]
+    assert len(sizes) == 5 and list(sizes) == sorted(sizes)
+    model = get_model("maskrcnn_effnet_lite0", num_classes=4, **plan.config.model.kwargs)
+    assert [s[0] for s in model.rpn.anchor_generator.sizes] == list(sizes)
 
 
 def test_a_budget_of_too_few_passes_buys_a_smaller_input() -> None:
