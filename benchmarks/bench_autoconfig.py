@@ -197,7 +197,8 @@ def main() -> None:
     p.add_argument("--skip-default", action="store_true")
     p.add_argument("--rerun", default="", help="comma-separated row kinds to drop and run again "
                    "(e.g. self-configured after a change to the rules)")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "autoconfig.json"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "autoconfig.json"),
+                   help="a results JSON path (rows for the same budget already in it are kept)")
     args = p.parse_args()
     data_root = os.environ.get("INSTASEG_DATA")
     if not data_root or not Path(data_root).is_dir():

@@ -212,6 +212,25 @@ def test_effnet_lite0_stride4_level_keeps_the_imagenet_trunk_and_adds_a_finer_le
         get_model("maskrcnn_effnet_lite0", num_classes=2, stride4=True, anchor_sizes=[16, 32, 64, 128])
 
 
+@pytest.mark.parametrize("norm, kind", [("gn", torch.nn.GroupNorm), ("bn", torch.nn.BatchNorm2d)])
+def test_effnet_lite_mask_head_norm_normalises_each_mask_conv_and_still_trains(norm: str, kind: type) -> None:
+    torch.manual_seed(0)
+    model = get_model("maskrcnn_effnet_lite0", num_classes=2, min_size=96, max_size=96, mask_head_norm=norm)
+    convs = list(model.roi_heads.mask_head)
+    assert len(convs) == 4 and all(isinstance(block[1], kind) for block in convs)
+    assert not any(isinstance(m, torch.nn.GroupNorm | torch.nn.BatchNorm2d)
+                   for m in get_model("maskrcnn_effnet_lite0", num_classes=2).roi_heads.mask_head.modules())
+    mask = torch.zeros(1, 96, 96, dtype=torch.uint8)
+    mask[0, 20:70, 30:60] = 1
+    target = {"boxes": torch.tensor([[30.0, 20.0, 60.0, 70.0]]), "labels": torch.tensor([1]), "masks": mask}
+    model.train()
+    losses = model([torch.rand(3, 96, 96)], [target])
+    losses["loss_mask"].backward()
+    assert model.roi_heads.mask_head[0][1].weight.grad is not None
+    with pytest.raises(ConfigError, match="mask_head_norm must be one of"):
+        get_model("maskrcnn_effnet_lite0", num_classes=2, mask_head_norm="layer")
+
+
 @pytest.mark.parametrize("variant", [1, 2])
 def test_effnet_lite1_lite2_packaged_weights_load_exactly_and_classify_photos(
     variant: int, shared_data: Path
