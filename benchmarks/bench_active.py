@@ -80,6 +80,12 @@ def _recipe(args: Any, spec: str) -> list[str]:
     return [f"{c.key}={json.dumps(c.value)}" for c in chosen] + list(args.set or [])
 
 
+def effective_recipe(recipe: list[str] | None) -> dict[str, str]:
+    """The value each key of the ``key=value`` overrides ends with (the last one wins, as in
+    ``load_config``): two recipes that differ only in a choice a later ``--set`` replaces train alike."""
+    return {item.split("=", 1)[0]: item.split("=", 1)[1] for item in recipe or []}
+
+
 def _train(train_json: Path, val_spec: str, args: Any, recipe: list[str], seed: int, out: Path) -> Any:
     overrides = [
         *recipe,
@@ -105,7 +111,7 @@ def run(args: Any, out: Path) -> dict[str, Any]:
     results.update({"args": vars(args), "machine": describe(), "dataset": args.dataset})
     results.setdefault("curves", {})
     recipe = _recipe(args, spec)
-    if results.get("recipe", recipe) != recipe:
+    if effective_recipe(results.get("recipe", recipe)) != effective_recipe(recipe):
         results["curves"] = {}  # rounds of another recipe cannot be resumed
     results["recipe"] = recipe
     shared: dict[tuple[int, ...], Any] = {}  # labelled ids -> trained result: round 0 of both strategies
@@ -182,7 +188,8 @@ def merge(out: Path, parts: list[Path]) -> None:
     results: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
     for part in parts:
         other = json.loads(part.read_text())
-        if results.get("recipe") and other.get("recipe") != results["recipe"]:
+        mine = results.get("recipe")
+        if mine and effective_recipe(other.get("recipe")) != effective_recipe(mine):
             raise SystemExit(f"{part}: another recipe than {out}'s; not merged")
         curves = results.setdefault("curves", {})
         for key, curve in other["curves"].items():
