@@ -187,6 +187,8 @@ def merge(out: Path, parts: list[Path]) -> None:
     in both is taken from the part, where it is longer."""
     results: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
     for part in parts:
+        if not part.is_file():
+            raise SystemExit(f"{part}: no such results file (--merge takes names under benchmarks/results)")
         other = json.loads(part.read_text())
         mine = results.get("recipe")
         if mine and effective_recipe(other.get("recipe")) != effective_recipe(mine):
