@@ -73,19 +73,20 @@ def _row(kind: str, command: str, run_dir: Path, wall: float, load0: float) -> d
     }
 
 
-def _without_flips(row: dict[str, Any], run: Path, tmp: Path) -> dict[str, Any]:
-    """A run that evaluated with test-time flips (eval.tta) is scored again without them, so each
-    row shows what the flips added."""
+def _ablations(row: dict[str, Any], run: Path, tmp: Path) -> dict[str, Any]:
+    """A run that evaluated with test-time flips (eval.tta) is scored again without them, and one that
+    refined its masks (eval.refine_masks) again without that, so each row shows what each added."""
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    if not cfg["eval"].get("tta"):
-        return row
     data = cfg["data"]["val"] or cfg["data"]["train"]
-    metrics = tmp / "no_flips.json"
-    _instaseg(["evaluate", "--data", data, "--split", cfg["data"]["val_split"], "-c", str(run), "--no-tta",
-               "--no-analysis", "--metrics-file", str(metrics)], tmp)
-    plain = json.loads(metrics.read_text())
-    row["mask_AP_without_flips"] = round(plain["segm"]["AP"], 4)
-    row["box_AP_without_flips"] = round(plain["bbox"]["AP"], 4)
+    for key, flag, name in (("tta", "--no-tta", "flips"), ("refine_masks", "--no-refine", "refine")):
+        if not cfg["eval"].get(key):
+            continue
+        metrics = tmp / f"no_{name}.json"
+        _instaseg(["evaluate", "--data", data, "--split", cfg["data"]["val_split"], "-c", str(run), flag,
+                   "--no-analysis", "--metrics-file", str(metrics)], tmp)
+        plain = json.loads(metrics.read_text())
+        row[f"mask_AP_without_{name}"] = round(plain["segm"]["AP"], 4)
+        row[f"box_AP_without_{name}"] = round(plain["bbox"]["AP"], 4)
     return row
 
 
@@ -97,7 +98,7 @@ def run_selfconfig(spec: str, minutes: float, tmp: Path) -> dict[str, Any]:
     plan = json.loads((run / "autoconfig.json").read_text())
     row["choices"] = {c["key"]: c["value"] for c in plan["choices"] if not c["key"].startswith("data.")}
     row["advice"] = plan["advice"]
-    return _without_flips(row, run, tmp)
+    return _ablations(row, run, tmp)
 
 
 def run_config(config: str, minutes: float, tmp: Path) -> dict[str, Any]:
@@ -179,7 +180,7 @@ def run_default(tmp: Path) -> dict[str, Any]:
     run = tmp / "default"
     load0 = os.getloadavg()[0]
     _, wall = _instaseg(["train", "--output", str(run)], tmp)
-    return _without_flips(_row("embedded default", "instaseg train", run, wall, load0), run, tmp)
+    return _ablations(_row("embedded default", "instaseg train", run, wall, load0), run, tmp)
 
 
 def _save(path: Path, out: dict[str, Any]) -> None:

@@ -114,6 +114,8 @@ class EvalConfig:
     num_overlays: int = 4  # prediction overlay PNGs written per validation (rank 0)
     tta: bool = False  # horizontal-flip test-time augmentation: two forwards an image, views fused;
     # in training, for the final score only (periodic validations stay plain and cheap)
+    refine_masks: bool = False  # masks pasted along image edges and scores rescaled by mask quality
+    # (instaseg.ops.refine: box-relative masks only)
 
 
 @dataclass

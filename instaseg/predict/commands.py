@@ -155,6 +155,10 @@ def evaluate(
     tta: bool | None = typer.Option(
         None, "--tta/--no-tta", help="Test-time flips (--checkpoint; default: the run's eval.tta)."
     ),
+    refine: bool | None = typer.Option(
+        None, "--refine/--no-refine",
+        help="Edge-refined masks, rescored by quality (--checkpoint; default: the run's eval.refine_masks).",
+    ),
     iou_types: str = typer.Option("segm,bbox", help="Comma list of segm, bbox."),
     analysis: bool = typer.Option(True, help="Also compute PQ, error analysis and the dashboard data."),
     num_samples: int = typer.Option(6, min=0, help="Sample pictures in the report."),
@@ -208,7 +212,7 @@ def evaluate(
         data, checkpoint=checkpoint, predictions=predictions, split=split, batch_size=batch_size,
         device=device, score_thresh=score_thresh, max_images=max_images, iou_types=kinds,
         analysis=analysis, need_images=output is not None and figures and num_samples > 0, log=_log,
-        num_samples=num_samples, tta=tta,
+        num_samples=num_samples, tta=tta, refine=refine,
     )
     print(format_table(result.report.metrics))
     if result.panoptic is not None:

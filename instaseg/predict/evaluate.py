@@ -21,6 +21,7 @@ from instaseg.evaluation.results import load_results
 from instaseg.evaluation.summary import EvalReport, full_report, resolve_ground_truth, subset_gt
 from instaseg.evaluation.tables import headline_metrics, per_class_rows, pr_curve_rows, write_csv
 from instaseg.models.checkpoint import load_model
+from instaseg.ops.refine import MaskRefinement
 from instaseg.predict.dataset import FirstImages, map_labels, predict_dataset
 from instaseg.predict.panoptic import PanopticValidator
 from instaseg.predict.predictor import Predictor, check_device
@@ -74,15 +75,18 @@ def parse_iou_types(text: str) -> tuple[str, ...]:
 def checkpoint_predictor(
     checkpoint: str | Path, *, device: str = "cpu", score_thresh: float | None = None,
     tta: bool | None = None,
+    refine: bool | None = None,
 ) -> Predictor:
-    """The Predictor of the model in ``checkpoint``; ``score_thresh`` and ``tta`` default to the
-    run's own ``eval.score_thresh`` and ``eval.tta``."""
+    """The Predictor of the model in ``checkpoint``; ``score_thresh``, ``tta`` and ``refine`` default
+    to the run's own ``eval.score_thresh``, ``eval.tta`` and ``eval.refine_masks``."""
     check_device(device)
     model, meta = load_model(checkpoint, device=device)
     run_eval = (meta.get("config") or {}).get("eval") or {}
     thr = float(run_eval.get("score_thresh", 0.05) if score_thresh is None else score_thresh)
     flips = bool(run_eval.get("tta", False) if tta is None else tta)
-    return Predictor.from_model(model, meta, device=device, score_thresh=thr, tta=flips)
+    refined = bool(run_eval.get("refine_masks", False) if refine is None else refine)
+    return Predictor.from_model(model, meta, device=device, score_thresh=thr, tta=flips,
+                                refine=MaskRefinement() if refined else None)
 
 
 def _run_eval(predictor: Predictor) -> dict[str, Any]:
@@ -110,7 +114,8 @@ def checkpoint_results(
     mapping = map_labels(predictor.class_names, dataset, str(checkpoint))
     if log is not None:
         log(f"{predictor.meta['path']}: {predictor.name} on {len(dataset)} images ({device}, "
-            f"score >= {predictor.score_thresh}{', test-time flips' if predictor.tta else ''})")
+            f"score >= {predictor.score_thresh}{', test-time flips' if predictor.tta else ''}"
+            f"{', refined masks' if predictor.refine else ''})")
     results, _ = predict_dataset(
         predictor,
         dataset,
@@ -168,13 +173,15 @@ def evaluate(
     num_samples: int = 6,
     log: Callable[[str], None] | None = None,
     tta: bool | None = None,
+    refine: bool | None = None,
 ) -> Evaluation:
     """Score ``checkpoint`` (a run directory or checkpoint file) or ``predictions`` (a COCO results
     JSON) on the dataset spec ``data``: every metric of :func:`~instaseg.evaluation.summary.full_report`
     (with ``analysis`` and both IoU types), else the COCO stats of ``iou_types``. A panoptic checkpoint
     on a panoptic dataset adds PQ (``metrics["panoptic"]``, as training's validator computes it) and
     ``num_samples`` panoptic pictures (with ``need_images``). ``tta`` (default: the run's
-    ``eval.tta``) adds test-time flips to a checkpoint's predictions."""
+    ``eval.tta``) adds test-time flips to a checkpoint's predictions; ``refine`` (default: the run's
+    ``eval.refine_masks``) refines its masks (:mod:`instaseg.ops.refine`)."""
     if (checkpoint is None) == (predictions is None):
         raise ConfigError("evaluate needs exactly one of --checkpoint RUN_OR_FILE or --predictions FILE")
     gt, dataset, notes = resolve_ground_truth(data, split, need_images=checkpoint is not None or need_images)
@@ -194,7 +201,8 @@ def evaluate(
         assert checkpoint is not None
         if dataset is None:
             raise DataError(data, "--checkpoint needs the dataset's images: " + "; ".join(notes))
-        predictor = checkpoint_predictor(checkpoint, device=device, score_thresh=score_thresh, tta=tta)
+        predictor = checkpoint_predictor(checkpoint, device=device, score_thresh=score_thresh, tta=tta,
+                                         refine=refine)
         results = checkpoint_results(
             checkpoint, dataset, batch_size=batch_size, device=device, progress=sys.stderr.isatty(),
             log=log, predictor=predictor,

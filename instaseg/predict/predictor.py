@@ -33,6 +33,7 @@ from instaseg.models.checkpoint import load_model
 from instaseg.ops import tiling
 from instaseg.ops.lowres import lowres_inference
 from instaseg.ops.panoptic_fusion import FusionParams, panoptic_fusion
+from instaseg.ops.refine import MaskRefinement, image_intensity, refine_instances
 from instaseg.ops.tta import FIELDS, fuse_detections, hflip_detections
 from instaseg.predict import runtime
 from instaseg.structures.instances import Instances
@@ -83,6 +84,9 @@ class Predictor:
         autocast: run the model under ``torch.autocast`` (mixed precision on CUDA).
         tta: also run the mirror image and fuse both views' detections (:mod:`instaseg.ops.tta`;
             two forwards an image, models with box-relative masks).
+        refine: refine box-relative masks along image edges and rescore them by their quality
+            (:mod:`instaseg.ops.refine`); the masks then come out as RLEs. ``True``: the default
+            :class:`~instaseg.ops.refine.MaskRefinement`; ``None`` or ``False``: plain pasting.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class Predictor:
         meta: dict[str, Any] | None = None,
         autocast: bool = False,
         tta: bool = False,
+        refine: MaskRefinement | bool | None = None,
     ) -> None:
         if not 0.0 <= score_thresh <= 1.0:
             raise ConfigError(f"--score-thresh must be in [0, 1], got {score_thresh}")
@@ -113,6 +118,7 @@ class Predictor:
         self.mask_thresh = float(mask_thresh)
         self.autocast = bool(autocast)
         self.tta = bool(tta)
+        self.refine = MaskRefinement() if refine is True else (refine or None)
         self.category_ids = list(category_ids) if category_ids is not None else list(range(len(class_names)))
         self.meta = dict(meta or {})
         # One forward at a time: callers from several threads (the service) share one model.
@@ -190,7 +196,9 @@ class Predictor:
         This is the only place detections are filtered: ``score >= score_thresh``, then the class
         filter, then the ``max_detections`` highest scores, sorted by decreasing score. Masks stay as
         the model gives them cheapest: box-relative low-res probabilities (``mask_lowres``), or, for
-        models with full-size masks only, COCO RLEs (thresholded at ``mask_thresh``).
+        models with full-size masks only, COCO RLEs (thresholded at ``mask_thresh``). With ``refine``,
+        masks are refined into RLEs and scores rescaled by mask quality, then filtered again by
+        ``score_thresh`` and re-sorted.
         """
         thr = self.score_thresh if score_thresh is None else float(score_thresh)
         top = self.max_detections if max_detections is None else int(max_detections)
@@ -200,10 +208,15 @@ class Predictor:
             raw = lowres_inference(self.model, batch)
             if self.tta:
                 raw = self._fuse_mirrored(batch, raw)
-        return [
+        out = [
             self._instances(det, (int(img.shape[-2]), int(img.shape[-1])), thr, top, keep_classes)
             for img, det in zip(images, raw, strict=True)
         ]
+        if self.refine is not None:
+            out = [refine_instances(inst, image_intensity(img.detach().cpu().float().numpy()), self.refine)
+                   for img, inst in zip(images, out, strict=True)]
+            out = [inst[inst.scores >= thr] for inst in out]
+        return out
 
     def _fuse_mirrored(self, batch: list[Tensor], raw: list[dict[str, Any]]) -> list[dict[str, Tensor]]:
         """``raw`` (the detections of ``batch``) fused with those of the mirrored images."""

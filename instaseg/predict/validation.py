@@ -25,6 +25,7 @@ from instaseg.evaluation.summary import coco_metrics, resolve_ground_truth, subs
 from instaseg.models import model_task
 from instaseg.models.checkpoint import load_checkpoint
 from instaseg.models.registry import list_models
+from instaseg.ops.refine import MaskRefinement
 from instaseg.predict.dataset import FirstImages, Samples, predict_dataset
 from instaseg.predict.panoptic import PanopticValidator
 from instaseg.predict.predictor import Predictor
@@ -48,6 +49,7 @@ class PredictorValidator:
         num_samples: int = 0,
         num_workers: int = 0,
         tta: bool = False,
+        refine: bool = False,
     ) -> None:
         gt, dataset, notes = resolve_ground_truth(spec, split)
         if dataset is None:
@@ -58,6 +60,7 @@ class PredictorValidator:
         self.gt, self.dataset = gt, dataset
         self.batch_size, self.score_thresh = batch_size, score_thresh
         self.num_samples, self.num_workers, self.tta = num_samples, num_workers, tta
+        self.refine = refine
 
     def __call__(
         self, model: nn.Module, device: torch.device, *, amp: bool = False, progress: bool = False
@@ -73,6 +76,7 @@ class PredictorValidator:
                 category_ids=self.dataset.category_ids,
                 autocast=amp,
                 tta=self.tta,
+                refine=MaskRefinement() if self.refine else None,
             )
             results, samples = predict_dataset(
                 predictor,
@@ -108,6 +112,7 @@ def make_validator(cfg: Config) -> Any:
         num_samples=cfg.eval.num_overlays,
         num_workers=cfg.data.num_workers,
         tta=cfg.eval.tta,
+        refine=cfg.eval.refine_masks,
     )
 
 

@@ -37,13 +37,14 @@ def _set_threads(threads: int | None) -> None:
 
 def _predictor(
     checkpoint: Path | None, backend: str, model: Path | None, device: str, score: float, maxdet: int,
-    classes: str | None, tta: bool = False,
+    classes: str | None, tta: bool = False, refine: bool = False,
 ) -> Any:
+    from instaseg.ops.refine import MaskRefinement
     from instaseg.predict.predictor import Predictor
 
     return Predictor.load(
         checkpoint=checkpoint, backend=backend, model=model, device=device, score_thresh=score,
-        max_detections=maxdet, classes=classes, tta=tta,
+        max_detections=maxdet, classes=classes, tta=tta, refine=MaskRefinement() if refine else None,
     )
 
 
@@ -63,6 +64,9 @@ def predict(
     threads: int | None = _THREADS,
     tta: bool = typer.Option(
         False, "--tta", help="Test-time flips: also run each mirror image and fuse both views (2x time)."
+    ),
+    refine: bool = typer.Option(
+        False, "--refine", help="Refine masks along image edges, rescored by quality (box-relative masks)."
     ),
     tracker: str | None = typer.Option(
         None, "--tracker", help="Video: temporal, bytetrack or iou; writes overlay.mp4, YouTube-VIS "
@@ -106,8 +110,8 @@ def predict(
         check_tiling(tile, overlap)
         tiling = {"tile": tile, "overlap": overlap, "global_pass": tile_global}
     if engine == "ray":
-        if tta:
-            raise ConfigError("--tta runs with --engine local")
+        if tta or refine:
+            raise ConfigError("--tta and --refine run with --engine local")
         _predict_ray(
             source, output, checkpoint=checkpoint, backend=backend, model=model, device=device,
             score_thresh=score_thresh, max_detections=max_detections, classes=classes, threads=threads,
@@ -126,9 +130,13 @@ def predict(
         run_point_predict(checkpoint, source, output, renders=not no_overlays, viewer=not no_overlays,
                           log=typer.echo)
         return
-    predictor = _predictor(checkpoint, backend, model, device, score_thresh, max_detections, classes, tta)
+    predictor = _predictor(checkpoint, backend, model, device, score_thresh, max_detections, classes, tta,
+                           refine)
     kind = wants_video_pipeline(predictor, source, tracker)
     if kind is not None:
+        if refine:
+            raise ConfigError(f"{source}: --refine is for still images (the video trackers smooth the "
+                              "model's own masks)")
         run_video(predictor, source, output, tracker=kind, overlay=not no_overlays, max_frames=max_frames,
                   log=lambda m: typer.echo(m, err=True))
         return
@@ -196,7 +204,7 @@ def _serve(
     *, checkpoint: Path | None, backend: str, model: Path | None, device: str, score_thresh: float,
     max_detections: int, sam_checkpoint: Path | None, sam_model_type: str | None, host: str, port: int,
     max_upload_mb: float, max_megapixels: float, max_queue: int, threads: int | None, demo: bool,
-    click_model: Path | None = None,
+    click_model: Path | None = None, refine: bool = False,
 ) -> None:
     import uvicorn
 
@@ -212,7 +220,8 @@ def _serve(
     _set_threads(threads)
     interactive = build_interactive(sam_checkpoint, sam_model_type=sam_model_type, device=device,
                                     model_checkpoint=click_model)
-    predictor = _predictor(checkpoint, backend, model, device, score_thresh, max_detections, None)
+    predictor = _predictor(checkpoint, backend, model, device, score_thresh, max_detections, None,
+                           refine=refine)
     limits = ServiceLimits(
         max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=int(max_megapixels * 1_000_000),
         max_queue=max_queue,
@@ -255,13 +264,17 @@ def _service_command(*, demo: bool, doc: str) -> Callable[..., None]:
             help="Requests that may wait behind the one being processed; more get 503 with Retry-After.",
         ),
         threads: int | None = _THREADS,
+        refine: bool = typer.Option(
+            False, "--refine",
+            help="Refine masks along image edges, rescored by quality (box-relative masks)."
+        ),
     ) -> None:
         _serve(
             checkpoint=checkpoint, backend=backend, model=model, device=device,
             score_thresh=score_thresh, max_detections=max_detections, sam_checkpoint=sam_checkpoint,
             sam_model_type=sam_model_type, host=host, port=port, max_upload_mb=max_upload_mb,
             max_megapixels=max_megapixels, max_queue=max_queue, threads=threads, demo=demo,
-            click_model=click_model,
+            click_model=click_model, refine=refine,
         )
 
     command.__doc__ = doc

@@ -80,11 +80,28 @@ def paste_mask_crop(
         integer window (possibly empty). It is a transposed view of a C-contiguous ``(w, h)`` array,
         i.e. Fortran-ordered, which is the order RLE needs.
     """
+    window = box_window(box, height, width)
+    x0, y0, x1, y1 = window
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((y1 - y0, x1 - x0), dtype=bool), window
+    return paste_mask_probs(mask, box, window) >= threshold, window
+
+
+def paste_mask_probs(mask: np.ndarray, box: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
+    """The probabilities of one low-resolution mask resampled onto any pixel window.
+
+    Args:
+        mask: ``(Mh, Mw)`` float probabilities for the box.
+        box: ``(4,)`` XYXY float box in image pixels.
+        window: ``(x0, y0, x1, y1)`` half-open integer pixel window; it may reach beyond the box
+            (those pixels read the zero padding) but must be non-empty.
+
+    Returns:
+        float32 ``(y1 - y0, x1 - x0)`` probabilities, Fortran-ordered (a transposed view).
+    """
     mask = np.asarray(mask, dtype=np.float32)
     mh, mw = mask.shape
-    x0, y0, x1, y1 = box_window(box, height, width)
-    if x1 <= x0 or y1 <= y0:
-        return np.zeros((y1 - y0, x1 - x0), dtype=bool), (x0, y0, x1, y1)
+    x0, y0, x1, y1 = window
     # Separable bilinear resampling, computed transposed (x-major) so the result is column-major:
     # a small matmul along x (w x Mw @ Mw x Mh), then a 2-tap gather-lerp along y.
     wx = _interp_matrix(x0, x1, float(box[0]), float(box[2]), mw)
@@ -93,7 +110,7 @@ def paste_mask_crop(
     i0, i1, w0, w1 = _lerp_indices(y0, y1, float(box[1]), float(box[3]), mh)
     probs_t = cols[:, i0] * w0
     probs_t += cols[:, i1] * w1
-    return (probs_t >= threshold).T, (x0, y0, x1, y1)
+    return probs_t.T
 
 
 def crop_rle_counts(

@@ -80,6 +80,8 @@ def test_rules_follow_the_numbers() -> None:
     assert photos["model.kwargs.roi_sampling_ratio"] == 1
     # Trained with flips, validated with test-time flips.
     assert small["eval.tta"] is True and photos["eval.tta"] is True
+    # Box-relative masks (the Mask R-CNNs) are refined along image edges at validation.
+    assert small["eval.refine_masks"] is True and photos["eval.refine_masks"] is True
     gpu = {c.key: c.value for c in rule_choices(replace(BASE, long_side_median=1000,
                                                         object_side_rel_p10=0.02), cuda=True)}
     assert "model.kwargs.roi_sampling_ratio" not in gpu
@@ -103,7 +105,7 @@ def test_a_model_named_by_the_user_gets_the_choices_that_fit_it() -> None:
     # A one-stage model: its own size and detections keywords, its optimizer, no Mask R-CNN knobs.
     solo = {c.key: c.value for c in rule_choices(photos, cuda=False, model="solov2_lite")}
     assert solo["model.kwargs.input_size"] == 512 and solo["model.kwargs.max_detections"] == 600
-    assert solo["train.optimizer"] == "adamw"
+    assert solo["train.optimizer"] == "adamw" and "eval.refine_masks" not in solo
     assert not [k for k in solo if "max_size" in k or "rpn_" in k or "box_" in k or "anchor" in k]
 
 

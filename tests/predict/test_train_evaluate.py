@@ -14,6 +14,7 @@ import instaseg
 from instaseg.cli import main
 from instaseg.data.build import build_dataset
 from instaseg.predict.dataset import instances_to_results
+from instaseg.predict.evaluate import checkpoint_predictor
 from tests.engine.helpers import TINY
 
 VAL = "shapes:30:64"  # data.val of the run below, split "val" (6 images)
@@ -104,4 +105,25 @@ def test_evaluate_with_flips_scores_the_predictor_with_flips(run: Path, tmp_path
         inst = predictor.predict(rgb)
         image_id = int(target["image_id"])
         mine += instances_to_results(inst, image_id, dataset.category_ids, predictor.mask_thresh)
+    assert [r["segmentation"] for r in mine] == [r["segmentation"] for r in results] and mine
+
+
+def test_evaluate_with_refined_masks_scores_the_refining_predictor(run: Path, tmp_path: Path) -> None:
+    refined = _evaluate(run, tmp_path / "refine", "--refine", "--batch-size", "1")
+    results = json.loads((tmp_path / "refine" / "results.json").read_text())
+    _evaluate(run, tmp_path / "plain", "--batch-size", "1")
+    plain = json.loads((tmp_path / "plain" / "results.json").read_text())
+    assert results and min(r["score"] for r in results) >= SCORE  # rescored, then filtered again
+    assert sorted(r["score"] for r in results) != sorted(r["score"] for r in plain)  # rescored by maskness
+    assert 0.0 <= refined["segm"]["AP"] <= 1.0
+    # The run did not ask for refinement: the default predictor pastes plainly; --refine is the same
+    # path as instaseg.load(..., refine=True).
+    assert checkpoint_predictor(run).refine is None
+    dataset = build_dataset(VAL, split="val")
+    predictor = instaseg.load(run, score_thresh=SCORE, refine=True)
+    mine = []
+    for i in range(len(dataset)):
+        image, target = dataset[i]
+        rgb = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        mine += instances_to_results(predictor.predict(rgb), int(target["image_id"]), dataset.category_ids)
     assert [r["segmentation"] for r in mine] == [r["segmentation"] for r in results] and mine
