@@ -222,10 +222,11 @@ EMBEDDED_BUDGET_MIN = 9.5  # `instaseg train` with no config trains for this lon
 
 def embedded_default(overrides: list[str] | None = None) -> Config:
     """What ``instaseg train`` runs with no config: the dataclass defaults plus a
-    :data:`EMBEDDED_BUDGET_MIN`-minute budget and test-time flips (``configs/default.yaml`` spells it
-    out). A YAML of the user's own that leaves ``train.max_time_min`` or ``eval.tta`` out has neither;
-    ``overrides`` win over both."""
-    embedded = [f"train.max_time_min={EMBEDDED_BUDGET_MIN}", "eval.tta=true"]
+    :data:`EMBEDDED_BUDGET_MIN`-minute budget, test-time flips and refined masks
+    (``configs/default.yaml`` spells it out). A YAML of the user's own that leaves
+    ``train.max_time_min``, ``eval.tta`` or ``eval.refine_masks`` out has none of them; ``overrides``
+    win over all three."""
+    embedded = [f"train.max_time_min={EMBEDDED_BUDGET_MIN}", "eval.tta=true", "eval.refine_masks=true"]
     return load_config(None, [*embedded, *(overrides or [])])
 
 

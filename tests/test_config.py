@@ -32,6 +32,7 @@ def test_default_yaml_equals_builtin_defaults() -> None:
     # The budget belongs to the embedded default only: a YAML without it trains to its epochs.
     assert Config().train.max_time_min is None and embedded_default().train.max_time_min == 9.5
     assert Config().eval.tta is False and embedded_default().eval.tta is True  # flips: the default only
+    assert Config().eval.refine_masks is False and embedded_default().eval.refine_masks is True
     assert embedded_default(["train.max_time_min=null"]).train.max_time_min is None
 
 

@@ -40,7 +40,7 @@ class MaskRefinement:
         max_radius: upper bound of the pixel radius.
     """
 
-    radius: float = 1.0
+    radius: float = 1.5
     eps: float = 1e-3
     threshold: float = 0.45
     rescore: bool = True

@@ -70,9 +70,10 @@ def test_a_coarse_mask_snaps_to_the_object_edge() -> None:
     assert 0.5 < quality <= 1.0
 
 
-def test_pixel_radius_is_about_one_mask_cell() -> None:
-    p = MaskRefinement()
+def test_pixel_radius_is_counted_in_mask_cells() -> None:
+    p = MaskRefinement(radius=1.0)
     assert pixel_radius(np.array([0, 0, 280, 280]), 28, p) == 10
+    assert pixel_radius(np.array([0, 0, 280, 280]), 28, MaskRefinement(radius=1.5)) == 15
     assert pixel_radius(np.array([0, 0, 5, 5]), 28, p) == 1  # at least one pixel
     assert pixel_radius(np.array([0, 0, 2800, 2800]), 28, p) == p.max_radius
     with pytest.raises(ValueError, match="threshold"):
