@@ -25,7 +25,7 @@ from machine import describe
 
 from instaseg.evaluation.coco import evaluate_results
 from instaseg.evaluation.summary import resolve_ground_truth
-from instaseg.ops.refine import MaskRefinement, image_intensity, refine_instances
+from instaseg.ops.refine import MaskRefinement, guide_image, refine_instances
 from instaseg.predict.dataset import instances_to_results, map_labels
 from instaseg.predict.evaluate import checkpoint_predictor
 
@@ -63,7 +63,7 @@ def bench_run(checkpoint: str, spec: str, split: str, settings: list[MaskRefinem
             plain += instances_to_results(inst, image_id, cats, predictor.mask_thresh)
             for k, params in enumerate(settings):
                 t0 = time.perf_counter()
-                refined = refine_instances(inst, image_intensity(image.numpy()), params)
+                refined = refine_instances(inst, guide_image(image.numpy()), params)
                 refined = refined[refined.scores >= thr]
                 refine_s[k] += time.perf_counter() - t0
                 per_setting[k] += instances_to_results(refined, image_id, cats)

@@ -33,7 +33,7 @@ from instaseg.models.checkpoint import load_model
 from instaseg.ops import tiling
 from instaseg.ops.lowres import lowres_inference
 from instaseg.ops.panoptic_fusion import FusionParams, panoptic_fusion
-from instaseg.ops.refine import MaskRefinement, image_intensity, refine_instances
+from instaseg.ops.refine import MaskRefinement, guide_image, refine_instances
 from instaseg.ops.tta import FIELDS, fuse_detections, hflip_detections
 from instaseg.predict import runtime
 from instaseg.structures.instances import Instances
@@ -213,7 +213,7 @@ class Predictor:
             for img, det in zip(images, raw, strict=True)
         ]
         if self.refine is not None:
-            out = [refine_instances(inst, image_intensity(img.detach().cpu().float().numpy()), self.refine)
+            out = [refine_instances(inst, guide_image(img.detach().cpu().float().numpy()), self.refine)
                    for img, inst in zip(images, out, strict=True)]
             out = [inst[inst.scores >= thr] for inst in out]
         return out

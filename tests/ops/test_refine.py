@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -9,8 +10,8 @@ import torch.nn.functional as F
 
 from instaseg.ops.refine import (
     MaskRefinement,
+    guide_image,
     guided_filter,
-    image_intensity,
     pixel_radius,
     refine_instances,
     refine_mask,
@@ -28,6 +29,24 @@ def _disk(h: int, w: int, cy: float, cx: float, r: float) -> np.ndarray:
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def test_colour_guidance_follows_an_edge_of_equal_brightness() -> None:
+    # Red left half, green right half, both of intensity 0.5: only the colour guide sees the edge.
+    rgb = np.zeros((32, 32, 3), np.float32)
+    rgb[:, :16, 0] = 0.5
+    rgb[:, 16:, 1] = 0.5
+    truth = np.zeros((32, 32), bool)
+    truth[:, 16:] = True
+    shifted = np.zeros((32, 32), np.float32)
+    shifted[:, 14:] = 1.0  # a blurred mask two pixels off the edge
+    soft = cv2.GaussianBlur(shifted, (0, 0), 2.0)
+
+    def wrong(x: np.ndarray) -> int:
+        return int(((x >= 0.45) != truth).sum())
+
+    assert wrong(guided_filter(rgb, soft, radius=3, eps=1e-4)) < wrong(soft)  # moved toward the edge
+    assert wrong(guided_filter(rgb.sum(-1), soft, radius=3, eps=1e-4)) == wrong(soft)  # grey: no edge
 
 
 def test_guided_filter_keeps_an_edge_the_guide_has_and_blurs_one_it_lacks() -> None:
@@ -102,15 +121,15 @@ def test_refine_instances_rescores_by_mask_quality_and_resorts() -> None:
         refine_instances(inst, image[:10], MaskRefinement())
 
 
-def test_image_intensity_accepts_both_layouts() -> None:
+def test_guide_image_accepts_both_layouts() -> None:
     rgb = np.zeros((4, 5, 3), np.uint8)
     rgb[..., 1] = 255
-    a = image_intensity(rgb)
-    b = image_intensity(rgb.transpose(2, 0, 1).astype(np.float32) / 255.0)
-    assert a.shape == b.shape == (4, 5)
+    a = guide_image(rgb)
+    b = guide_image(rgb.transpose(2, 0, 1).astype(np.float32) / 255.0)
+    assert a.shape == b.shape == (4, 5, 3) and a[0, 0].tolist() == [0.0, 1.0, 0.0]
     np.testing.assert_allclose(a, b, atol=1e-2)
     with pytest.raises(ValueError, match="expected"):
-        image_intensity(np.zeros((4, 5), np.float32))
+        guide_image(np.zeros((4, 5), np.float32))
 
 
 class _Blurry(torch.nn.Module):
