@@ -21,10 +21,11 @@ VAL = "shapes:30:64"  # data.val of the run below, split "val" (6 images)
 SCORE = 0.1
 # The tiny engine config with the real CPU default model at 64 px: its low-res masks go through the
 # same paste as in deployment, and even 12 iterations give it detections to compare. Validation
-# without flips (the embedded default turns them on): predict() runs without them unless asked.
+# without flips and refinement (the embedded default turns both on): predict() runs without them
+# unless asked.
 RUN = [*TINY, "model.name=maskrcnn_r18_slim", "model.kwargs={min_size: 64, max_size: 64}",
        "data.train=shapes:24:64", f"data.val={VAL}", "data.image_size=64", "train.lr=0.02",
-       f"eval.score_thresh={SCORE}", "eval.num_overlays=1", "eval.tta=false"]
+       f"eval.score_thresh={SCORE}", "eval.num_overlays=1", "eval.tta=false", "eval.refine_masks=false"]
 
 
 @pytest.fixture(scope="module")

@@ -189,4 +189,4 @@ def test_cli_predict_with_flips(tmp_path, capsys) -> None:
     flips = json.loads((tmp_path / "tta" / "results.json").read_text())
     assert flips and [r["score"] for r in flips] != [r["score"] for r in plain]
     assert main([*base, "--output", str(tmp_path / "ray.jsonl"), "--tta", "--engine", "ray"]) == 2
-    assert "--tta runs with --engine local" in capsys.readouterr().err
+    assert "--tta and --refine run with --engine local" in capsys.readouterr().err

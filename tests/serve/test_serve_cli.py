@@ -30,7 +30,7 @@ def test_serve_and_demo_take_the_same_options() -> None:
 @pytest.mark.parametrize("command", ["serve", "demo"])
 def test_limits_reach_the_app(command: str, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     started: list[Any] = []
-    monkeypatch.setattr(commands, "_predictor", lambda *args: Predictor(BlobModel(), CLASS_NAMES))
+    monkeypatch.setattr(commands, "_predictor", lambda *args, **kwargs: Predictor(BlobModel(), CLASS_NAMES))
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append((app, kw)))
     argv = [command, "--max-queue", "3", "--max-upload-mb", "2", "--max-megapixels", "1.5", "--port", "8123"]
     assert main(argv) == 0
