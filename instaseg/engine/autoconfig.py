@@ -290,7 +290,7 @@ def rule_choices(
                       "BENCHMARKS.md) for twice the validation time"))
     if rcnn:
         out.append(Choice("eval.refine_masks", True, "box-relative 28 x 28 masks pasted along the image's "
-                          "edges and ranked by their mean probability (instaseg/ops/refine.py): +0.03-0.04 "
+                          "edges and ranked by their mean probability (instaseg/ops/refine.py): +0.05 "
                           "mask AP on Penn-Fudan, +0.026 on nuclei, no training cost (BENCHMARKS.md)"))
     return out
 
