@@ -15,6 +15,7 @@ from instaseg.cli import main
 from instaseg.data.build import build_dataset
 from instaseg.predict.dataset import instances_to_results
 from instaseg.predict.evaluate import checkpoint_predictor
+from instaseg.predict.predictor import Predictor
 from tests.engine.helpers import TINY
 
 VAL = "shapes:30:64"  # data.val of the run below, split "val" (6 images)
@@ -97,16 +98,20 @@ def test_evaluate_with_flips_scores_the_predictor_with_flips(run: Path, tmp_path
     results = json.loads((tmp_path / "tta" / "results.json").read_text())
     plain = json.loads((tmp_path / "plain" / "results.json").read_text())
     assert [r["score"] for r in results] != [r["score"] for r in plain]  # the mirror views changed them
+    mine = _predict_val(instaseg.load(run, score_thresh=SCORE, tta=True))
+    assert [r["segmentation"] for r in mine] == [r["segmentation"] for r in results] and mine
+
+
+def _predict_val(predictor: Predictor) -> list[dict]:
+    """COCO results of ``predictor.predict`` on the val images, given as uint8 RGB arrays."""
     dataset = build_dataset(VAL, split="val")
-    predictor = instaseg.load(run, score_thresh=SCORE, tta=True)
-    mine = []
+    out = []
     for i in range(len(dataset)):
         image, target = dataset[i]
         rgb = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        inst = predictor.predict(rgb)
-        image_id = int(target["image_id"])
-        mine += instances_to_results(inst, image_id, dataset.category_ids, predictor.mask_thresh)
-    assert [r["segmentation"] for r in mine] == [r["segmentation"] for r in results] and mine
+        out += instances_to_results(predictor.predict(rgb), int(target["image_id"]), dataset.category_ids,
+                                    predictor.mask_thresh)
+    return out
 
 
 def test_evaluate_with_refined_masks_scores_the_refining_predictor(run: Path, tmp_path: Path) -> None:
@@ -120,11 +125,5 @@ def test_evaluate_with_refined_masks_scores_the_refining_predictor(run: Path, tm
     # The run did not ask for refinement: the default predictor pastes plainly; --refine is the same
     # path as instaseg.load(..., refine=True).
     assert checkpoint_predictor(run).refine is None
-    dataset = build_dataset(VAL, split="val")
-    predictor = instaseg.load(run, score_thresh=SCORE, refine=True)
-    mine = []
-    for i in range(len(dataset)):
-        image, target = dataset[i]
-        rgb = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        mine += instances_to_results(predictor.predict(rgb), int(target["image_id"]), dataset.category_ids)
+    mine = _predict_val(instaseg.load(run, score_thresh=SCORE, refine=True))
     assert [r["segmentation"] for r in mine] == [r["segmentation"] for r in results] and mine
